@@ -1,0 +1,68 @@
+# cuboid-ad: every target bootstraps .venv/ (a virtual environment in the checkout) on first use.
+#
+#   make demo                        the whole chain on the built-in synthetic example
+#   make test                        the test suite
+#   make extract cuboids train       DATA=folder with train/ (default: the built-in example)
+#   make score VIDEO=clip.mkv        score one clip with the models in WORK
+#   make evaluate                    score DATA/test against DATA/labels.json
+#
+# Variables: DATA, WORK (default work), CONFIG (optional TOML), VIDEO, JOBS.
+# The stage targets are phony on purpose: the CLI compares each output's recorded
+# config and inputs (which file timestamps cannot show) and skips what is up to date.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# The CPU build of torch; set TORCH= to keep a torch you installed yourself (e.g. a CUDA build).
+TORCH ?= torch==2.13.0
+
+DEMO_DATA := examples/demo-data
+DATA ?= $(DEMO_DATA)
+WORK ?= work
+CONFIG ?=
+VIDEO ?=
+JOBS ?= 0
+
+CLI := $(PY) cli.py
+OPTS := --work $(WORK) $(if $(CONFIG),--config $(CONFIG)) --jobs $(JOBS)
+DATA_DEP := $(if $(filter $(DEMO_DATA),$(DATA)),$(DEMO_DATA)/labels.json)
+
+.PHONY: extract cuboids train score evaluate demo test clean-demo
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(if $(TORCH),$(PY) -m pip install -q '$(TORCH)')
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+$(DEMO_DATA)/labels.json: pipeline/synthetic.py | $(STAMP)
+	$(CLI) demo-data --out $(DEMO_DATA)
+
+extract: $(STAMP) $(DATA_DEP)
+	$(CLI) extract --data $(DATA) $(OPTS)
+
+cuboids: $(STAMP)
+	$(CLI) cuboids --data $(DATA) $(OPTS)
+
+train: $(STAMP)
+	$(CLI) train --data $(DATA) $(OPTS)
+
+score: $(STAMP)
+	@test -n "$(VIDEO)" || { echo "usage: make score VIDEO=path/to/clip [WORK=work]"; exit 2; }
+	$(CLI) score "$(VIDEO)" --work $(WORK) --heatmaps
+
+evaluate: $(STAMP) $(DATA_DEP)
+	$(CLI) evaluate --data $(DATA) --work $(WORK)
+
+DEMO_WORK := work/demo
+demo: $(STAMP) $(DEMO_DATA)/labels.json
+	$(MAKE) --no-print-directory extract cuboids train evaluate DATA=$(DEMO_DATA) WORK=$(DEMO_WORK) CONFIG=configs/demo.toml
+	$(CLI) score $(DEMO_DATA)/test/02.mkv --work $(DEMO_WORK) --heatmaps
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+clean-demo:
+	rm -rf $(DEMO_DATA) $(DEMO_WORK)

@@ -1,0 +1,372 @@
+"""cuboid-ad: learn what normal looks like in every part of a scene, then find when and where a video is unusual.
+
+Each command parses its options and calls one library function; heavy imports
+happen inside the commands so that --help is instant.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from pipeline.errors import UserError
+
+log = logging.getLogger("cuboid-ad")
+
+
+class Cli(click.Group):
+    """Prints a user error as one line (exit 1); ``--debug`` shows the traceback instead."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except UserError as exc:
+            if ctx.meta.get("debug"):
+                raise
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(1)
+        except KeyboardInterrupt:
+            click.echo("interrupted: finished files are kept, nothing half-written; run the same command again to resume", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=Cli, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def cli() -> None:
+    """Video anomaly detection with a per-region ensemble of spatio-temporal autoencoders.
+
+    \b
+    Typical use:
+      cli.py extract  --data DATA --work work    # DATA/train/: normal clips
+      cli.py cuboids  --data DATA --work work
+      cli.py train    --data DATA --work work
+      cli.py score    VIDEO --work work --heatmaps
+      cli.py evaluate --data DATA --work work    # DATA/test/ + DATA/labels.json
+
+    A clip is a video file (any container ffmpeg reads) or a folder of numbered
+    images (001.tif, 002.tif, ...). Every stage skips work that is already up to
+    date and resumes after an interruption; --force redoes it.
+    """
+
+
+# -- shared options --------------------------------------------------------------------------
+
+
+def _set_debug(ctx: click.Context, _param, value: bool) -> bool:
+    ctx.meta["debug"] = value
+    return value
+
+
+def run_options(f):
+    """--quiet and --debug, on every command."""
+    f = click.option("--debug", is_flag=True, expose_value=False, callback=_set_debug, is_eager=True,
+                     help="Show full tracebacks and debug logging.")(f)
+    f = click.option("-q", "--quiet", is_flag=True, help="No progress bars, warnings and errors only.")(f)
+
+    @functools.wraps(f)
+    def wrapper(*args, quiet: bool, **kwargs):
+        from pipeline.progress import set_progress
+
+        debug = click.get_current_context().meta.get("debug", False)
+        level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
+        logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
+        set_progress(not quiet)
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        with logging_redirect_tqdm():
+            return f(*args, **kwargs)
+
+    return wrapper
+
+
+work_option = click.option("--work", "work", type=click.Path(file_okay=False, path_type=Path), default=Path("work"),
+                           show_default=True, help="Work folder holding frames/, cuboids/, models/ and outputs.")
+config_option = click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                             help="TOML file overriding the default config (see `cli.py config`).")
+preset_option = click.option("--preset", default=None, help="Start from a named preset: default, paper.")
+force_option = click.option("--force", is_flag=True, help="Redo the stage even where its outputs are up to date.")
+jobs_option = click.option("--jobs", type=int, default=0, show_default="0 = one per core",
+                           help="Clips or regions processed in parallel.")
+device_option = click.option("--device", default="auto", show_default=True,
+                             help="Torch device: auto (CUDA when available), cpu, cuda, cuda:1, ...")
+
+
+def data_option(required: bool):
+    help_text = "Data folder: train/ (normal clips), test/ (clips to score), labels.json."
+    if not required:
+        help_text += " Optional here: checks that the work folder was extracted from it."
+    return click.option("--data", type=click.Path(file_okay=False, path_type=Path), required=required, help=help_text)
+
+
+def _config(config_path, preset):
+    from pipeline.config import load_config
+
+    return load_config(config_path, preset)
+
+
+def _optional_config(config_path, preset):
+    """The config to check models against, or None to use the models' own."""
+    return _config(config_path, preset) if config_path or preset else None
+
+
+def _jobs(jobs: int) -> int:
+    import joblib
+
+    return jobs if jobs > 0 else joblib.cpu_count()
+
+
+# -- stages ------------------------------------------------------------------------------------
+
+
+@cli.command()
+@data_option(required=True)
+@work_option
+@config_option
+@preset_option
+@force_option
+@jobs_option
+@run_options
+def extract(data, work, config_path, preset, force, jobs):
+    """Decode DATA/train's clips into WORK/frames/ (one HDF5 file of frames per clip).
+
+    Frames are converted to the working size and colour of the config
+    ([extract]). Clips already extracted with the same settings are skipped.
+    """
+    from pipeline.extract import extract_folder
+    from pipeline.workdir import WorkDir
+
+    cfg = _config(config_path, preset)
+    paths = extract_folder(data / "train", WorkDir(work).frames, cfg, n_jobs=_jobs(jobs), force=force)
+    click.echo(f"extract: {len(paths)} clips in {WorkDir(work).frames}")
+
+
+@cli.command()
+@data_option(required=False)
+@work_option
+@config_option
+@preset_option
+@force_option
+@jobs_option
+@run_options
+def cuboids(data, work, config_path, preset, force, jobs):
+    """Slice WORK/frames/ into a grid of regions: WORK/cuboids/<region>/<clip>.h5.
+
+    Each region's crop of every frame is resized to patch_size x patch_size and
+    stored once; training windows of clip_length_in_frames frames are read from
+    it ([cuboids]).
+    """
+    from cuboids.store import slice_folder
+    from pipeline.extract import check_frames_origin
+    from pipeline.workdir import WorkDir
+
+    cfg = _config(config_path, preset)
+    wd = WorkDir(work)
+    if data is not None:
+        check_frames_origin(wd.frames, data / "train")
+    paths = slice_folder(wd.frames, wd.cuboids, cfg, n_jobs=_jobs(jobs), force=force)
+    click.echo(f"cuboids: {len(paths)} clips x {len(cfg.cuboids.region_ids)} regions in {wd.cuboids}")
+
+
+@cli.command()
+@data_option(required=False)
+@work_option
+@config_option
+@preset_option
+@force_option
+@jobs_option
+@device_option
+@run_options
+def train(data, work, config_path, preset, force, jobs, device):
+    """Fit one autoencoder per region on WORK/cuboids/ and write WORK/models/.
+
+    Each region's model is trained on normal windows only, with 20% of the
+    frames held out (in contiguous blocks) for early stopping and for the
+    region's threshold, mean + threshold_sigma x std of its normal errors.
+    Regions train in parallel.
+    """
+    from ensemble.ensemble import train_ensemble
+    from pipeline.extract import check_frames_origin
+    from pipeline.workdir import WorkDir
+
+    cfg = _config(config_path, preset)
+    wd = WorkDir(work)
+    if data is not None:
+        check_frames_origin(wd.frames, data / "train")
+    manifest = train_ensemble(wd.cuboids, wd.models, cfg, n_jobs=jobs, device=device, force=force)
+    click.echo(f"train: {len(cfg.cuboids.region_ids)} region models, manifest {manifest}")
+
+
+@cli.command()
+@click.argument("video", type=click.Path(path_type=Path))
+@work_option
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Output folder [default: WORK/scores/<clip name>].")
+@config_option
+@preset_option
+@click.option("--heatmaps", is_flag=True, help="Also write PNG heatmaps of the strongest anomalous frames.")
+@click.option("--no-maps", is_flag=True, help="Skip maps.h5 (per-pixel maps); scores.csv only.")
+@device_option
+@run_options
+def score(video, work, out, config_path, preset, heatmaps, no_maps, device):
+    """Score VIDEO (a file or a frame folder) with the models in WORK.
+
+    Writes OUT/scores.csv (one row per frame: score, anomalous flag, each
+    region's normalised error) and OUT/maps.h5 (per-pixel anomaly maps), and
+    prints the anomalous segments with their times and regions.
+    """
+    from ensemble.ensemble import resolve_device
+    from pipeline.heatmaps import write_heatmaps
+    from pipeline.score import score_video
+    from pipeline.workdir import WorkDir
+
+    wd = WorkDir(work)
+    out = out or wd.scores_for(video)
+    if heatmaps and no_maps:
+        raise click.UsageError("--heatmaps needs the maps: drop --no-maps")
+    result = score_video(video, wd.models, out, _optional_config(config_path, preset), maps=not no_maps, device=resolve_device(device))
+    _print_segments(result)
+    if heatmaps:
+        written = write_heatmaps(out / "maps.h5", video, out / "heatmaps")
+        click.echo(f"heatmaps: {len(written)} PNG files in {out / 'heatmaps'}")
+
+
+def _print_segments(result) -> None:
+    segs = result.segments()
+    n = result.n_frames
+    click.echo(
+        f"{result.source.name}: {n} frames ({n / result.fps:.1f} s) scored at {n / result.seconds:.1f} fps; "
+        f"{int(result.anomalous.sum())} anomalous frames in {len(segs)} segments -> {result.out_path}"
+    )
+    for s in segs[:20]:
+        regions = ", ".join(s.regions[:4]) + (" ..." if len(s.regions) > 4 else "")
+        click.echo(f"  frames {s.first_frame}-{s.last_frame}  {s.start_s:.1f}-{s.end_s:.1f} s  peak {s.peak_score:.1f}  regions {regions}")
+    if len(segs) > 20:
+        click.echo(f"  ... {len(segs) - 20} more segments in scores.csv")
+
+
+@cli.command()
+@data_option(required=True)
+@work_option
+@click.option("--labels", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Frame labels [default: DATA/labels.json].")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="[default: WORK/eval]")
+@config_option
+@preset_option
+@device_option
+@run_options
+def evaluate(data, work, labels, out, config_path, preset, device):
+    """Score every clip of DATA/test and compare with the frame labels.
+
+    Prints and writes OUT/metrics.json: frame-level ROC AUC of raw scores over
+    all frames pooled (the headline), AUC after per-clip min-max normalisation
+    (as many papers report), per-clip AUC, average precision, equal error rate,
+    and the confusion matrix at the models' thresholds.
+    """
+    from ensemble.ensemble import resolve_device
+    from pipeline.evaluate import evaluate as run_evaluate
+    from pipeline.workdir import WorkDir
+
+    wd = WorkDir(work)
+    out = out or wd.eval
+    metrics = run_evaluate(data / "test", labels or data / "labels.json", wd.models, out, _optional_config(config_path, preset), resolve_device(device))
+    click.echo(format_metrics(metrics))
+    click.echo(f"metrics: {out / 'metrics.json'}")
+
+
+def format_metrics(m: dict) -> str:
+    def f(v):
+        return "n/a" if v is None else f"{v:.4f}"
+
+    t = m["at_threshold"]
+    lines = [
+        f"frames: {m['n_frames']} ({m['n_anomalous_frames']} anomalous) in {len(m['clips'])} clips",
+        f"frame AUC, raw scores, all frames pooled:   {f(m['auc_pooled_raw'])}",
+        f"frame AUC, per-clip min-max normalised:     {f(m['auc_pooled_minmax_per_clip'])}",
+        f"frame AUC, mean of per-clip AUCs:           {f(m['auc_per_clip_mean'])}",
+        f"average precision:                          {f(m['average_precision'])}",
+        f"equal error rate:                           {f(m['equal_error_rate'])}",
+        f"at threshold (mean + {m['threshold_sigma']:g} std): accuracy {t['accuracy']:.4f}, "
+        f"false-alarm rate {f(t['false_alarm_rate'])}, detection rate {f(t['detection_rate'])}",
+        f"  confusion: TP {t['tp']}  FP {t['fp']}  TN {t['tn']}  FN {t['fn']}",
+    ]
+    return "\n".join(lines)
+
+
+@cli.command()
+@click.argument("video", type=click.Path(path_type=Path))
+@work_option
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder holding (or to hold) scores.csv and maps.h5 [default: WORK/scores/<clip name>].")
+@click.option("--frames", default=None, help="Comma-separated frame numbers (1-based) to draw [default: the strongest anomalous peaks].")
+@click.option("--top", type=int, default=6, show_default=True, help="How many peak frames to draw when --frames is not given.")
+@device_option
+@run_options
+def heatmap(video, work, out, frames, top, device):
+    """Draw PNG heatmaps of VIDEO: chosen frames with their anomaly maps, and the regions x time matrix.
+
+    Uses OUT/maps.h5 from an earlier `score` of the same clip, or scores the clip first.
+    """
+    from ensemble.ensemble import resolve_device
+    from pipeline.heatmaps import maps_source, write_heatmaps
+    from pipeline.score import score_video
+    from pipeline.workdir import WorkDir
+
+    wd = WorkDir(work)
+    out = out or wd.scores_for(video)
+    try:
+        wanted = [int(x) for x in frames.split(",")] if frames else None
+    except ValueError:
+        raise click.BadParameter("use frame numbers like 12,40,97", param_hint="--frames") from None
+    maps_path = out / "maps.h5"
+    if maps_source(maps_path) != str(Path(video).resolve()):
+        score_video(video, wd.models, out, device=resolve_device(device))
+    written = write_heatmaps(maps_path, video, out / "heatmaps", wanted, top)
+    for p in written:
+        click.echo(str(p))
+
+
+@cli.command("config")
+@config_option
+@preset_option
+def show_config(config_path, preset):
+    """Print the effective config as TOML (defaults, preset, then --config on top)."""
+    from pipeline.config import to_toml
+
+    try:
+        click.echo(to_toml(_config(config_path, preset)), nl=False)
+    except UserError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@cli.command("demo-data")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder to create.")
+@click.option("--size", default="240x160", show_default=True, help="WIDTHxHEIGHT of the clips.")
+@click.option("--frames", "frames_per_clip", type=int, default=150, show_default=True, help="Frames per clip.")
+@click.option("--train-clips", type=int, default=6, show_default=True)
+@run_options
+def demo_data(out, size, frames_per_clip, train_clips):
+    """Write the built-in synthetic example: OUT/train/, OUT/test/, OUT/labels.json.
+
+    Normal clips show objects moving along fixed paths at steady speed; each
+    test clip adds one labelled anomaly: a much faster object, an object where
+    none ever goes, an unusual shape.
+    """
+    from pipeline.synthetic import make_dataset
+
+    try:
+        width, height = (int(v) for v in size.lower().split("x"))
+    except ValueError:
+        raise click.BadParameter("use WIDTHxHEIGHT, e.g. 240x160", param_hint="--size") from None
+    make_dataset(out, width=width, height=height, n_train=train_clips, frames_per_clip=frames_per_clip)
+    click.echo(f"demo data: {out}/train ({train_clips} clips), {out}/test, {out}/labels.json")
+
+
+def main() -> None:
+    cli(prog_name="cuboid-ad")
+
+
+if __name__ == "__main__":
+    main()

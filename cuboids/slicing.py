@@ -1,0 +1,82 @@
+"""Frames -> region tubes -> time windows.
+
+A region's *tube* is its crop of every frame, resized to P x P:
+``(n_frames, channels, P, P)`` uint8. A *cuboid* is a window of T consecutive
+frames of a tube, ``(T, channels, P, P)``; windows are never copied to disk,
+only their start frames.
+
+The same :func:`crop_regions` serves the cuboid stage and live scoring, so the
+models see exactly the pixels they were trained on.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cuboids.grid import Region
+
+
+def gaussian_kernel1d(sigma: float) -> torch.Tensor:
+    radius = max(1, int(round(3 * sigma)))
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    k = torch.exp(-0.5 * (x / sigma) ** 2)
+    return k / k.sum()
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of ``(N, C, H, W)`` with reflected borders."""
+    if sigma <= 0:
+        return x
+    k = gaussian_kernel1d(sigma).to(x)
+    r = len(k) // 2
+    N, C, H, W = x.shape
+    y = x.reshape(N * C, 1, H, W)
+    y = F.pad(y, (r, r, r, r), mode="reflect" if min(H, W) > r else "replicate")
+    y = F.conv2d(y, k.view(1, 1, 1, -1))
+    y = F.conv2d(y, k.view(1, 1, -1, 1))
+    return y.reshape(N, C, H, W)
+
+
+@torch.inference_mode()
+def crop_regions(frames: np.ndarray, regions: list[Region], patch_size: int, blur_sigma: float = 0.0) -> np.ndarray:
+    """Cut every region out of ``frames`` and resize it to ``patch_size``.
+
+    frames: uint8 ``(n_frames, height, width, channels)``.
+    Returns uint8 ``(n_regions, n_frames, channels, P, P)``.
+    """
+    n, H, W, C = frames.shape
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()  # (n, C, H, W)
+    out = np.empty((len(regions), n, C, patch_size, patch_size), dtype=np.uint8)
+    for i, region in enumerate(regions):
+        rows, cols = region.box
+        crop = x[:, :, rows, cols]
+        if crop.shape[-2:] != (patch_size, patch_size):
+            crop = F.interpolate(crop, size=(patch_size, patch_size), mode="bilinear", antialias=True, align_corners=False)
+        crop = gaussian_blur(crop, blur_sigma)
+        out[i] = crop.round_().clamp_(0, 255).to(torch.uint8).numpy()
+    return out
+
+
+def window_starts(n_frames: int, clip_length: int, stride: int) -> np.ndarray:
+    """Start frames of the full windows ``[s, s + clip_length)`` every ``stride`` frames."""
+    if n_frames < clip_length:
+        return np.zeros(0, dtype=np.int64)
+    return np.arange(0, n_frames - clip_length + 1, stride, dtype=np.int64)
+
+
+def window_index(starts: np.ndarray, clip_length: int, with_previous: bool = False, first: int = 0, last: int | None = None) -> np.ndarray:
+    """Frame indices of windows starting at ``starts``: ``(n_windows, T)``, or ``T + 1`` with the frame before.
+
+    Indices are clamped to ``[first, last]`` (a clip's first and last frame), so a
+    window at the clip's first frame uses that frame as its own predecessor.
+    """
+    offsets = np.arange(-1 if with_previous else 0, clip_length)
+    idx = np.asarray(starts, dtype=np.int64)[:, None] + offsets[None, :]
+    return np.clip(idx, first, last if last is not None else idx.max(initial=0))
+
+
+def gather_windows(tube: np.ndarray, starts: np.ndarray, clip_length: int, with_previous: bool = False) -> np.ndarray:
+    """Cuboids of one clip's tube: ``(n_windows, T[+1], C, P, P)`` uint8 (see :func:`window_index`)."""
+    return tube[window_index(starts, clip_length, with_previous, 0, len(tube) - 1)]

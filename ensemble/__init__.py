@@ -1,0 +1,1 @@
+"""The per-region autoencoders: model, training, scoring, fusion into frame scores and maps."""

@@ -1,0 +1,47 @@
+"""Per-pixel anomaly maps of whole frames, assembled from the regions' pixel errors.
+
+Each region's P x P error map is divided by that region's normal pixel scale
+(the 99th percentile of its pixel errors on held-out normal frames), so 1.0
+means "as large as the top 1% of normal" everywhere in the frame; resized
+back to the region's box; placed at its position (overlapping regions are
+averaged); and lightly smoothed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cuboids.grid import Region
+from cuboids.slicing import gaussian_blur
+
+
+class AnomalyMapper:
+    def __init__(self, regions: list[Region], frame_size: tuple[int, int], pixel_scale: np.ndarray, blur_sigma: float = 2.0):
+        self.regions = regions
+        self.height, self.width = frame_size
+        self.scale = torch.as_tensor(pixel_scale, dtype=torch.float32)
+        self.blur_sigma = blur_sigma
+        weight = torch.zeros(self.height, self.width)
+        for r in regions:
+            rows, cols = r.box
+            weight[rows, cols] += 1
+        if bool((weight == 0).any()):  # pragma: no cover - make_grid always tiles the frame
+            raise ValueError("regions do not cover the frame")
+        self.weight = weight
+
+    @torch.inference_mode()
+    def __call__(self, pixel_errors: np.ndarray) -> np.ndarray:
+        """pixel_errors ``(n, R, P, P)`` -> anomaly maps ``(n, height, width)`` float32."""
+        n = pixel_errors.shape[0]
+        x = torch.from_numpy(pixel_errors) / self.scale[None, :, None, None]
+        out = torch.zeros(n, self.height, self.width)
+        for i, r in enumerate(self.regions):
+            rows, cols = r.box
+            patch = F.interpolate(x[:, i : i + 1], size=(r.height, r.width), mode="bilinear", align_corners=False)
+            out[:, rows, cols] += patch[:, 0]
+        out /= self.weight
+        if self.blur_sigma > 0:
+            out = gaussian_blur(out[:, None], self.blur_sigma)[:, 0]
+        return out.numpy()

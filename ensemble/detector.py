@@ -1,0 +1,217 @@
+"""One region's detector: its autoencoder plus what normal errors look like there.
+
+Follows the fit / score pattern: ``fit(tubes)`` trains on normal clips and sets
+the learned attributes (``model_``, ``stats_``, ``history_``);
+``pixel_errors(windows)`` raises until then. Higher error = more anomalous.
+
+Checkpoint (``models/<region_id>.pt``, read with ``torch.load(weights_only=True)``):
+a dict of plain values and tensors: format, format_version, config (JSON),
+region, frame_size, state_dict, stats, history, training_clips.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cuboids.grid import Region
+from cuboids.slicing import window_index
+from cuboids.store import RegionTube
+from ensemble.fusion import CausalMean, RegionStats, normal_stats, region_errors
+from ensemble.model import SpatioTemporalAutoencoder
+from ensemble.scoring import score_tubes
+from ensemble.train import TrainState, fit_autoencoder, split_windows, validation_mask
+from pipeline.artifacts import APP, FORMAT_VERSIONS, atomic_path, require_config
+from pipeline.config import Config
+from pipeline.errors import ArtifactError, InputError
+
+MODEL_SECTIONS = ("extract", "cuboids", "model", "train")  # change these and the weights are stale
+ALL_SECTIONS = MODEL_SECTIONS + ("score",)  # change score and only the statistics are stale
+
+
+def encode_windows(windows: np.ndarray, mode: str) -> torch.Tensor:
+    """uint8 windows ``(B, T', C, P, P)`` -> model input ``(B, C', T, P, P)`` in [0, 1].
+
+    ``frames``: pixels / 255 (T' = T). ``diff``: 0.5 + (frame - previous frame) / 2
+    (T' = T + 1). ``both``: the two stacked as channels.
+    """
+    x = torch.from_numpy(windows).to(torch.float32).div_(255.0).permute(0, 2, 1, 3, 4)
+    if mode == "frames":
+        return x.contiguous()
+    diff = (x[:, :, 1:] - x[:, :, :-1]).mul_(0.5).add_(0.5)
+    if mode == "diff":
+        return diff.contiguous()
+    return torch.cat([x[:, :, 1:], diff], dim=1)
+
+
+class RegionDetector:
+    def __init__(self, cfg: Config, region: Region, frame_size: tuple[int, int]):
+        self.cfg = cfg
+        self.region = region
+        self.frame_size = frame_size
+
+    @property
+    def needs_previous(self) -> bool:
+        return self.cfg.model.input != "frames"
+
+    def build_model(self) -> SpatioTemporalAutoencoder:
+        m = self.cfg.model
+        return SpatioTemporalAutoencoder(self.cfg.in_channels, m.filters, m.bottleneck_channels)
+
+    # -- fitting ---------------------------------------------------------------------------
+
+    def _split(self, tubes: list[RegionTube]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:
+        """All frames stacked, the index rows of training and validation windows, and each clip's mask."""
+        T = self.cfg.cuboids.clip_length_in_frames
+        t = self.cfg.train
+        frames = np.concatenate([x.tube for x in tubes])
+        train_rows, val_rows, masks = [], [], []
+        offset = 0
+        for i, x in enumerate(tubes):
+            n = len(x.tube)
+            mask = validation_mask(n, t.val_block_frames, t.val_fraction, i)
+            tr, va = split_windows(mask, x.window_starts, T, self.needs_previous)
+            for starts, rows in ((tr, train_rows), (va, val_rows)):
+                rows.append(window_index(starts + offset, T, self.needs_previous, offset, offset + n - 1))
+            masks.append(mask)
+            offset += n
+        train_index, val_index = np.concatenate(train_rows), np.concatenate(val_rows)
+        if len(train_index) == 0 or len(val_index) == 0:
+            raise InputError(
+                f"region {self.region.region_id}: too little normal video to train and validate "
+                f"({len(frames)} frames give {len(train_index)} training and {len(val_index)} validation windows)"
+            )
+        return frames, train_index, val_index, masks
+
+    def fit(self, tubes: list[RegionTube], device: str = "cpu", resume: dict | None = None, on_epoch=None) -> "RegionDetector":
+        """Train on normal tubes, then calibrate the statistics on their held-out blocks."""
+        frames, train_index, val_index, masks = self._split(tubes)
+        torch.manual_seed(self.cfg.train.seed)
+        model = self.build_model()
+        mode = self.cfg.model.input
+        best, state = fit_autoencoder(
+            model,
+            frames,
+            train_index,
+            val_index,
+            lambda w: encode_windows(w, mode),
+            self.cfg.train,
+            torch.device(device),
+            resume=resume,
+            on_epoch=on_epoch,
+        )
+        model.load_state_dict(best)
+        self.model_ = model.eval()
+        self.device_ = torch.device(device)
+        self.history_ = state
+        self.n_train_windows_ = len(train_index)
+        self.calibrate(tubes, masks)
+        return self
+
+    def calibrate(self, tubes: list[RegionTube], masks: list[np.ndarray] | None = None) -> "RegionDetector":
+        """Score the held-out normal blocks exactly as new video is scored, and keep their statistics."""
+        self._require_fitted()
+        if masks is None:
+            t = self.cfg.train
+            masks = [validation_mask(len(x.tube), t.val_block_frames, t.val_fraction, i) for i, x in enumerate(tubes)]
+        s, T = self.cfg.score, self.cfg.cuboids.clip_length_in_frames
+        errors, pixels = [], []
+        for x, mask in zip(tubes, masks):
+            for a, b in _runs(mask):
+                if b - a < T:
+                    continue
+                px = score_tubes(self.pixel_errors_batch, x.tube[None, a:b], T, s.frames_between_clips, self.needs_previous)
+                e = region_errors(px, s.region_score, s.region_patch)
+                errors.append(CausalMean(s.smoothing_frames)(e)[:, 0])
+                pixels.append(px[:, 0])
+        if not errors:
+            raise InputError(f"region {self.region.region_id}: no held-out block is as long as one window ({T} frames)")
+        self.stats_ = normal_stats(np.concatenate(errors), np.concatenate(pixels), s.threshold_sigma)
+        return self
+
+    # -- scoring ----------------------------------------------------------------------------
+
+    def _require_fitted(self) -> None:
+        if not hasattr(self, "model_"):
+            raise RuntimeError(f"detector for {self.region.region_id} is not fitted")
+
+    @torch.inference_mode()
+    def pixel_errors(self, windows: np.ndarray) -> np.ndarray:
+        """uint8 windows ``(B, T', C, P, P)`` -> squared reconstruction error ``(B, T, P, P)``, channel mean."""
+        self._require_fitted()
+        x = encode_windows(windows, self.cfg.model.input).to(self.device_)
+        return ((self.model_(x) - x) ** 2).mean(dim=1).cpu().numpy()
+
+    def pixel_errors_batch(self, windows: np.ndarray) -> np.ndarray:
+        """The :data:`ensemble.scoring.ErrorFn` of this one region: ``(1, B, ...)`` in and out."""
+        return self.pixel_errors(windows[0])[None]
+
+    # -- persistence ------------------------------------------------------------------------
+
+    def to_checkpoint(self, training_clips: dict[str, str]) -> dict[str, Any]:
+        self._require_fitted()
+        r = self.region
+        return {
+            "format": f"{APP}/checkpoint",
+            "format_version": FORMAT_VERSIONS["checkpoint"],
+            "config": self.cfg.to_json(),
+            "region": {"region_id": r.region_id, "row": r.row, "col": r.col, "top": r.top, "left": r.left, "height": r.height, "width": r.width},
+            "frame_size": list(self.frame_size),
+            "state_dict": {k: v.detach().cpu() for k, v in self.model_.state_dict().items()},
+            "stats": self.stats_.to_dict(),
+            "history": self.history_.to_dict() | {"n_train_windows": int(getattr(self, "n_train_windows_", 0))},
+            "training_clips": dict(training_clips),
+        }
+
+    def save(self, path: str | Path, training_clips: dict[str, str]) -> Path:
+        with atomic_path(path) as tmp:
+            torch.save(self.to_checkpoint(training_clips), tmp)
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path, cfg: Config | None = None, device: str = "cpu", sections: tuple[str, ...] = ALL_SECTIONS) -> "RegionDetector":
+        """Rebuild a fitted detector from its checkpoint alone; with ``cfg``, refuse other settings."""
+        path = Path(path)
+        ck = read_checkpoint(path)
+        recorded = Config.from_json(ck["config"], source=str(path))
+        if cfg is not None:
+            require_config(recorded, cfg, sections, path, "re-run `train` with this config")
+        det = cls(recorded, Region(**ck["region"]), tuple(ck["frame_size"]))
+        model = det.build_model()
+        try:
+            model.load_state_dict(ck["state_dict"])
+        except (RuntimeError, KeyError) as exc:
+            raise ArtifactError(f"{path}: weights do not fit the recorded model ({str(exc).splitlines()[0]})") from None
+        det.model_ = model.to(device).eval()
+        det.device_ = torch.device(device)
+        det.stats_ = RegionStats(**ck["stats"])
+        det.history_ = TrainState(**{k: v for k, v in ck["history"].items() if k in TrainState.__dataclass_fields__})
+        det.training_clips_ = dict(ck["training_clips"])
+        return det
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint dict, loaded without unpickling arbitrary objects, with its stamp checked."""
+    if not path.exists():
+        raise ArtifactError(f"{path}: missing; run `train` first")
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise ArtifactError(f"{path}: not a readable checkpoint (truncated or foreign: {str(exc).splitlines()[0][:120]})") from None
+    if not isinstance(ck, dict) or ck.get("format") != f"{APP}/checkpoint":
+        raise ArtifactError(f"{path}: not a {APP} checkpoint")
+    if ck.get("format_version") != FORMAT_VERSIONS["checkpoint"]:
+        raise ArtifactError(f"{path}: checkpoint format version {ck.get('format_version')}, expected {FORMAT_VERSIONS['checkpoint']}; re-run `train --force`")
+    return ck
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """[start, end) of each run of True in ``mask``."""
+    padded = np.concatenate([[False], mask, [False]]).astype(np.int8)
+    edges = np.flatnonzero(np.diff(padded))
+    return list(zip(edges[::2], edges[1::2]))

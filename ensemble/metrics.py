@@ -1,0 +1,67 @@
+"""Frame-level detection metrics against ground-truth labels.
+
+Higher score = more anomalous. The headline is the ROC AUC of raw scores over
+all frames of all clips pooled ("micro"): what a deployed detector, which
+never sees a clip's future, achieves. Per-clip min-max normalisation (common
+in papers) and the mean of per-clip AUCs ("macro") are reported beside it,
+labelled as such.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+
+
+def equal_error_rate(labels: np.ndarray, scores: np.ndarray) -> float:
+    """The rate at which false alarms and misses are equal, interpolated on the ROC curve."""
+    fpr, tpr, _ = roc_curve(labels, scores)
+    fnr = 1 - tpr
+    i = int(np.flatnonzero(fnr <= fpr)[0]) if (fnr <= fpr).any() else len(fpr) - 1
+    if i == 0:
+        return float(fpr[0])
+    # the crossing lies between points i-1 and i
+    d0, d1 = fnr[i - 1] - fpr[i - 1], fnr[i] - fpr[i]
+    t = d0 / (d0 - d1) if d0 != d1 else 0.0
+    return float(fpr[i - 1] + t * (fpr[i] - fpr[i - 1]))
+
+
+def minmax(x: np.ndarray) -> np.ndarray:
+    span = x.max() - x.min()
+    return (x - x.min()) / span if span > 0 else np.zeros_like(x, dtype=np.float64)
+
+
+def frame_metrics(clips: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dict:
+    """clips: id -> (labels bool (n,), scores (n,), flagged bool (n,)). Returns a JSON-ready dict."""
+    labels = np.concatenate([c[0] for c in clips.values()]).astype(bool)
+    scores = np.concatenate([c[1] for c in clips.values()]).astype(np.float64)
+    flagged = np.concatenate([c[2] for c in clips.values()]).astype(bool)
+    normed = np.concatenate([minmax(c[1].astype(np.float64)) for c in clips.values()])
+    both = labels.any() and (~labels).any()
+    per_clip = {}
+    for cid, (y, s, _) in clips.items():
+        per_clip[cid] = float(roc_auc_score(y, s)) if y.any() and (~y).any() else None
+    defined = [v for v in per_clip.values() if v is not None]
+    tp = int((flagged & labels).sum())
+    fp = int((flagged & ~labels).sum())
+    tn = int((~flagged & ~labels).sum())
+    fn = int((~flagged & labels).sum())
+    return {
+        "n_frames": int(len(labels)),
+        "n_anomalous_frames": int(labels.sum()),
+        "auc_pooled_raw": float(roc_auc_score(labels, scores)) if both else None,
+        "auc_pooled_minmax_per_clip": float(roc_auc_score(labels, normed)) if both else None,
+        "auc_per_clip": per_clip,
+        "auc_per_clip_mean": float(np.mean(defined)) if defined else None,
+        "average_precision": float(average_precision_score(labels, scores)) if both else None,
+        "equal_error_rate": equal_error_rate(labels, scores) if both else None,
+        "at_threshold": {
+            "tp": tp,
+            "fp": fp,
+            "tn": tn,
+            "fn": fn,
+            "accuracy": (tp + tn) / len(labels),
+            "false_alarm_rate": fp / (fp + tn) if fp + tn else None,
+            "detection_rate": tp / (tp + fn) if tp + fn else None,
+        },
+    }

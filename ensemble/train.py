@@ -1,0 +1,131 @@
+"""Fitting one autoencoder on normal windows: the split and the loop.
+
+The loop knows nothing of regions, files or thresholds: it gets frames, the
+frame indices of training and validation windows, and a function that turns
+a batch of uint8 windows into model input. Each epoch's window order is drawn
+from ``(seed, epoch)``, so a run resumed from an epoch checkpoint continues
+exactly as an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline.config import TrainConfig
+
+
+def validation_mask(n_frames: int, block_frames: int, val_fraction: float, offset: int) -> np.ndarray:
+    """Which frames of a clip are held out: every ~1/val_fraction-th block of ``block_frames``.
+
+    Blocks, not random windows, so that no validation window has a training
+    window one frame away. ``offset`` (the clip's index) staggers which block of
+    each clip is held out.
+    """
+    n_blocks = -(-n_frames // block_frames)
+    b = np.arange(n_blocks) + offset
+    held = np.floor((b + 1) * val_fraction) > np.floor(b * val_fraction)
+    return np.repeat(held, block_frames)[:n_frames]
+
+
+def split_windows(mask: np.ndarray, starts: np.ndarray, clip_length: int, with_previous: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Window starts whose frames are all training / all validation; windows straddling both are dropped."""
+    lo = np.maximum(starts - (1 if with_previous else 0), 0)
+    hi = starts + clip_length
+    csum = np.concatenate([[0], np.cumsum(mask)])
+    n_val = csum[hi] - csum[lo]
+    return starts[n_val == 0], starts[n_val == hi - lo]
+
+
+@dataclass
+class TrainState:
+    """Everything needed to continue training after ``epoch`` (0-based, completed)."""
+
+    epoch: int = -1
+    best_val: float = float("inf")
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    train_loss: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    stopped_early: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def fit_autoencoder(
+    model: nn.Module,
+    frames: np.ndarray,
+    train_index: np.ndarray,
+    val_index: np.ndarray,
+    encode: Callable[[np.ndarray], torch.Tensor],
+    cfg: TrainConfig,
+    device: torch.device,
+    resume: dict[str, Any] | None = None,
+    on_epoch: Callable[[TrainState, dict[str, Any]], None] | None = None,
+) -> tuple[dict[str, torch.Tensor], TrainState]:
+    """Train ``model`` to reconstruct its input with MSE; early stopping on validation loss.
+
+    frames: uint8 ``(n_frames, C, P, P)``; ``*_index``: ``(n_windows, T')`` rows of frame indices.
+    ``resume``: a dict from a previous ``on_epoch`` call (model, optimizer, best weights, state).
+    Returns the best weights and the training record.
+    """
+    model.to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    state = TrainState()
+    best = copy.deepcopy(model.state_dict())
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        opt.load_state_dict(resume["optimizer"])
+        best = resume["best"]
+        state = TrainState(**resume["state"])
+    loss_fn = nn.MSELoss()
+    while state.epoch + 1 < cfg.epochs and not state.stopped_early:
+        epoch = state.epoch + 1
+        t0 = time.perf_counter()
+        order = np.random.default_rng([cfg.seed, epoch]).permutation(len(train_index))
+        if cfg.max_windows_per_epoch:
+            order = order[: cfg.max_windows_per_epoch]
+        model.train()
+        total, count = 0.0, 0
+        for i in range(0, len(order), cfg.batch_size):
+            x = encode(frames[train_index[order[i : i + cfg.batch_size]]]).to(device)
+            loss = loss_fn(model(x), x)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(x)
+            count += len(x)
+        val = evaluate_loss(model, frames, val_index, encode, cfg.batch_size, device)
+        state.epoch = epoch
+        state.train_loss.append(total / max(count, 1))
+        state.val_loss.append(val)
+        if val < state.best_val:
+            state.best_val, state.best_epoch, state.bad_epochs = val, epoch, 0
+            best = copy.deepcopy(model.state_dict())
+        else:
+            state.bad_epochs += 1
+            state.stopped_early = state.bad_epochs >= cfg.patience
+        state.seconds += time.perf_counter() - t0
+        if on_epoch is not None:
+            on_epoch(state, {"model": model.state_dict(), "optimizer": opt.state_dict(), "best": best, "state": state.to_dict()})
+    return best, state
+
+
+@torch.inference_mode()
+def evaluate_loss(model: nn.Module, frames: np.ndarray, index: np.ndarray, encode, batch_size: int, device) -> float:
+    model.eval()
+    total, count = 0.0, 0
+    for i in range(0, len(index), batch_size):
+        x = encode(frames[index[i : i + batch_size]]).to(device)
+        total += float(((model(x) - x) ** 2).mean()) * len(x)
+        count += len(x)
+    return total / max(count, 1)

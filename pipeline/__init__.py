@@ -1,0 +1,1 @@
+"""FFmpeg in, orchestration of the stages, and what the user sees (scores, heatmaps)."""

@@ -1,0 +1,127 @@
+"""Writing and reading artifacts safely.
+
+Every file the chain writes appears under its final name only when complete
+(written to a hidden temporary name beside it, then atomically renamed), and
+records what made it: its kind and format version, the config, and its inputs.
+Readers refuse a missing, truncated, foreign, older-format or
+differently-configured file with a message that says what to do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import h5py
+
+from pipeline.config import Config, config_differences
+from pipeline.errors import ArtifactError
+
+APP = "cuboid-ad"
+FORMAT_VERSIONS = {"frames": 1, "tube": 1, "checkpoint": 1, "manifest": 1, "maps": 1}
+
+
+def _tmp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path to write; rename it onto ``path`` only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_name(path)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def remove_stale_temporaries(folder: str | Path) -> None:
+    """Delete temporaries left by a process that was killed mid-write."""
+    folder = Path(folder)
+    if folder.is_dir():
+        for tmp in folder.glob(".*.tmp-*"):
+            pid = tmp.name.rsplit(".tmp-", 1)[1].split("-")[0]
+            if not pid.isdigit() or not _alive(int(pid)) or int(pid) == os.getpid():
+                tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def stamp(attrs: h5py.AttributeManager, kind: str, cfg: Config, **extra: Any) -> None:
+    """Record kind, format version, config and inputs on an HDF5 file or dataset."""
+    attrs["format"] = f"{APP}/{kind}"
+    attrs["format_version"] = FORMAT_VERSIONS[kind]
+    attrs["config"] = cfg.to_json()
+    for key, value in extra.items():
+        attrs[key] = value
+
+
+@contextmanager
+def open_h5(path: str | Path, kind: str) -> Iterator[h5py.File]:
+    """Open an artifact for reading, checking it is a complete file of ``kind``."""
+    path = Path(path)
+    if not path.exists():
+        raise ArtifactError(f"{path}: missing; run the stage that makes it first")
+    try:
+        fh = h5py.File(path, "r")
+    except OSError:
+        raise ArtifactError(
+            f"{path}: not a readable HDF5 file (truncated or foreign); delete it and re-run the stage that makes it"
+        ) from None
+    with fh:
+        check_stamp(dict(fh.attrs), kind, path)
+        yield fh
+
+
+def check_stamp(attrs: dict[str, Any], kind: str, path: Path) -> None:
+    fmt = attrs.get("format")
+    if isinstance(fmt, bytes):
+        fmt = fmt.decode()
+    if fmt != f"{APP}/{kind}":
+        raise ArtifactError(f"{path}: not a {APP} {kind} file (format {fmt!r})")
+    version = int(attrs.get("format_version", -1))
+    if version != FORMAT_VERSIONS[kind]:
+        raise ArtifactError(
+            f"{path}: {kind} format version {version}, this program reads version {FORMAT_VERSIONS[kind]}; "
+            "re-run the stage that makes it with --force"
+        )
+
+
+def recorded_config(attrs: dict[str, Any], path: Path) -> Config:
+    text = attrs.get("config")
+    if text is None:
+        raise ArtifactError(f"{path}: records no config")
+    if isinstance(text, bytes):
+        text = text.decode()
+    return Config.from_json(str(text), source=str(path))
+
+
+def require_config(recorded: Config, current: Config, sections: tuple[str, ...], path: Path, remedy: str) -> None:
+    """Refuse an artifact whose config differs from ``current`` in ``sections``."""
+    diffs = config_differences(recorded, current, sections)
+    if diffs:
+        raise ArtifactError(f"{path} was made with a different config ({'; '.join(diffs)}); {remedy}")

@@ -1,0 +1,326 @@
+"""The one configuration of the whole chain.
+
+Defaults live here, in code. A TOML file may override any of them, section by
+section (``[extract]``, ``[cuboids]``, ``[model]``, ``[train]``, ``[score]``),
+and may start from a named preset (``preset = "paper"``). Unknown keys and
+impossible values are refused with a message naming them.
+
+Every artifact records ``Config.to_dict()``; a reader compares the sections it
+depends on with :func:`config_differences` and refuses a mismatch.
+Only settings that change results belong here; how many cores to use, which
+device, or how many frames to hold per chunk are function arguments instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import ConfigError
+
+SECTIONS = ("extract", "cuboids", "model", "train", "score")
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """How clips are decoded into working frames."""
+
+    color: str = "gray"  # "gray" (1 channel) or "rgb" (3 channels)
+    frame_height: int = 240  # working height in pixels
+    frame_width: int = 0  # working width; 0 keeps the source's aspect ratio
+    fps: float = 0.0  # resample to this rate; 0 keeps the source's rate
+    frame_folder_fps: float = 10.0  # rate assumed for image sequences (UCSD: 10)
+
+    def __post_init__(self) -> None:
+        _check(self.color in ("gray", "rgb"), f"extract.color must be 'gray' or 'rgb', not {self.color!r}")
+        _check(16 <= self.frame_height <= 4320, f"extract.frame_height must be 16..4320, not {self.frame_height}")
+        _check(
+            self.frame_width == 0 or 16 <= self.frame_width <= 7680,
+            f"extract.frame_width must be 0 (keep aspect) or 16..7680, not {self.frame_width}",
+        )
+        _check(0 <= self.fps <= 240, f"extract.fps must be 0 (keep) or a rate up to 240, not {self.fps}")
+        _check(0 < self.frame_folder_fps <= 240, f"extract.frame_folder_fps must be in (0, 240], not {self.frame_folder_fps}")
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.color == "gray" else 3
+
+
+@dataclass(frozen=True)
+class CuboidConfig:
+    """How frames become regions x time windows."""
+
+    grid_rows: int = 3
+    grid_cols: int = 4
+    region_overlap: float = 0.0  # fraction of a region shared with its neighbour
+    patch_size: int = 64  # every region crop is resized to patch_size x patch_size
+    clip_length_in_frames: int = 10  # T, frames per cuboid
+    frames_between_clips: int = 2  # stride between training windows
+    blur_sigma: float = 0.0  # Gaussian blur of region crops, in patch pixels; 0 = off
+
+    def __post_init__(self) -> None:
+        _check(1 <= self.grid_rows <= 32, f"cuboids.grid_rows must be 1..32, not {self.grid_rows}")
+        _check(1 <= self.grid_cols <= 32, f"cuboids.grid_cols must be 1..32, not {self.grid_cols}")
+        _check(0.0 <= self.region_overlap < 0.9, f"cuboids.region_overlap must be in [0, 0.9), not {self.region_overlap}")
+        _check(8 <= self.patch_size <= 512, f"cuboids.patch_size must be 8..512, not {self.patch_size}")
+        _check(
+            2 <= self.clip_length_in_frames <= 256,
+            f"cuboids.clip_length_in_frames must be 2..256, not {self.clip_length_in_frames}",
+        )
+        _check(
+            1 <= self.frames_between_clips <= self.clip_length_in_frames,
+            f"cuboids.frames_between_clips must be 1..clip_length_in_frames ({self.clip_length_in_frames}), "
+            f"not {self.frames_between_clips}",
+        )
+        _check(0.0 <= self.blur_sigma <= 10.0, f"cuboids.blur_sigma must be in [0, 10], not {self.blur_sigma}")
+
+    @property
+    def region_ids(self) -> list[str]:
+        return [f"r{r}c{c}" for r in range(self.grid_rows) for c in range(self.grid_cols)]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The spatio-temporal autoencoder of every region."""
+
+    input: str = "frames"  # "frames", "diff" (frame differences) or "both"
+    filters: tuple[int, ...] = (64, 128)  # encoder conv widths, each halves height and width
+    bottleneck_channels: int = 0  # 1x1x1 conv squeezing the code; 0 = none
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "filters", tuple(int(f) for f in self.filters))
+        _check(self.input in ("frames", "diff", "both"), f"model.input must be 'frames', 'diff' or 'both', not {self.input!r}")
+        _check(1 <= len(self.filters) <= 5, f"model.filters must list 1..5 widths, not {list(self.filters)}")
+        _check(all(1 <= f <= 1024 for f in self.filters), f"model.filters must be 1..1024 each, not {list(self.filters)}")
+        _check(0 <= self.bottleneck_channels <= 1024, f"model.bottleneck_channels must be 0..1024, not {self.bottleneck_channels}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How each region's autoencoder is fitted on normal windows."""
+
+    epochs: int = 30
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    val_fraction: float = 0.2  # share of frames held out, as contiguous blocks
+    val_block_frames: int = 60  # length of one held-out block
+    patience: int = 5  # epochs without validation improvement before stopping
+    max_windows_per_epoch: int = 0  # sample this many windows per epoch; 0 = all
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(1 <= self.epochs <= 10_000, f"train.epochs must be 1..10000, not {self.epochs}")
+        _check(1 <= self.batch_size <= 4096, f"train.batch_size must be 1..4096, not {self.batch_size}")
+        _check(0 < self.learning_rate < 1, f"train.learning_rate must be in (0, 1), not {self.learning_rate}")
+        _check(0 <= self.weight_decay < 1, f"train.weight_decay must be in [0, 1), not {self.weight_decay}")
+        _check(0.05 <= self.val_fraction <= 0.5, f"train.val_fraction must be in [0.05, 0.5], not {self.val_fraction}")
+        _check(self.val_block_frames >= 1, f"train.val_block_frames must be >= 1, not {self.val_block_frames}")
+        _check(self.patience >= 1, f"train.patience must be >= 1, not {self.patience}")
+        _check(self.max_windows_per_epoch >= 0, f"train.max_windows_per_epoch must be >= 0, not {self.max_windows_per_epoch}")
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    """How reconstruction errors become region scores, frame scores and flags."""
+
+    frames_between_clips: int = 5  # stride of scoring windows; <= clip length
+    region_score: str = "mean"  # "mean" of a frame's pixel errors, or "patch_max" over small patches
+    region_patch: int = 8  # patch side (patch pixels) for "patch_max"
+    fusion: str = "max"  # frame score from normalised region errors: "max" or "mean"
+    threshold_sigma: float = 2.0  # a region is anomalous above mean + threshold_sigma * std
+    smoothing_frames: int = 1  # causal moving average of region errors over this many frames
+
+    def __post_init__(self) -> None:
+        _check(self.frames_between_clips >= 1, f"score.frames_between_clips must be >= 1, not {self.frames_between_clips}")
+        _check(self.region_score in ("mean", "patch_max"), f"score.region_score must be 'mean' or 'patch_max', not {self.region_score!r}")
+        _check(self.region_patch >= 1, f"score.region_patch must be >= 1, not {self.region_patch}")
+        _check(self.fusion in ("max", "mean"), f"score.fusion must be 'max' or 'mean', not {self.fusion!r}")
+        _check(0 < self.threshold_sigma <= 20, f"score.threshold_sigma must be in (0, 20], not {self.threshold_sigma}")
+        _check(1 <= self.smoothing_frames <= 1000, f"score.smoothing_frames must be 1..1000, not {self.smoothing_frames}")
+
+
+_SECTION_TYPES = {
+    "extract": ExtractConfig,
+    "cuboids": CuboidConfig,
+    "model": ModelConfig,
+    "train": TrainConfig,
+    "score": ScoreConfig,
+}
+
+# Named starting points; a TOML file names one with `preset = "..."` and may
+# override any key on top. "paper" is the user's reference architecture.
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "default": {},
+    "paper": {"model": {"input": "frames", "filters": [64, 128], "bottleneck_channels": 0}},
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+    cuboids: CuboidConfig = field(default_factory=CuboidConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+    preset: str = "default"
+
+    def __post_init__(self) -> None:
+        T = self.cuboids.clip_length_in_frames
+        _check(
+            self.score.frames_between_clips <= T,
+            f"score.frames_between_clips ({self.score.frames_between_clips}) must not exceed "
+            f"cuboids.clip_length_in_frames ({T}), or some frames would be scored by no window",
+        )
+        depth = len(self.model.filters)
+        P = self.cuboids.patch_size
+        _check(
+            P % (2**depth) == 0,
+            f"cuboids.patch_size ({P}) must be divisible by 2**len(model.filters) = {2**depth}",
+        )
+        _check(
+            self.score.region_score != "patch_max" or P % self.score.region_patch == 0,
+            f"score.region_patch ({self.score.region_patch}) must divide cuboids.patch_size ({P})",
+        )
+        if self.model.input in ("diff", "both"):
+            _check(T >= 3, "model.input 'diff' needs cuboids.clip_length_in_frames >= 3")
+
+    @property
+    def in_channels(self) -> int:
+        """Channels the autoencoder sees: colour channels, times two for 'both'."""
+        per = self.extract.channels
+        return 2 * per if self.model.input == "both" else per
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"preset": self.preset}
+        for name in SECTIONS:
+            sec = dataclasses.asdict(getattr(self, name))
+            out[name] = {k: list(v) if isinstance(v, tuple) else v for k, v in sec.items()}
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> "Config":
+        data = dict(data)
+        preset = data.pop("preset", "default")
+        if preset not in PRESETS:
+            raise ConfigError(f"{source}: unknown preset {preset!r}; known: {', '.join(PRESETS)}")
+        unknown = sorted(set(data) - set(SECTIONS))
+        if unknown:
+            raise ConfigError(f"{source}: unknown section(s) {', '.join(unknown)}; known: preset, {', '.join(SECTIONS)}")
+        merged: dict[str, dict[str, Any]] = {s: dict(PRESETS[preset].get(s, {})) for s in SECTIONS}
+        for name, values in data.items():
+            if not isinstance(values, dict):
+                raise ConfigError(f"{source}: [{name}] must be a table of settings")
+            merged[name].update(values)
+        sections = {}
+        for name, values in merged.items():
+            typ = _SECTION_TYPES[name]
+            known = {f.name: f for f in fields(typ)}
+            bad = sorted(set(values) - set(known))
+            if bad:
+                raise ConfigError(f"{source}: unknown key(s) {', '.join(f'{name}.{b}' for b in bad)}; known in [{name}]: {', '.join(known)}")
+            for key, value in values.items():
+                _check_type(f"{source}: {name}.{key}", value, known[key].default)
+            sections[name] = typ(**values)
+        return cls(preset=preset, **sections)
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "artifact") -> "Config":
+        try:
+            return cls.from_dict(json.loads(text), source)
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise ConfigError(f"{source}: recorded config is unreadable ({exc})") from None
+
+    def with_overrides(self, **sections: dict[str, Any]) -> "Config":
+        """A copy with some keys changed, e.g. ``cfg.with_overrides(train={"epochs": 2})``."""
+        changed = {name: replace(getattr(self, name), **values) for name, values in sections.items()}
+        return replace(self, **changed)
+
+
+def _check_type(where: str, value: Any, default: Any) -> None:
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    elif isinstance(default, str):
+        ok = isinstance(value, str)
+    elif isinstance(default, tuple):
+        ok = isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    else:  # pragma: no cover - every field has one of the types above
+        ok = True
+    if not ok:
+        raise ConfigError(f"{where} = {value!r} has the wrong type (expected {type(default).__name__})")
+
+
+def load_config(path: str | Path | None = None, preset: str | None = None) -> Config:
+    """Defaults, then an optional preset, then an optional TOML file on top."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+        source = str(path)
+    else:
+        source = "config"
+    if preset is not None:
+        if "preset" in data and data["preset"] != preset:
+            raise ConfigError(f"{source} names preset {data['preset']!r} but --preset says {preset!r}")
+        data["preset"] = preset
+    try:
+        return Config.from_dict(data, source)
+    except TypeError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def config_differences(recorded: Config, current: Config, sections: tuple[str, ...]) -> list[str]:
+    """Human-readable ``section.key: recorded -> current`` for every differing key."""
+    diffs = []
+    a, b = recorded.to_dict(), current.to_dict()
+    for name in sections:
+        for key in a[name]:
+            if a[name][key] != b[name][key]:
+                diffs.append(f"{name}.{key} was {a[name][key]!r}, now {b[name][key]!r}")
+    return diffs
+
+
+def to_toml(cfg: Config) -> str:
+    """The effective config as a TOML file that :func:`load_config` reads back."""
+    d = cfg.to_dict()
+    lines = [f"preset = {json.dumps(d['preset'])}"]
+    for name in SECTIONS:
+        lines.append("")
+        lines.append(f"[{name}]")
+        for key, value in d[name].items():
+            lines.append(f"{key} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")  # pragma: no cover

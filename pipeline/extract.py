@@ -1,0 +1,227 @@
+"""Stage 1, extract: clips (videos or frame folders) -> one HDF5 file of frames per clip.
+
+File layout (``frames/<clip_id>.h5``)::
+
+    frames   uint8 (n_frames, height, width, channels), chunked along time
+    attrs    format, format_version, config, source_path, source_size,
+             source_mtime, fps, original_width, original_height, n_frames
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+from joblib import Parallel, delayed
+
+from pipeline.artifacts import atomic_path, open_h5, recorded_config, remove_stale_temporaries, require_config, stamp
+from pipeline.config import Config, config_differences
+from pipeline.errors import ArtifactError, InputError, UserError
+from pipeline.ffmpeg_io import list_clips, open_clip, output_fps, read_frames, working_size
+from pipeline.progress import progress
+
+log = logging.getLogger(__name__)
+
+FRAME_CHUNK = 16  # frames per HDF5 chunk: small enough for streaming reads, large enough to compress
+
+
+def source_signature(path: Path) -> dict[str, object]:
+    """What identifies a clip's content cheaply: its path, byte size and mtime (folders: of every file)."""
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file())
+        size = sum(p.stat().st_size for p in files)
+        mtime = max((p.stat().st_mtime for p in files), default=path.stat().st_mtime)
+    else:
+        st = path.stat()
+        size, mtime = st.st_size, st.st_mtime
+    return {"source_path": str(path.resolve()), "source_size": int(size), "source_mtime": float(mtime)}
+
+
+def extract_clip(
+    src_path: str | Path,
+    dst_path: str | Path,
+    cfg: Config,
+    chunk_frames: int = 64,
+    on_frames: Callable[[int], object] | None = None,
+) -> Path:
+    """Decode one clip into ``dst_path`` (written atomically). Returns ``dst_path``.
+
+    ``on_frames(n)`` is called after every chunk of n frames; without it the
+    clip gets a progress bar of its own.
+    """
+    src_path, dst_path = Path(src_path), Path(dst_path)
+    src = open_clip(src_path, cfg.extract)
+    width, height = working_size(src, cfg.extract)
+    C = cfg.extract.channels
+    signature = source_signature(src_path)
+    with atomic_path(dst_path) as tmp:
+        with h5py.File(tmp, "w") as fh:
+            ds = fh.create_dataset(
+                "frames",
+                shape=(0, height, width, C),
+                maxshape=(None, height, width, C),
+                dtype=np.uint8,
+                chunks=(FRAME_CHUNK, height, width, C),
+                compression="gzip",
+                compression_opts=1,
+            )
+            n = 0
+            bar = None
+            if on_frames is None:
+                bar = progress(total=src.n_frames_estimate or None, desc=f"extract {src.clip_id}", unit="frame")
+                on_frames = bar.update
+            for chunk in read_frames(src, cfg.extract, chunk_frames):
+                ds.resize(n + len(chunk), axis=0)
+                ds[n : n + len(chunk)] = chunk
+                n += len(chunk)
+                on_frames(len(chunk))
+            if bar is not None:
+                bar.close()
+            stamp(
+                fh.attrs,
+                "frames",
+                cfg,
+                fps=output_fps(src, cfg.extract),
+                original_width=src.width,
+                original_height=src.height,
+                n_frames=n,
+                **signature,
+            )
+    log.info("extracted %s: %d frames of %dx%d", src_path.name, n, width, height)
+    return dst_path
+
+
+@dataclass(frozen=True)
+class FramesInfo:
+    """What a frames file holds, read from its attributes."""
+
+    path: Path
+    clip_id: str
+    n_frames: int
+    height: int
+    width: int
+    channels: int
+    fps: float
+    source_path: str
+    cfg: Config
+
+
+def read_frames_info(path: str | Path, cfg: Config | None = None) -> FramesInfo:
+    """Open and check a frames file; with ``cfg``, refuse one made with other extract settings."""
+    path = Path(path)
+    with open_h5(path, "frames") as fh:
+        recorded = recorded_config(dict(fh.attrs), path)
+        if cfg is not None:
+            require_config(recorded, cfg, ("extract",), path, "re-run `extract` with this config")
+        if "frames" not in fh:
+            raise ArtifactError(f"{path}: holds no frames dataset")
+        n, h, w, c = fh["frames"].shape
+        attrs = dict(fh.attrs)
+    if n != int(attrs["n_frames"]):
+        raise ArtifactError(f"{path}: records {attrs['n_frames']} frames but holds {n}; delete it and re-run `extract`")
+    return FramesInfo(path, path.stem, n, h, w, c, float(attrs["fps"]), str(attrs["source_path"]), recorded)
+
+
+def iter_frames_file(path: str | Path, chunk_frames: int = 64):
+    """Yield ``(start, frames)`` chunks of a frames file, frames uint8 (n, H, W, C)."""
+    with open_h5(path, "frames") as fh:
+        ds = fh["frames"]
+        for start in range(0, ds.shape[0], chunk_frames):
+            yield start, ds[start : start + chunk_frames]
+
+
+def is_up_to_date(src_path: Path, dst_path: Path, cfg: Config) -> bool:
+    """True when ``dst_path`` is a complete frames file of this source and extract config."""
+    if not dst_path.exists():
+        return False
+    try:
+        with open_h5(dst_path, "frames") as fh:
+            attrs = dict(fh.attrs)
+            recorded = recorded_config(attrs, dst_path)
+    except UserError:
+        return False
+    signature = source_signature(src_path)
+    same_source = all(attrs.get(k) == v for k, v in signature.items())
+    return same_source and not config_differences(recorded, cfg, ("extract",))
+
+
+def extract_folder(
+    clips_path: str | Path,
+    frames_path: str | Path,
+    cfg: Config,
+    n_jobs: int = 1,
+    force: bool = False,
+) -> list[Path]:
+    """Extract every clip of ``clips_path`` into ``frames_path``; returns the frames files.
+
+    Clips already extracted from the same source with the same extract config
+    are skipped unless ``force``. Frames files whose clip has gone are
+    removed. When some clips fail, the others are still extracted and one
+    InputError at the end lists the failures.
+    """
+    clips = list_clips(clips_path)
+    if not clips:
+        raise InputError(f"{clips_path}: holds no clips (videos or frame folders)")
+    frames_path = Path(frames_path)
+    frames_path.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(frames_path)
+    targets = {clip: frames_path / f"{(clip.stem if clip.is_file() else clip.name)}.h5" for clip in clips}
+    for old in frames_path.glob("*.h5"):
+        if old not in targets.values():
+            log.info("removing %s: its clip is no longer in %s", old.name, clips_path)
+            old.unlink()
+    todo = [c for c in clips if force or not is_up_to_date(c, targets[c], cfg)]
+    if len(todo) < len(clips):
+        log.info("extract: %d of %d clips already up to date", len(clips) - len(todo), len(clips))
+    failures: list[str] = []
+    if todo:
+        total = sum(_frames_estimate(c, cfg) for c in todo)
+        bar = progress(total=total or None, desc=f"extract {len(todo)} clips", unit="frame")
+        jobs = Parallel(n_jobs=min(n_jobs, len(todo)), prefer="threads", return_as="generator_unordered")(
+            delayed(_extract_or_report)(c, targets[c], cfg, bar.update) for c in todo
+        )
+        failures = [error for error in jobs if error]
+        bar.close()
+    if failures:
+        raise InputError(f"{len(failures)} of {len(clips)} clips failed: " + "; ".join(sorted(failures)))
+    _check_same_size([targets[c] for c in clips])
+    return [targets[c] for c in clips]
+
+
+def _extract_or_report(src: Path, dst: Path, cfg: Config, on_frames: Callable[[int], object]) -> str | None:
+    try:
+        extract_clip(src, dst, cfg, on_frames=on_frames)
+    except UserError as exc:
+        return str(exc)
+    return None
+
+
+def _frames_estimate(src: Path, cfg: Config) -> int:
+    try:
+        return open_clip(src, cfg.extract).n_frames_estimate
+    except UserError:
+        return 0
+
+
+def check_frames_origin(frames_path: str | Path, clips_path: str | Path) -> None:
+    """Refuse a frames folder extracted from another clips folder than ``clips_path``."""
+    want = Path(clips_path).resolve()
+    for p in sorted(Path(frames_path).glob("*.h5")):
+        origin = Path(read_frames_info(p).source_path).parent
+        if origin != want:
+            raise ArtifactError(f"{p} was extracted from {origin}, not {want}; run `extract` with this --data first")
+
+
+def _check_same_size(paths: list[Path]) -> None:
+    sizes = {}
+    for p in paths:
+        info = read_frames_info(p)
+        sizes.setdefault((info.width, info.height, info.channels), p.name)
+    if len(sizes) > 1:
+        desc = ", ".join(f"{name}: {w}x{h}" for (w, h, _), name in sizes.items())
+        raise InputError(f"clips decode to different frame sizes ({desc}); set extract.frame_width to make them equal")
+

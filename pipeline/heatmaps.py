@@ -1,0 +1,155 @@
+"""Stage 6, inspect: pictures of where and when a clip is anomalous (matplotlib, Agg backend).
+
+For chosen frames, ``frame_NNNNNN.png``: the frame with its anomaly map
+overlaid (inferno colormap, transparent where the map is below the normal
+level, colour bar in multiples of the normal 99th-percentile pixel error) and
+beside it the frame with the region grid, each region labelled with its
+normalised error z and outlined in red when above its threshold.
+
+For the clip, ``regions_time.png``: the regions x time matrix of z, under the
+frame score with its threshold and the flagged (and, given labels, the truly
+anomalous) frames shaded.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.colors import Normalize  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
+
+from pipeline.artifacts import atomic_path, open_h5, recorded_config  # noqa: E402
+from pipeline.ffmpeg_io import open_clip, read_frames  # noqa: E402
+
+MAP_MAX = 6.0  # colour scale top, in multiples of the normal 99th-percentile pixel error
+
+
+def pick_frames(score: np.ndarray, anomalous: np.ndarray, n: int = 6, spacing: int = 10) -> list[int]:
+    """Up to ``n`` highest-scoring frames (0-based), at least ``spacing`` apart; flagged frames only, if any."""
+    pool = np.flatnonzero(anomalous) if anomalous.any() else np.arange(len(score))
+    chosen: list[int] = []
+    for i in pool[np.argsort(-score[pool], kind="stable")]:
+        if all(abs(int(i) - j) >= spacing for j in chosen):
+            chosen.append(int(i))
+        if len(chosen) == n:
+            break
+    return sorted(chosen)
+
+
+def decode_frames(video_path: str | Path, cfg, wanted: list[int]) -> dict[int, np.ndarray]:
+    """The frames (0-based) ``wanted`` of a clip, decoded with the models' extract settings."""
+    want = set(wanted)
+    out: dict[int, np.ndarray] = {}
+    src = open_clip(video_path, cfg.extract)
+    start = 0
+    for chunk in read_frames(src, cfg.extract):
+        for i in range(len(chunk)):
+            if start + i in want:
+                out[start + i] = chunk[i].copy()
+        start += len(chunk)
+        if len(out) == len(want):
+            break
+    return out
+
+
+def _show(ax, frame: np.ndarray) -> None:
+    if frame.shape[-1] == 1:
+        ax.imshow(frame[..., 0], cmap="gray", vmin=0, vmax=255)
+    else:
+        ax.imshow(frame)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def frame_figure(frame: np.ndarray, amap: np.ndarray, boxes: np.ndarray, region_ids: list[str], z: np.ndarray, threshold_sigma: float, title: str, path: Path) -> Path:
+    """One frame: overlay of the anomaly map | region grid with z. Written atomically as PNG."""
+    H, W = amap.shape
+    fig, (a, b) = plt.subplots(1, 2, figsize=(2 * 4.2 * W / max(H, W) + 1.2, 4.2 * H / max(H, W) + 0.9), dpi=110, layout="constrained")
+    _show(a, frame)
+    shown = np.ma.masked_less(amap, 1.0)
+    im = a.imshow(shown, cmap="inferno", norm=Normalize(0, MAP_MAX), alpha=0.65, interpolation="bilinear")
+    fig.colorbar(im, ax=a, shrink=0.8, label="pixel error / normal p99")
+    a.set_title("anomaly map")
+    _show(b, frame)
+    for (top, left, h, w), rid, zi in zip(boxes, region_ids, z):
+        hot = zi > threshold_sigma
+        b.add_patch(Rectangle((left - 0.5, top - 0.5), w, h, fill=False, lw=2.2 if hot else 0.8, ec="red" if hot else "white", alpha=0.9))
+        b.text(left + w / 2, top + h / 2, f"{rid}\n{zi:.1f}", ha="center", va="center", fontsize=7, color="white",
+               bbox={"facecolor": "red" if hot else "black", "alpha": 0.55, "pad": 1.5, "lw": 0})
+    b.set_title(f"regions: z (red: above {threshold_sigma:g})")
+    fig.suptitle(title, fontsize=10)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path
+
+
+def timeline_figure(region_z: np.ndarray, score: np.ndarray, anomalous: np.ndarray, region_ids: list[str], fps: float, threshold_sigma: float, path: Path, truth: np.ndarray | None = None, title: str = "") -> Path:
+    """The regions x time matrix of z under the frame score. Written atomically as PNG."""
+    n, R = region_z.shape
+    t = np.arange(n) / fps
+    fig, (top, mat) = plt.subplots(2, 1, figsize=(10, 2.2 + 0.22 * R), dpi=110, sharex=True, height_ratios=[1, max(1.2, R / 6)], layout="constrained")
+    top.plot(t, score, lw=1, color="black", label="frame score")
+    top.axhline(threshold_sigma, color="red", lw=1, ls="--", label=f"threshold ({threshold_sigma:g})")
+    _shade(top, anomalous, fps, "red", 0.15, "flagged")
+    if truth is not None:
+        _shade(top, truth, fps, "tab:blue", 0.15, "ground truth")
+    top.set_ylabel("score (z)")
+    top.legend(loc="upper left", fontsize=7, ncols=4)
+    vmax = max(2 * threshold_sigma, float(np.percentile(region_z, 99.5)) if region_z.size else 1.0)
+    im = mat.imshow(region_z.T, aspect="auto", cmap="magma", vmin=0, vmax=vmax, interpolation="nearest",
+                    extent=(-0.5 / fps, (n - 0.5) / fps, R - 0.5, -0.5))
+    mat.set_yticks(range(R), region_ids, fontsize=7)
+    mat.set_xlabel("time (s)")
+    mat.set_ylabel("region")
+    fig.colorbar(im, ax=mat, label="z")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path
+
+
+def _shade(ax, flags: np.ndarray, fps: float, color: str, alpha: float, label: str) -> None:
+    padded = np.concatenate([[False], flags.astype(bool), [False]]).astype(np.int8)
+    edges = np.flatnonzero(np.diff(padded))
+    for k, (a, b) in enumerate(zip(edges[::2], edges[1::2])):
+        ax.axvspan((a - 0.5) / fps, (b - 0.5) / fps, color=color, alpha=alpha, lw=0, label=label if k == 0 else None)
+
+
+def write_heatmaps(maps_path: str | Path, video_path: str | Path, out_path: str | Path, frames: list[int] | None = None, n_frames: int = 6, truth: np.ndarray | None = None) -> list[Path]:
+    """PNGs for ``frames`` (1-based; default: the strongest flagged peaks) and the regions x time matrix."""
+    maps_path, out_path = Path(maps_path), Path(out_path)
+    with open_h5(maps_path, "maps") as fh:
+        cfg = recorded_config(dict(fh.attrs), maps_path)
+        score, anomalous, region_z = fh["score"][()], fh["anomalous"][()].astype(bool), fh["region_z"][()]
+        region_ids = json.loads(fh.attrs["region_ids"])
+        boxes = fh.attrs["boxes"]
+        fps = float(fh.attrs["fps"])
+        k = float(fh.attrs["threshold_sigma"])
+        chosen = [f - 1 for f in frames if 1 <= f <= len(score)] if frames else pick_frames(score, anomalous, n_frames)
+        amaps = {i: fh["maps"][i].astype(np.float32) for i in chosen}
+    pictures = decode_frames(video_path, cfg, chosen)
+    name = Path(video_path).name
+    written = [timeline_figure(region_z, score, anomalous, region_ids, fps, k, out_path / "regions_time.png", truth, title=name)]
+    for i in chosen:
+        title = f"{name}  frame {i + 1} ({i / fps:.1f} s)  score {score[i]:.2f}" + ("  ANOMALOUS" if anomalous[i] else "")
+        written.append(frame_figure(pictures[i], amaps[i], boxes, region_ids, region_z[i], k, title, out_path / f"frame_{i + 1:06d}.png"))
+    return written
+
+
+def maps_source(maps_path: Path) -> str | None:
+    """The source path a maps file was scored from, or None if it is unreadable."""
+    try:
+        with h5py.File(maps_path, "r") as fh:
+            return str(fh.attrs.get("source_path"))
+    except OSError:
+        return None

@@ -1,0 +1,72 @@
+"""Shared tiny data: a synthetic scene small enough to train on in seconds.
+
+96x64 gray clips; a 2x3 grid of 32x32 regions resized to 16x16; a small
+autoencoder. The session trains one ensemble that many tests reuse.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.config import Config
+from pipeline.progress import set_progress
+from pipeline.synthetic import Mover, make_dataset, render_clip, write_video
+
+set_progress(False)
+
+TINY = {
+    "extract": {"frame_height": 64},
+    "cuboids": {"grid_rows": 2, "grid_cols": 3, "patch_size": 16, "clip_length_in_frames": 8, "frames_between_clips": 2},
+    "model": {"filters": [8, 16], "bottleneck_channels": 4},
+    "train": {"epochs": 12, "batch_size": 16, "val_block_frames": 20, "patience": 4, "learning_rate": 0.003},
+    "score": {"frames_between_clips": 4},
+}
+WIDTH, HEIGHT = 96, 64
+
+
+@pytest.fixture(scope="session")
+def tiny_cfg() -> Config:
+    return Config.from_dict(TINY)
+
+
+def injected_mover(first: int = 30) -> Mover:
+    """A bright square wandering slowly in region r1c2 (rows 32-63, cols 64-95), where nothing normal goes."""
+    return Mover(first, 46.0, 76.0, 0.03, 0.06, 5.0, 245, "square")
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """train/ (4 normal clips of 80 frames), test/01.mkv with an anomaly injected in r1c2, labels.json."""
+    root = tmp_path_factory.mktemp("data")
+    make_dataset(root, width=WIDTH, height=HEIGHT, n_train=4, frames_per_clip=80, anomalies=())
+    frames, in_view = render_clip(80, HEIGHT, WIDTH, seed=777, extra=[injected_mover()])
+    write_video(frames, root / "test" / "01.mkv")
+    first, last = np.flatnonzero(in_view)[[0, -1]] + 1
+    (root / "labels.json").write_text(f'{{"01": {{"frames": 80, "anomalous": [[{first}, {last}]]}}}}')
+    return root
+
+
+@pytest.fixture(scope="session")
+def trained_work(tmp_path_factory, tiny_data, tiny_cfg) -> Path:
+    """A work folder with frames, cuboids and models of tiny_data, made by the library functions."""
+    from cuboids.store import slice_folder
+    from ensemble.ensemble import train_ensemble
+    from pipeline.extract import extract_folder
+    from pipeline.workdir import WorkDir
+
+    wd = WorkDir(tmp_path_factory.mktemp("work"))
+    extract_folder(tiny_data / "train", wd.frames, tiny_cfg, n_jobs=2)
+    slice_folder(wd.frames, wd.cuboids, tiny_cfg, n_jobs=2)
+    train_ensemble(wd.cuboids, wd.models, tiny_cfg, n_jobs=2)
+    return wd.root
+
+
+@pytest.fixture
+def frames_video(tmp_path) -> tuple[np.ndarray, Path]:
+    """40 random-ish gray frames and their lossless video."""
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, size=(40, 48, 64), dtype=np.uint8)
+    return frames, write_video(frames, tmp_path / "clip.mkv")

@@ -1,0 +1,85 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ensemble.fusion import CausalMean, fuse, normalise, region_errors
+from ensemble.scoring import SlidingWindowScorer, score_tubes
+from pipeline.config import ScoreConfig
+from pipeline.errors import InputError
+
+
+def window_count_errors(T):
+    def fn(windows):
+        return np.ones(windows.shape[:2] + (T,) + windows.shape[-2:], np.float32)
+
+    return fn
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(8, 70), T=st.integers(2, 8), S=st.integers(1, 8), chunk=st.integers(1, 25), prev=st.booleans())
+def test_every_frame_scored_once_whatever_the_chunking(n, T, S, chunk, prev):
+    S = min(S, T)
+    n = max(n, T)
+    tubes = np.arange(n, dtype=np.uint8)[None, :, None, None, None] * np.ones((2, 1, 1, 3, 3), np.uint8)
+
+    def fn(windows):  # error = the frame's own value, so averaging over windows gives it back exactly
+        return windows[:, :, 1:, 0].astype(np.float32) if prev else windows[:, :, :, 0].astype(np.float32)
+
+    whole = score_tubes(fn, tubes, T, S, prev)
+    chunked = score_tubes(fn, tubes, T, S, prev, chunk_frames=chunk)
+    assert whole.shape == (n, 2, 3, 3)
+    assert np.array_equal(whole, chunked)
+    assert np.array_equal(whole[:, 0, 0, 0], np.arange(n))
+
+
+def test_coverage_counts_regular_windows_and_an_end_window_only_where_needed():
+    T, S, n = 4, 2, 11  # regular windows 0,2,4,6 cover frames 0..9; frame 10 needs the end window 7..10
+    seen = []
+
+    def fn(windows):
+        seen.append(windows[0, :, 0, 0, 0, 0].tolist())
+        return np.ones(windows.shape[:3] + windows.shape[-2:], np.float32)
+
+    tubes = np.arange(n, dtype=np.uint8)[None, :, None, None, None]
+    out = score_tubes(fn, tubes, T, S, False, chunk_frames=3)
+    assert sorted(sum(seen, [])) == [0, 2, 4, 6, 7]
+    assert out.shape == (n, 1, 1, 1)
+
+
+def test_frames_are_released_with_a_latency_of_at_most_one_window():
+    scorer = SlidingWindowScorer(window_count_errors(4), 4, 2)
+    tubes = np.zeros((1, 10, 1, 2, 2), np.uint8)
+    released = [len(scorer.push(tubes[:, i : i + 1])) for i in range(10)]
+    assert sum(released) == 8  # frames 0..7 are final once the window at 6 ran
+    assert len(scorer.finish()) == 2
+
+
+def test_a_clip_shorter_than_a_window_is_refused():
+    scorer = SlidingWindowScorer(window_count_errors(8), 8, 4)
+    scorer.push(np.zeros((1, 5, 1, 2, 2), np.uint8))
+    with pytest.raises(InputError, match="shorter than one window"):
+        scorer.finish()
+
+
+def test_patch_max_finds_a_small_hot_spot_that_the_mean_dilutes():
+    px = np.zeros((1, 2, 8, 8), np.float32)
+    px[0, 1, 0:2, 6:8] = 1.0
+    assert region_errors(px, "mean", 2).tolist() == [[0.0, 4 / 64]]
+    assert region_errors(px, "patch_max", 2).tolist() == [[0.0, 1.0]]
+
+
+def test_causal_mean_is_the_same_in_chunks_and_never_looks_ahead():
+    x = np.random.default_rng(0).random((50, 3))
+    whole = CausalMean(5)(x)
+    sm = CausalMean(5)
+    parts = np.concatenate([sm(x[i : i + 7]) for i in range(0, 50, 7)])
+    assert np.allclose(whole, parts)
+    assert np.allclose(whole[10], x[6:11].mean(axis=0)) and np.allclose(whole[0], x[0])
+
+
+def test_fusion_takes_the_max_region_and_flags_any_region_over_threshold():
+    errors = np.array([[1.0, 1.0], [1.0, 3.1], [2.5, 1.0]])
+    z = normalise(errors, np.array([1.0, 1.0]), np.array([0.5, 1.0]))
+    score, flag = fuse(z, ScoreConfig(threshold_sigma=2.0))
+    assert score.tolist() == [0.0, 2.1, 3.0] and flag.tolist() == [False, True, True]

@@ -1,0 +1,111 @@
+import numpy as np
+import pytest
+import torch
+
+from cuboids.store import RegionTube, load_region
+from ensemble.detector import RegionDetector, encode_windows
+from ensemble.ensemble import Ensemble
+from ensemble.metrics import equal_error_rate, frame_metrics
+from ensemble.model import SpatioTemporalAutoencoder
+from ensemble.train import fit_autoencoder, split_windows, validation_mask
+from pipeline.errors import ArtifactError
+from pipeline.workdir import WorkDir
+
+
+def test_validation_blocks_hold_out_the_requested_share():
+    mask = validation_mask(1000, 50, 0.2, offset=3)
+    assert mask.mean() == pytest.approx(0.2, abs=0.01)
+    runs = np.diff(np.flatnonzero(np.diff(mask.astype(int))))
+    assert (runs >= 50).all(), "held-out frames come in whole blocks"
+
+
+def test_no_window_straddles_training_and_validation():
+    mask = validation_mask(200, 20, 0.2, 0)
+    starts = np.arange(0, 190, 2)
+    train, val = split_windows(mask, starts, 10, with_previous=True)
+    for s in train:
+        assert not mask[max(0, s - 1) : s + 10].any()
+    for s in val:
+        assert mask[max(0, s - 1) : s + 10].all()
+    assert len(train) and len(val)
+
+
+def test_frame_difference_encoding():
+    w = np.zeros((1, 3, 1, 2, 2), np.uint8)
+    w[0, 1] = 255  # frame 1 jumps up, frame 2 back down
+    x = encode_windows(w, "diff")
+    assert x.shape == (1, 1, 2, 2, 2)
+    assert x[0, 0, :, 0, 0].tolist() == [1.0, 0.0]
+    assert encode_windows(w, "both").shape == (1, 2, 2, 2, 2)
+
+
+def _toy(seed=0):
+    rng = np.random.default_rng(seed)
+    frames = (rng.random((120, 1, 8, 8)) * 50).astype(np.uint8)
+    idx = np.arange(0, 110, 2)[:, None] + np.arange(4)[None]
+    return frames, idx[:40], idx[45:]
+
+
+def test_training_reduces_the_loss_and_resuming_matches_an_uninterrupted_run():
+    from pipeline.config import TrainConfig
+
+    frames, tr, va = _toy()
+    cfg = TrainConfig(epochs=4, batch_size=8, patience=10, learning_rate=0.01)
+    enc = lambda w: encode_windows(w, "frames")  # noqa: E731
+
+    torch.manual_seed(0)
+    full, state = fit_autoencoder(SpatioTemporalAutoencoder(1, (4,), 2), frames, tr, va, enc, cfg, torch.device("cpu"))
+    assert state.val_loss[-1] < state.val_loss[0] and len(state.train_loss) == 4
+
+    snapshots = []
+    torch.manual_seed(0)
+    fit_autoencoder(SpatioTemporalAutoencoder(1, (4,), 2), frames, tr, va, enc, cfg.__class__(**{**cfg.__dict__, "epochs": 2}),
+                    torch.device("cpu"), on_epoch=lambda s, snap: snapshots.append(snap))
+    resumed, state2 = fit_autoencoder(SpatioTemporalAutoencoder(1, (4,), 2), frames, tr, va, enc, cfg, torch.device("cpu"), resume=snapshots[-1])
+    assert state2.val_loss == pytest.approx(state.val_loss)
+    for k in full:
+        assert torch.allclose(full[k], resumed[k])
+
+
+def test_checkpoint_round_trip_gives_the_same_errors(trained_work, tiny_cfg, tmp_path):
+    wd = WorkDir(trained_work)
+    det = RegionDetector.load(wd.models / "r0c0.pt", tiny_cfg)
+    tubes, _, _ = load_region(wd.cuboids, "r0c0", tiny_cfg)
+    windows = tubes[0].tube[np.arange(0, 40, 4)[:, None] + np.arange(8)]
+    again = RegionDetector.load(det.save(tmp_path / "r0c0.pt", det.training_clips_))
+    assert np.array_equal(det.pixel_errors(windows), again.pixel_errors(windows))
+    assert again.stats_ == det.stats_ and again.stats_.threshold == pytest.approx(det.stats_.mean + 2 * det.stats_.std)
+    with pytest.raises(ArtifactError, match="model.filters"):
+        RegionDetector.load(wd.models / "r0c0.pt", tiny_cfg.with_overrides(model={"filters": (4, 8)}))
+
+
+def test_foreign_and_truncated_checkpoints_are_refused(trained_work, tmp_path):
+    import pickle
+
+    bad = tmp_path / "evil.pt"
+    bad.write_bytes(pickle.dumps(RegionTube))  # a pickle that names a class: must not be unpickled
+    with pytest.raises(ArtifactError, match="not a readable checkpoint"):
+        RegionDetector.load(bad)
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes((WorkDir(trained_work).models / "r0c0.pt").read_bytes()[:500])
+    with pytest.raises(ArtifactError, match="not a readable checkpoint"):
+        RegionDetector.load(cut)
+
+
+def test_ensemble_manifest_lists_every_region_with_its_threshold(trained_work, tiny_cfg):
+    ens = Ensemble.load(WorkDir(trained_work).models, tiny_cfg)
+    assert ens.region_ids == tiny_cfg.cuboids.region_ids and ens.frame_size == (64, 96)
+    assert [r["threshold"] for r in ens.manifest["regions"]] == pytest.approx(ens.stat("threshold").tolist())
+    assert ens.manifest["training_clips"] == ["01", "02", "03", "04"]
+
+
+def test_metrics_on_known_cases():
+    y = np.array([0, 0, 0, 1, 1, 1], bool)
+    s = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
+    m = frame_metrics({"a": (y, s, s > 0.35)})
+    assert m["auc_pooled_raw"] == 1.0 and m["equal_error_rate"] == 0.0
+    assert m["at_threshold"] == {"tp": 3, "fp": 0, "tn": 3, "fn": 0, "accuracy": 1.0, "false_alarm_rate": 0.0, "detection_rate": 1.0}
+    assert equal_error_rate(y, s[::-1]) == 1.0
+    # per-clip min-max normalisation can rescue clips scored on different scales
+    m2 = frame_metrics({"a": (y, s, y), "b": (y, s + 10, y)})
+    assert m2["auc_pooled_raw"] < 1.0 and m2["auc_pooled_minmax_per_clip"] == 1.0 and m2["auc_per_clip_mean"] == 1.0

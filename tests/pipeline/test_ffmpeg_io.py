@@ -1,0 +1,97 @@
+import subprocess
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.config import ExtractConfig
+from pipeline.errors import InputError
+from pipeline.ffmpeg_io import ffmpeg_exe, list_clips, open_clip, read_frames, working_size
+
+NATIVE = ExtractConfig(frame_height=48)  # the test clips are 64x48: no resize
+
+
+def _decode(path, cfg=NATIVE, chunk=7):
+    return np.concatenate(list(read_frames(open_clip(path, cfg), cfg, chunk)))
+
+
+def _write_folder(frames, folder, suffix=".png", start=1, digits=3):
+    folder.mkdir()
+    for i, f in enumerate(frames):
+        Image.fromarray(f).save(folder / f"{i + start:0{digits}d}{suffix}")
+    return folder
+
+
+def test_video_decodes_losslessly_in_bounded_chunks(frames_video):
+    frames, path = frames_video
+    src = open_clip(path, NATIVE)
+    assert (src.width, src.height, src.fps, src.kind) == (64, 48, 10.0, "video")
+    chunks = list(read_frames(src, NATIVE, chunk_frames=7))
+    assert all(len(c) <= 7 for c in chunks)
+    assert np.array_equal(np.concatenate(chunks)[..., 0], frames)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+def test_frame_folder_and_video_give_the_same_frames(frames_video, tmp_path, suffix):
+    frames, video = frames_video
+    folder = _write_folder(frames, tmp_path / "clip", suffix=suffix, start=0)
+    src = open_clip(folder, NATIVE)
+    assert (src.kind, src.n_frames_estimate, src.fps) == ("folder", 40, NATIVE.frame_folder_fps)
+    assert np.array_equal(_decode(folder), _decode(video))
+
+
+def test_resize_keeps_aspect_and_rgb_has_three_channels(frames_video):
+    _, path = frames_video
+    cfg = ExtractConfig(frame_height=24, color="rgb")
+    src = open_clip(path, cfg)
+    assert working_size(src, cfg) == (32, 24)
+    assert _decode(path, cfg).shape == (40, 24, 32, 3)
+
+
+def test_fps_resampling_changes_the_frame_count(frames_video):
+    _, path = frames_video
+    cfg = ExtractConfig(frame_height=48, fps=5.0)
+    assert len(_decode(path, cfg)) == 20
+
+
+def test_list_clips_finds_videos_and_image_folders_only(frames_video, tmp_path):
+    frames, video = frames_video
+    _write_folder(frames[:3], tmp_path / "seq")
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "empty").mkdir()
+    assert [p.name for p in list_clips(tmp_path)] == ["clip.mkv", "seq"]
+
+
+@pytest.mark.parametrize(
+    "name, content, needle",
+    [
+        ("missing.mkv", None, "no such file"),
+        ("empty.mkv", b"", "empty file"),
+        ("noise.mp4", np.random.default_rng(1).bytes(5000), "not a video"),
+    ],
+)
+def test_unusable_files_raise_one_clear_input_error(tmp_path, name, content, needle):
+    path = tmp_path / name
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(InputError, match=needle):
+        open_clip(path, NATIVE)
+
+
+def test_audio_only_file_has_no_video_stream(tmp_path):
+    path = tmp_path / "audio.mkv"
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "anullsrc=d=1", str(path)], check=True)
+    with pytest.raises(InputError, match="no video stream"):
+        open_clip(path, NATIVE)
+
+
+def test_frame_folder_with_a_gap_or_mixed_sizes_is_refused(frames_video, tmp_path):
+    frames, _ = frames_video
+    gap = _write_folder(frames[:5], tmp_path / "gap")
+    (gap / "003.png").unlink()
+    with pytest.raises(InputError, match="gap in frame numbering"):
+        open_clip(gap, NATIVE)
+    mixed = _write_folder(frames[:4], tmp_path / "mixed")
+    Image.fromarray(frames[0][:20, :20]).save(mixed / "005.png")
+    with pytest.raises(InputError, match="mixed frame sizes"):
+        open_clip(mixed, NATIVE)

@@ -1,0 +1,76 @@
+import csv
+
+import h5py
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from pipeline.evaluate import evaluate, frame_labels, load_labels
+from pipeline.heatmaps import write_heatmaps
+from pipeline.score import score_video
+from pipeline.workdir import WorkDir
+
+
+@pytest.fixture(scope="module")
+def scored(trained_work, tiny_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("scored")
+    result = score_video(tiny_data / "test" / "01.mkv", WorkDir(trained_work).models, out, chunk_frames=16)
+    return result, out
+
+
+def test_scores_csv_has_one_row_per_frame_and_a_column_per_region(scored, tiny_cfg):
+    result, out = scored
+    with open(out / "scores.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["frame", "time_s", "score", "anomalous", *tiny_cfg.cuboids.region_ids]
+    assert [int(r["frame"]) for r in rows] == list(range(1, 81))
+    assert float(rows[10]["time_s"]) == pytest.approx(1.0)
+    assert np.allclose([float(r["score"]) for r in rows], result.score, atol=1e-4)
+    assert [int(r["anomalous"]) for r in rows] == result.anomalous.astype(int).tolist()
+
+
+def test_maps_file_round_trip(scored):
+    result, out = scored
+    with h5py.File(out / "maps.h5") as fh:
+        assert fh.attrs["format"] == "cuboid-ad/maps"
+        assert fh["maps"].shape == (80, 64, 96) and fh["maps"].dtype == np.float16
+        assert np.isfinite(fh["maps"][()]).all() and (fh["maps"][()] >= 0).all()
+        assert np.allclose(fh["score"][()], result.score, atol=1e-5)
+        assert np.allclose(fh["region_z"][()], result.region_z, atol=1e-5)
+
+
+def test_the_score_does_not_depend_on_the_chunk_size(scored, trained_work, tiny_data):
+    result, _ = scored
+    for chunk in (1, 7, 200):
+        other = score_video(tiny_data / "test" / "01.mkv", WorkDir(trained_work).models, None, chunk_frames=chunk)
+        assert np.allclose(other.score, result.score, rtol=1e-5, atol=1e-6)
+
+
+def test_injected_anomaly_is_detected_and_localised_in_its_region(scored, tiny_data):
+    result, out = scored
+    n, ranges = load_labels(tiny_data / "labels.json")["01"]
+    truth = frame_labels(n, ranges)
+    auc = roc_auc_score(truth, result.score)
+    assert auc >= 0.9, f"frame AUC {auc:.3f}"
+    hot = result.region_z[truth].argmax(axis=1)
+    share = np.mean(np.array(result.region_ids)[hot] == "r1c2")
+    assert share >= 0.9, f"only {share:.0%} of anomalous frames peak in r1c2"
+    with h5py.File(out / "maps.h5") as fh:
+        maps = fh["maps"][()].astype(np.float32)
+    for f in np.flatnonzero(truth & result.anomalous):
+        y, x = np.unravel_index(maps[f].argmax(), maps[f].shape)
+        assert y >= 32 and x >= 64, f"frame {f + 1}: hottest pixel at ({y}, {x}), outside r1c2"
+
+
+def test_evaluate_reports_pooled_and_per_clip_metrics(trained_work, tiny_data, tmp_path):
+    m = evaluate(tiny_data / "test", tiny_data / "labels.json", WorkDir(trained_work).models, tmp_path)
+    assert m["auc_pooled_raw"] >= 0.9 and m["n_frames"] == 80
+    assert set(m["auc_per_clip"]) == {"01"} and (tmp_path / "metrics.json").exists()
+    assert (tmp_path / "01" / "scores.csv").exists()
+
+
+def test_heatmaps_are_written_as_png(scored, tiny_data, tmp_path):
+    _, out = scored
+    written = write_heatmaps(out / "maps.h5", tiny_data / "test" / "01.mkv", tmp_path, n_frames=3)
+    assert written[0].name == "regions_time.png" and len(written) == 4
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in written)
