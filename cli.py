@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from pipeline.errors import UserError
+from pipeline.lock import work_lock
 
 log = logging.getLogger("cuboid-ad")
 
@@ -90,6 +91,8 @@ preset_option = click.option("--preset", default=None, help="Start from a named 
 force_option = click.option("--force", is_flag=True, help="Redo the stage even where its outputs are up to date.")
 jobs_option = click.option("--jobs", type=int, default=0, show_default="0 = one per core",
                            help="Clips or regions processed in parallel.")
+damaged_option = click.option("--allow-damaged", is_flag=True,
+                              help="Keep the frames that decode from a truncated or damaged clip instead of refusing it.")
 device_option = click.option("--device", default="auto", show_default=True,
                              help="Torch device: auto (CUDA when available), cpu, cuda, cuda:1, ...")
 
@@ -128,8 +131,9 @@ def _jobs(jobs: int) -> int:
 @preset_option
 @force_option
 @jobs_option
+@damaged_option
 @run_options
-def extract(data, work, config_path, preset, force, jobs):
+def extract(data, work, config_path, preset, force, jobs, allow_damaged):
     """Decode DATA/train's clips into WORK/frames/ (one HDF5 file of frames per clip).
 
     Frames are converted to the working size and colour of the config
@@ -139,7 +143,8 @@ def extract(data, work, config_path, preset, force, jobs):
     from pipeline.workdir import WorkDir
 
     cfg = _config(config_path, preset)
-    paths = extract_folder(data / "train", WorkDir(work).frames, cfg, n_jobs=_jobs(jobs), force=force)
+    with work_lock(work, exclusive=True):
+        paths = extract_folder(data / "train", WorkDir(work).frames, cfg, n_jobs=_jobs(jobs), force=force, allow_damaged=allow_damaged)
     click.echo(f"extract: {len(paths)} clips in {WorkDir(work).frames}")
 
 
@@ -164,9 +169,10 @@ def cuboids(data, work, config_path, preset, force, jobs):
 
     cfg = _config(config_path, preset)
     wd = WorkDir(work)
-    if data is not None:
-        check_frames_origin(wd.frames, data / "train")
-    paths = slice_folder(wd.frames, wd.cuboids, cfg, n_jobs=_jobs(jobs), force=force)
+    with work_lock(work, exclusive=True):
+        if data is not None:
+            check_frames_origin(wd.frames, data / "train")
+        paths = slice_folder(wd.frames, wd.cuboids, cfg, n_jobs=_jobs(jobs), force=force)
     click.echo(f"cuboids: {len(paths)} clips x {len(cfg.cuboids.region_ids)} regions in {wd.cuboids}")
 
 
@@ -193,9 +199,10 @@ def train(data, work, config_path, preset, force, jobs, device):
 
     cfg = _config(config_path, preset)
     wd = WorkDir(work)
-    if data is not None:
-        check_frames_origin(wd.frames, data / "train")
-    manifest = train_ensemble(wd.cuboids, wd.models, cfg, n_jobs=jobs, device=device, force=force)
+    with work_lock(work, exclusive=True):
+        if data is not None:
+            check_frames_origin(wd.frames, data / "train")
+        manifest = train_ensemble(wd.cuboids, wd.models, cfg, n_jobs=jobs, device=device, force=force)
     click.echo(f"train: {len(cfg.cuboids.region_ids)} region models, manifest {manifest}")
 
 
@@ -208,9 +215,10 @@ def train(data, work, config_path, preset, force, jobs, device):
 @preset_option
 @click.option("--heatmaps", is_flag=True, help="Also write PNG heatmaps of the strongest anomalous frames.")
 @click.option("--no-maps", is_flag=True, help="Skip maps.h5 (per-pixel maps); scores.csv only.")
+@damaged_option
 @device_option
 @run_options
-def score(video, work, out, config_path, preset, heatmaps, no_maps, device):
+def score(video, work, out, config_path, preset, heatmaps, no_maps, allow_damaged, device):
     """Score VIDEO (a file or a frame folder) with the models in WORK.
 
     Writes OUT/scores.csv (one row per frame: score, anomalous flag, each
@@ -226,7 +234,9 @@ def score(video, work, out, config_path, preset, heatmaps, no_maps, device):
     out = out or wd.scores_for(video)
     if heatmaps and no_maps:
         raise click.UsageError("--heatmaps needs the maps: drop --no-maps")
-    result = score_video(video, wd.models, out, _optional_config(config_path, preset), maps=not no_maps, device=resolve_device(device))
+    with work_lock(work, exclusive=False):
+        result = score_video(video, wd.models, out, _optional_config(config_path, preset), maps=not no_maps,
+                             device=resolve_device(device), allow_damaged=allow_damaged)
     _print_segments(result)
     if heatmaps:
         written = write_heatmaps(out / "maps.h5", video, out / "heatmaps")
@@ -255,9 +265,10 @@ def _print_segments(result) -> None:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="[default: WORK/eval]")
 @config_option
 @preset_option
+@damaged_option
 @device_option
 @run_options
-def evaluate(data, work, labels, out, config_path, preset, device):
+def evaluate(data, work, labels, out, config_path, preset, allow_damaged, device):
     """Score every clip of DATA/test and compare with the frame labels.
 
     Prints and writes OUT/metrics.json: frame-level ROC AUC of raw scores over
@@ -271,7 +282,9 @@ def evaluate(data, work, labels, out, config_path, preset, device):
 
     wd = WorkDir(work)
     out = out or wd.eval
-    metrics = run_evaluate(data / "test", labels or data / "labels.json", wd.models, out, _optional_config(config_path, preset), resolve_device(device))
+    with work_lock(work, exclusive=False):
+        metrics = run_evaluate(data / "test", labels or data / "labels.json", wd.models, out, _optional_config(config_path, preset),
+                               resolve_device(device), allow_damaged)
     click.echo(format_metrics(metrics))
     click.echo(f"metrics: {out / 'metrics.json'}")
 
@@ -302,9 +315,10 @@ def format_metrics(m: dict) -> str:
               help="Folder holding (or to hold) scores.csv and maps.h5 [default: WORK/scores/<clip name>].")
 @click.option("--frames", default=None, help="Comma-separated frame numbers (1-based) to draw [default: the strongest anomalous peaks].")
 @click.option("--top", type=int, default=6, show_default=True, help="How many peak frames to draw when --frames is not given.")
+@damaged_option
 @device_option
 @run_options
-def heatmap(video, work, out, frames, top, device):
+def heatmap(video, work, out, frames, top, allow_damaged, device):
     """Draw PNG heatmaps of VIDEO: chosen frames with their anomaly maps, and the regions x time matrix.
 
     Uses OUT/maps.h5 from an earlier `score` of the same clip, or scores the clip first.
@@ -322,7 +336,8 @@ def heatmap(video, work, out, frames, top, device):
         raise click.BadParameter("use frame numbers like 12,40,97", param_hint="--frames") from None
     maps_path = out / "maps.h5"
     if maps_source(maps_path) != str(Path(video).resolve()):
-        score_video(video, wd.models, out, device=resolve_device(device))
+        with work_lock(work, exclusive=False):
+            score_video(video, wd.models, out, device=resolve_device(device), allow_damaged=allow_damaged)
     written = write_heatmaps(maps_path, video, out / "heatmaps", wanted, top)
     for p in written:
         click.echo(str(p))

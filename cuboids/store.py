@@ -134,7 +134,9 @@ def slice_folder(
 
     Up-to-date tubes (same frames file, same extract and cuboid config) are
     kept unless ``force``; tubes of clips that are gone, and region folders
-    that are not in the current grid, are removed.
+    that are not in the current grid, are removed. A clip that cannot be
+    sliced (shorter than one window) does not stop the others; one InputError
+    at the end lists the failures.
     """
     frames_path, cuboids_path = Path(frames_path), Path(cuboids_path)
     frames_files = sorted(frames_path.glob("*.h5"))
@@ -150,12 +152,21 @@ def slice_folder(
         n_by_clip = {i.path: i.n_frames for i in infos}
         bar = progress(total=sum(n_by_clip[p] for p in todo), desc=f"cuboids {len(todo)} clips", unit="frame")
         jobs = Parallel(n_jobs=min(n_jobs, len(todo)), prefer="threads", return_as="generator_unordered")(
-            delayed(slice_clip)(p, cuboids_path, cfg, on_frames=bar.update) for p in todo
+            delayed(_slice_or_report)(p, cuboids_path, cfg, bar.update) for p in todo
         )
-        for _ in jobs:
-            pass
+        failures = [error for error in jobs if error]
         bar.close()
+        if failures:
+            raise InputError(f"{len(failures)} of {len(frames_files)} clips failed: " + "; ".join(sorted(failures)))
     return frames_files
+
+
+def _slice_or_report(frames_path: Path, cuboids_path: Path, cfg: Config, on_frames) -> str | None:
+    try:
+        slice_clip(frames_path, cuboids_path, cfg, on_frames=on_frames)
+    except UserError as exc:
+        return str(exc)
+    return None
 
 
 def _prune(cuboids_path: Path, cfg: Config, clip_ids: set[str]) -> None:

@@ -47,11 +47,13 @@ def extract_clip(
     cfg: Config,
     chunk_frames: int = 64,
     on_frames: Callable[[int], object] | None = None,
+    allow_damaged: bool = False,
 ) -> Path:
     """Decode one clip into ``dst_path`` (written atomically). Returns ``dst_path``.
 
     ``on_frames(n)`` is called after every chunk of n frames; without it the
-    clip gets a progress bar of its own.
+    clip gets a progress bar of its own. ``allow_damaged``: keep what decodes
+    of a truncated or damaged clip instead of refusing it.
     """
     src_path, dst_path = Path(src_path), Path(dst_path)
     src = open_clip(src_path, cfg.extract)
@@ -74,7 +76,7 @@ def extract_clip(
             if on_frames is None:
                 bar = progress(total=src.n_frames_estimate or None, desc=f"extract {src.clip_id}", unit="frame")
                 on_frames = bar.update
-            for chunk in read_frames(src, cfg.extract, chunk_frames):
+            for chunk in read_frames(src, cfg.extract, chunk_frames, allow_damaged):
                 ds.resize(n + len(chunk), axis=0)
                 ds[n : n + len(chunk)] = chunk
                 n += len(chunk)
@@ -155,6 +157,7 @@ def extract_folder(
     cfg: Config,
     n_jobs: int = 1,
     force: bool = False,
+    allow_damaged: bool = False,
 ) -> list[Path]:
     """Extract every clip of ``clips_path`` into ``frames_path``; returns the frames files.
 
@@ -182,7 +185,7 @@ def extract_folder(
         total = sum(_frames_estimate(c, cfg) for c in todo)
         bar = progress(total=total or None, desc=f"extract {len(todo)} clips", unit="frame")
         jobs = Parallel(n_jobs=min(n_jobs, len(todo)), prefer="threads", return_as="generator_unordered")(
-            delayed(_extract_or_report)(c, targets[c], cfg, bar.update) for c in todo
+            delayed(_extract_or_report)(c, targets[c], cfg, bar.update, allow_damaged) for c in todo
         )
         failures = [error for error in jobs if error]
         bar.close()
@@ -192,9 +195,9 @@ def extract_folder(
     return [targets[c] for c in clips]
 
 
-def _extract_or_report(src: Path, dst: Path, cfg: Config, on_frames: Callable[[int], object]) -> str | None:
+def _extract_or_report(src: Path, dst: Path, cfg: Config, on_frames: Callable[[int], object], allow_damaged: bool) -> str | None:
     try:
-        extract_clip(src, dst, cfg, on_frames=on_frames)
+        extract_clip(src, dst, cfg, on_frames=on_frames, allow_damaged=allow_damaged)
     except UserError as exc:
         return str(exc)
     return None

@@ -39,7 +39,7 @@ VIDEO_SUFFIXES = {
     ".flv", ".wmv", ".ogv", ".y4m", ".3gp", ".nut", ".gif",
 }
 IMAGE_SUFFIXES = {".tif", ".tiff", ".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm"}
-_MAX_PIXELS = 8192 * 8192
+_MAX_SIDE = 8192
 
 
 @lru_cache(maxsize=1)
@@ -153,8 +153,8 @@ def _open_folder(path: Path, cfg: ExtractConfig) -> ClipSource:
         raise InputError(f"{path}: mixed frame sizes, e.g. {first_of_size[odd]} is {odd[0]}x{odd[1]}, most are {common[0]}x{common[1]}")
     (width, height), = sizes.keys()
     _check_size(path, width, height)
-    prefix = numbered[0][0].replace("%", "%%")
-    pattern = str(path.resolve() / f"{prefix}{digits}{numbered[0][2].suffix}")
+    # '%' is special in ffmpeg's image2 patterns, in the folder's path as in the file names
+    pattern = os.path.join(str(path.resolve()), numbered[0][0]).replace("%", "%%") + f"{digits}{numbered[0][2].suffix}"
     return ClipSource(
         path=path,
         kind="folder",
@@ -215,14 +215,16 @@ def _open_video(path: Path) -> ClipSource:
 
 
 def _check_size(path: Path, width: int, height: int) -> None:
-    if width < 16 or height < 16 or width * height > _MAX_PIXELS:
-        raise InputError(f"{path}: frame size {width}x{height} is outside what this tool handles (16x16 to 8192x8192)")
+    if not (16 <= width <= _MAX_SIDE and 16 <= height <= _MAX_SIDE):
+        raise InputError(f"{path}: frame size {width}x{height} is outside what this tool handles (16 to {_MAX_SIDE} pixels a side)")
 
 
 def _last_error(text: str, url: str) -> str:
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    """ffmpeg's most specific complaint: its last line that is not a generic summary."""
+    lines = [re.sub(r"^\[[^\]]*@ 0x[0-9a-f]+\] ", "", ln.strip()) for ln in text.splitlines() if ln.strip()]
     lines = [ln for ln in lines if not ln.startswith(("At least one output", "Use -h", "Output #"))]
-    msg = lines[-1] if lines else "ffmpeg gave no reason"
+    specific = [ln for ln in lines if not ln.startswith(("Error opening input", "Error opening output"))]
+    msg = (specific or lines or ["ffmpeg gave no reason"])[-1].rstrip(".")
     msg = msg.replace(url + ": ", "").replace(url, "input")
     return msg[:200]
 
@@ -238,12 +240,13 @@ def output_fps(src: ClipSource, cfg: ExtractConfig) -> float:
     return cfg.fps or src.fps
 
 
-def read_frames(src: ClipSource, cfg: ExtractConfig, chunk_frames: int = 64) -> Iterator[np.ndarray]:
+def read_frames(src: ClipSource, cfg: ExtractConfig, chunk_frames: int = 64, allow_damaged: bool = False) -> Iterator[np.ndarray]:
     """Yield the clip's frames as uint8 arrays ``(n, height, width, channels)``, n <= chunk_frames.
 
-    Raises InputError if ffmpeg fails or decodes nothing. Decoding errors that
-    ffmpeg survives (a truncated file) are logged as a warning and the frames
-    decoded so far are kept.
+    Raises InputError if ffmpeg fails or decodes nothing, and, after the last
+    frame, if ffmpeg reported decoding errors (a truncated or damaged file),
+    unless ``allow_damaged``: then the errors are logged and the frames that
+    could be decoded are kept.
     """
     width, height = working_size(src, cfg)
     channels = cfg.channels
@@ -281,8 +284,13 @@ def read_frames(src: ClipSource, cfg: ExtractConfig, chunk_frames: int = 64) -> 
         raise InputError(f"{src.path}: ffmpeg failed to decode it ({reason})")
     if n_total == 0:
         raise InputError(f"{src.path}: no frames could be decoded ({reason})")
+    if errors and not allow_damaged:
+        raise InputError(
+            f"{src.path}: damaged or truncated, decoding stopped after {n_total} frames ({reason}); "
+            "use --allow-damaged to keep the frames that decode"
+        )
     if errors:
-        log.warning("%s: ffmpeg reported decoding errors, kept %d frames (%s)", src.path, n_total, reason)
+        log.warning("%s: damaged, kept the %d frames that decode (%s)", src.path, n_total, reason)
 
 
 def _read_full(pipe, buf: bytearray) -> int:

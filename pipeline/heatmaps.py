@@ -49,7 +49,7 @@ def decode_frames(video_path: str | Path, cfg, wanted: list[int]) -> dict[int, n
     out: dict[int, np.ndarray] = {}
     src = open_clip(video_path, cfg.extract)
     start = 0
-    for chunk in read_frames(src, cfg.extract):
+    for chunk in read_frames(src, cfg.extract, allow_damaged=True):  # these frames were scored already
         for i in range(len(chunk)):
             if start + i in want:
                 out[start + i] = chunk[i].copy()

@@ -89,6 +89,7 @@ def score_video(
     chunk_frames: int = 64,
     device: str = "cpu",
     ensemble: Ensemble | None = None,
+    allow_damaged: bool = False,
 ) -> ScoreResult:
     """Score every frame of a clip (video file or frame folder) with the models in ``models_path``.
 
@@ -113,7 +114,7 @@ def score_video(
     with ExitStack() as stack:
         writer = _Writers(stack, Path(out_path), cfg, ens, src.path, fps, mapper is not None) if out_path else None
         bar = stack.enter_context(progress(total=src.n_frames_estimate or None, desc=f"score {src.path.name}", unit="frame"))
-        for frames in read_frames(src, cfg.extract, chunk_frames):
+        for frames in read_frames(src, cfg.extract, chunk_frames, allow_damaged):
             scored = scorer.push(frames)
             bar.update(len(frames))
             _collect(scored, parts, writer, mapper, fps)

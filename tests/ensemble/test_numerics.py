@@ -1,0 +1,29 @@
+"""Degenerate data: constant (all-black) clips train without NaN and score to finite values."""
+
+import numpy as np
+
+from cuboids.store import slice_folder
+from ensemble.ensemble import Ensemble, train_ensemble
+from pipeline.extract import extract_folder
+from pipeline.score import score_video
+from pipeline.synthetic import render_clip, write_video
+
+
+def test_all_black_training_video(tmp_path, tiny_cfg):
+    cfg = tiny_cfg.with_overrides(train={"epochs": 2})
+    black = np.zeros((40, 64, 96), np.uint8)
+    for i in range(2):
+        write_video(black, tmp_path / "train" / f"{i}.mkv")
+    extract_folder(tmp_path / "train", tmp_path / "w" / "frames", cfg)
+    slice_folder(tmp_path / "w" / "frames", tmp_path / "w" / "cuboids", cfg)
+    train_ensemble(tmp_path / "w" / "cuboids", tmp_path / "w" / "models", cfg, n_jobs=2)
+    ens = Ensemble.load(tmp_path / "w" / "models")
+    for name in ("mean", "std", "threshold", "pixel_scale"):
+        values = ens.stat(name)
+        assert np.isfinite(values).all() and (values >= 0).all(), name
+    assert (ens.stat("std") > 0).all(), "zero spread must be floored, or every z is infinite"
+    same = score_video(tmp_path / "train" / "0.mkv", tmp_path / "w" / "models", tmp_path / "o1")
+    assert np.isfinite(same.score).all()
+    frames, _ = render_clip(30, 64, 96, seed=1)
+    other = score_video(write_video(frames, tmp_path / "busy.mkv"), tmp_path / "w" / "models", tmp_path / "o2")
+    assert np.isfinite(other.score).all() and np.isfinite(other.region_z).all()
