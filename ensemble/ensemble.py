@@ -13,12 +13,12 @@ skipped; one that differs only in the ``[score]`` settings is re-calibrated
 
 from __future__ import annotations
 
+import json
 import logging
-import multiprocessing
-import os
-import queue
+import signal
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,8 @@ from joblib import Parallel, delayed
 from cuboids.grid import Region
 from cuboids.store import load_region
 from ensemble.detector import ALL_SECTIONS, MODEL_SECTIONS, RegionDetector, read_checkpoint
-from pipeline.artifacts import APP, FORMAT_VERSIONS, remove_stale_temporaries, require_config, write_json
+from ensemble.train import TrainingStopped
+from pipeline.artifacts import APP, FORMAT_VERSIONS, atomic_path, remove_stale_temporaries, require_config, write_json
 from pipeline.config import Config, config_differences
 from pipeline.errors import ArtifactError, UserError
 from pipeline.progress import progress
@@ -77,31 +78,100 @@ def _status(path: Path, cfg: Config, clips: dict[str, str]) -> str:
     return "recalibrate" if config_differences(recorded, cfg, ("score",)) else "fresh"
 
 
-def _fit_region(cuboids_path: str, models_path: str, region_id: str, cfg_json: str, mode: str, n_threads: int, device: str, events) -> dict[str, Any]:
-    """joblib worker: train (or only re-calibrate) one region and write its checkpoint."""
-    torch.set_num_threads(n_threads)
-    cfg = Config.from_json(cfg_json)
-    cuboids_path, models_path = Path(cuboids_path), Path(models_path)
+def partial_path(models_path: Path, region_id: str) -> Path:
+    """Where a region's training state is kept after every epoch until its checkpoint is written."""
+    return models_path / f"{region_id}.partial.pt"
+
+
+def _load_partial(path: Path, cfg: Config, clips: dict[str, str]) -> dict | None:
+    """The last epoch's training state of an interrupted run with the same config and clips, if any."""
+    if not path.exists():
+        return None
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # a partial state is only a shortcut: when unreadable, train from scratch
+        log.warning("%s: unreadable, training this region from the start", path)
+        return None
+    if not isinstance(saved, dict) or saved.get("config") != cfg.to_json() or saved.get("training_clips") != clips:
+        return None
+    return saved["snapshot"]
+
+
+def _fit_region(
+    cuboids_path: Path, models_path: Path, region_id: str, cfg: Config, mode: str, device: str, report, stop: threading.Event
+) -> dict[str, Any]:
+    """joblib worker: train (or only re-calibrate) one region and write its checkpoint.
+
+    Training state is saved after every epoch, so a killed run resumes from
+    the last finished epoch, and ends exactly as an uninterrupted run would.
+    ``report(kind, region_id, value)`` tells the caller's progress bar;
+    setting ``stop`` ends training at the next batch (see :func:`_sigint_sets`).
+    """
+    if stop.is_set():
+        return {"region_id": region_id, "stopped": True}
     tubes, region, frame_size = load_region(cuboids_path, region_id, cfg)
     clips = training_clips(cuboids_path, region_id)
     out = models_path / f"{region_id}.pt"
+    partial = partial_path(models_path, region_id)
     t0 = time.perf_counter()
     if mode == "recalibrate":
         det = RegionDetector.load(out, cfg, device, sections=MODEL_SECTIONS)
         det.cfg = cfg
         det.calibrate(tubes)
     else:
-        def on_epoch(state, _snapshot):
-            events.put(("epoch", region_id, state.epoch, state.val_loss[-1]))
+        resume = _load_partial(partial, cfg, clips)
+        if resume is not None:
+            report("resumed", region_id, resume["state"]["epoch"] + 1)
 
-        det = RegionDetector(cfg, region, frame_size).fit(tubes, device, on_epoch=on_epoch)
+        def on_epoch(state, snapshot):
+            with atomic_path(partial) as tmp:
+                torch.save({"config": cfg.to_json(), "training_clips": clips, "snapshot": snapshot}, tmp)
+            report("epoch", region_id, state.val_loss[-1])
+
+        try:
+            det = RegionDetector(cfg, region, frame_size).fit(
+                tubes, device, resume=resume, on_epoch=on_epoch, should_stop=stop.is_set
+            )
+        except TrainingStopped:  # returning (not raising) lets joblib wait for every worker to wind down
+            return {"region_id": region_id, "stopped": True}
     det.save(out, clips)
-    events.put(("done", region_id, det.history_.epoch + 1, None))
+    partial.unlink(missing_ok=True)
+    report("done", region_id, det.history_.epoch + 1)
     return {"region_id": region_id, "seconds": time.perf_counter() - t0, "mode": mode}
 
 
+@contextmanager
+def _sigint_sets(stop: threading.Event):
+    """While inside, Ctrl-C sets ``stop`` instead of raising KeyboardInterrupt; a second Ctrl-C raises.
+
+    Workers poll ``stop`` between batches and return early, so the caller
+    winds down within one batch and then raises KeyboardInterrupt itself.
+    An exception raised into the main thread while worker threads are still
+    inside torch makes the interpreter abort at exit, hence the handler.
+    """
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        yield
+        return
+
+    def on_sigint(signum, frame) -> None:
+        stop.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def train_ensemble(cuboids_path: str | Path, models_path: str | Path, cfg: Config, n_jobs: int = 0, device: str = "auto", force: bool = False) -> Path:
-    """Fit every region of the grid on the tubes in ``cuboids_path``; returns the manifest's path."""
+    """Fit every region of the grid on the tubes in ``cuboids_path``; returns the manifest's path.
+
+    Regions train in parallel in joblib's threading backend, with torch's
+    intra-op threads set so that workers x threads = cores: torch releases the
+    GIL inside every operation, and threads, unlike worker processes, leave
+    nothing running (or holding the work folder's lock) when the command is killed.
+    """
     cuboids_path, models_path = Path(cuboids_path), Path(models_path)
     device = resolve_device(device)
     models_path.mkdir(parents=True, exist_ok=True)
@@ -113,6 +183,9 @@ def train_ensemble(cuboids_path: str | Path, models_path: str | Path, cfg: Confi
         if not clips:
             raise ArtifactError(f"{cuboids_path / rid}: no tubes; run `cuboids` with this config first")
         plan[rid] = "train" if force else _status(models_path / f"{rid}.pt", cfg, clips)
+    if force:
+        for rid in region_ids:
+            partial_path(models_path, rid).unlink(missing_ok=True)
     todo = {rid: mode for rid, mode in plan.items() if mode != "fresh"}
     if len(todo) < len(region_ids):
         log.info("train: %d of %d regions already up to date", len(region_ids) - len(todo), len(region_ids))
@@ -120,40 +193,35 @@ def train_ensemble(cuboids_path: str | Path, models_path: str | Path, cfg: Confi
         workers, threads = plan_workers(len(todo), n_jobs, device)
         log.info("train: %d regions, %d in parallel x %d torch threads on %s", len(todo), workers, threads, device)
         n_train = sum(1 for m in todo.values() if m == "train")
-        bar = progress(total=n_train * cfg.train.epochs + (len(todo) - n_train), desc=f"train {len(todo)} regions", unit="epoch")
-        with multiprocessing.Manager() as manager:
-            events = manager.Queue()
-            relay = threading.Thread(target=_relay, args=(events, bar, cfg.train.epochs, todo), daemon=True)
-            relay.start()
-            try:
-                Parallel(n_jobs=workers, backend="loky" if workers > 1 else "sequential")(
-                    delayed(_fit_region)(str(cuboids_path), str(models_path), rid, cfg.to_json(), mode, threads, device, events)
+        epochs = cfg.train.epochs
+        bar = progress(total=n_train * epochs + (len(todo) - n_train), desc=f"train {len(todo)} regions", unit="epoch")
+
+        def report(kind: str, rid: str, value: float) -> None:
+            if kind == "epoch":
+                bar.update(1)
+                bar.set_postfix(region=rid, val_loss=f"{value:.3g}", refresh=False)
+            elif kind == "resumed":
+                bar.update(int(value))  # epochs finished before an interruption
+            elif todo[rid] == "train":
+                bar.update(epochs - int(value))  # early stopping skipped these epochs
+            else:
+                bar.update(1)
+
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        stop = threading.Event()
+        try:
+            with _sigint_sets(stop):
+                Parallel(n_jobs=workers, backend="threading")(
+                    delayed(_fit_region)(cuboids_path, models_path, rid, cfg, mode, device, report, stop)
                     for rid, mode in todo.items()
                 )
-            finally:
-                events.put(None)
-                relay.join(timeout=5)
-        bar.close()
+        finally:
+            torch.set_num_threads(previous)
+            bar.close()
+        if stop.is_set():
+            raise KeyboardInterrupt
     return write_manifest(models_path, cfg)
-
-
-def _relay(events, bar, epochs: int, todo: dict[str, str]) -> None:
-    """Turn workers' per-epoch messages into progress-bar steps."""
-    while True:
-        try:
-            msg = events.get()
-        except (EOFError, OSError, queue.Empty):
-            return
-        if msg is None:
-            return
-        kind, rid, value, val_loss = msg
-        if kind == "epoch":
-            bar.update(1)
-            bar.set_postfix(region=rid, val_loss=f"{val_loss:.5f}", refresh=False)
-        elif todo.get(rid) == "train":
-            bar.update(epochs - value)  # early stopping skipped these epochs
-        else:
-            bar.update(1)
 
 
 def write_manifest(models_path: Path, cfg: Config) -> Path:
@@ -207,8 +275,6 @@ class Ensemble:
     @classmethod
     def load(cls, models_path: str | Path, cfg: Config | None = None, device: str = "cpu") -> "Ensemble":
         """Load ``models_path/manifest.json`` and every checkpoint it names; with ``cfg``, refuse other settings."""
-        import json
-
         models_path = Path(models_path)
         path = models_path / "manifest.json"
         if not path.exists():

@@ -22,17 +22,22 @@ from torch import nn
 from pipeline.config import TrainConfig
 
 
-def validation_mask(n_frames: int, block_frames: int, val_fraction: float, offset: int) -> np.ndarray:
-    """Which frames of a clip are held out: every ~1/val_fraction-th block of ``block_frames``.
+def validation_masks(clip_frames: list[int], block_frames: int, val_fraction: float) -> list[np.ndarray]:
+    """Which frames of each clip are held out: whole blocks of ``block_frames``, evenly spread.
 
     Blocks, not random windows, so that no validation window has a training
-    window one frame away. ``offset`` (the clip's index) staggers which block of
-    each clip is held out.
+    window a frame away. The clips' blocks are numbered one after the other and
+    round(val_fraction x blocks) of them, at least one, are held out at even
+    spacing, so short clips and small datasets still get a validation set.
     """
-    n_blocks = -(-n_frames // block_frames)
-    b = np.arange(n_blocks) + offset
-    held = np.floor((b + 1) * val_fraction) > np.floor(b * val_fraction)
-    return np.repeat(held, block_frames)[:n_frames]
+    n_blocks = [-(-n // block_frames) for n in clip_frames]
+    total = sum(n_blocks)
+    n_val = min(total - 1, max(1, int(round(val_fraction * total))))
+    held = np.zeros(total, bool)
+    if n_val > 0:
+        held[np.floor((np.arange(n_val) + 0.5) * total / n_val).astype(int)] = True
+    bounds = np.cumsum([0, *n_blocks])
+    return [np.repeat(held[a:b], block_frames)[:n] for a, b, n in zip(bounds[:-1], bounds[1:], clip_frames)]
 
 
 def split_windows(mask: np.ndarray, starts: np.ndarray, clip_length: int, with_previous: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -61,6 +66,10 @@ class TrainState:
         return asdict(self)
 
 
+class TrainingStopped(Exception):
+    """Training was asked to stop; what the last finished epoch saved is kept."""
+
+
 def fit_autoencoder(
     model: nn.Module,
     frames: np.ndarray,
@@ -71,11 +80,14 @@ def fit_autoencoder(
     device: torch.device,
     resume: dict[str, Any] | None = None,
     on_epoch: Callable[[TrainState, dict[str, Any]], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> tuple[dict[str, torch.Tensor], TrainState]:
     """Train ``model`` to reconstruct its input with MSE; early stopping on validation loss.
 
     frames: uint8 ``(n_frames, C, P, P)``; ``*_index``: ``(n_windows, T')`` rows of frame indices.
     ``resume``: a dict from a previous ``on_epoch`` call (model, optimizer, best weights, state).
+    ``should_stop``: polled before every batch; when it returns True the
+    unfinished epoch is dropped and :class:`TrainingStopped` is raised.
     Returns the best weights and the training record.
     """
     model.to(device)
@@ -97,6 +109,8 @@ def fit_autoencoder(
         model.train()
         total, count = 0.0, 0
         for i in range(0, len(order), cfg.batch_size):
+            if should_stop is not None and should_stop():
+                raise TrainingStopped(f"stopped during epoch {epoch}")
             x = encode(frames[train_index[order[i : i + cfg.batch_size]]]).to(device)
             loss = loss_fn(model(x), x)
             opt.zero_grad(set_to_none=True)

@@ -7,20 +7,24 @@ from ensemble.detector import RegionDetector, encode_windows
 from ensemble.ensemble import Ensemble
 from ensemble.metrics import equal_error_rate, frame_metrics
 from ensemble.model import SpatioTemporalAutoencoder
-from ensemble.train import fit_autoencoder, split_windows, validation_mask
+from ensemble.train import fit_autoencoder, split_windows, validation_masks
 from pipeline.errors import ArtifactError
 from pipeline.workdir import WorkDir
 
 
 def test_validation_blocks_hold_out_the_requested_share():
-    mask = validation_mask(1000, 50, 0.2, offset=3)
-    assert mask.mean() == pytest.approx(0.2, abs=0.01)
-    runs = np.diff(np.flatnonzero(np.diff(mask.astype(int))))
+    masks = validation_masks([1000, 430, 170], 50, 0.2)
+    assert [len(m) for m in masks] == [1000, 430, 170]
+    assert np.concatenate(masks).mean() == pytest.approx(0.2, abs=0.03)
+    runs = np.diff(np.flatnonzero(np.diff(masks[0].astype(int))))
     assert (runs >= 50).all(), "held-out frames come in whole blocks"
+    assert all(m.any() for m in masks), "held-out blocks are spread over the clips"
+    tiny = validation_masks([40, 40], 20, 0.2)
+    assert sum(m.sum() for m in tiny) == 20, "a small dataset still holds out one block"
 
 
 def test_no_window_straddles_training_and_validation():
-    mask = validation_mask(200, 20, 0.2, 0)
+    (mask,) = validation_masks([200], 20, 0.2)
     starts = np.arange(0, 190, 2)
     train, val = split_windows(mask, starts, 10, with_previous=True)
     for s in train:

@@ -1,0 +1,126 @@
+"""Killing a stage at any moment leaves a valid work folder, and re-running finishes the job
+with the same result as an uninterrupted run."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cuboids.store import slice_folder
+from ensemble.detector import read_checkpoint
+from pipeline.artifacts import open_h5
+from pipeline.config import to_toml
+from pipeline.extract import extract_folder, iter_frames_file
+from pipeline.synthetic import render_clip, write_video
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def start(args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "cli.py", *args, "-q"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def finish(args: list[str]) -> None:
+    res = subprocess.run([sys.executable, "cli.py", *args, "-q"], cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+
+
+def visible_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+
+
+@pytest.fixture(scope="module")
+def train_setup(tmp_path_factory, tiny_data, tiny_cfg):
+    """A work folder with frames and cuboids, ready for `train`, and the config file."""
+    root = tmp_path_factory.mktemp("kill")
+    cfg = tiny_cfg.with_overrides(train={"epochs": 10, "patience": 10})
+    (root / "cfg.toml").write_text(to_toml(cfg))
+    work = root / "prepared"
+    extract_folder(tiny_data / "train", work / "frames", cfg)
+    slice_folder(work / "frames", work / "cuboids", cfg)
+    return root, work
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst, copy_function=shutil.copy2)  # keep mtimes: they identify the tubes
+    return dst
+
+
+def test_train_killed_repeatedly_resumes_to_the_uninterrupted_result(train_setup, tiny_cfg):
+    root, prepared = train_setup
+    args = ["train", "--config", str(root / "cfg.toml"), "--jobs", "2"]
+    reference = _copy(prepared, root / "reference")
+    finish([*args, "--work", str(reference)])
+
+    work = _copy(prepared, root / "killed")
+    rng = np.random.default_rng(7)
+    partial_seen = False
+    for _ in range(4):
+        proc = start([*args, "--work", str(work)])
+        time.sleep(float(rng.uniform(2.5, 7.0)))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        for path in visible_files(work / "models"):  # whatever is there is complete and loadable
+            if path.name.endswith(".partial.pt"):
+                partial_seen = True
+                assert "snapshot" in torch.load(path, weights_only=True)
+            elif path.suffix == ".pt":
+                read_checkpoint(path)
+    finish([*args, "--work", str(work)])
+    assert partial_seen, "no kill landed during training: the test proved nothing"
+    assert not list((work / "models").glob("*.partial.pt"))
+    for rid in tiny_cfg.cuboids.region_ids:
+        a = read_checkpoint(reference / "models" / f"{rid}.pt")
+        b = read_checkpoint(work / "models" / f"{rid}.pt")
+        for key, tensor in a["state_dict"].items():
+            assert torch.equal(tensor, b["state_dict"][key]), f"{rid}: {key} differs after resuming"
+        assert a["stats"] == b["stats"] and a["history"]["val_loss"] == b["history"]["val_loss"]
+
+
+def test_sigint_stops_with_a_message_and_the_run_resumes(train_setup):
+    root, prepared = train_setup
+    work = _copy(prepared, root / "sigint")
+    args = ["train", "--config", str(root / "cfg.toml"), "--jobs", "2", "--work", str(work)]
+    proc = start(args)
+    time.sleep(5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and b"interrupted" in err and b"Traceback" not in err, err.decode()
+    finish(args)
+    assert len(list((work / "models").glob("r*c*.pt"))) == 6 and (work / "models" / "manifest.json").exists()
+
+
+def test_extract_killed_repeatedly_ends_with_the_same_frames(tmp_path):
+    data = tmp_path / "data"
+    for i in range(5):
+        frames, _ = render_clip(300, 120, 160, seed=i)
+        write_video(frames, data / "train" / f"{i:02d}.mkv")
+    (tmp_path / "cfg.toml").write_text("[extract]\nframe_height = 120\n")
+    args = ["extract", "--data", str(data), "--config", str(tmp_path / "cfg.toml"), "--jobs", "1"]
+    finish([*args, "--work", str(tmp_path / "reference")])
+    work = tmp_path / "killed"
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        proc = start([*args, "--work", str(work)])
+        time.sleep(float(rng.uniform(1.0, 3.0)))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        for path in visible_files(work):
+            if path.suffix == ".h5":
+                with open_h5(path, "frames"):
+                    pass
+    finish([*args, "--work", str(work)])
+    names = [p.name for p in visible_files(tmp_path / "reference" / "frames")]
+    assert [p.name for p in visible_files(work / "frames")] == names and len(names) == 5
+    for name in names:
+        a = np.concatenate([c for _, c in iter_frames_file(tmp_path / "reference" / "frames" / name)])
+        b = np.concatenate([c for _, c in iter_frames_file(work / "frames" / name)])
+        assert np.array_equal(a, b)
