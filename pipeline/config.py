@@ -63,10 +63,10 @@ class CuboidConfig:
     grid_rows: int = 3
     grid_cols: int = 4
     region_overlap: float = 0.0  # fraction of a region shared with its neighbour
-    patch_size: int = 64  # every region crop is resized to patch_size x patch_size
+    patch_size: int = 32  # every region crop is resized to patch_size x patch_size
     clip_length_in_frames: int = 10  # T, frames per cuboid
     frames_between_clips: int = 2  # stride between training windows
-    blur_sigma: float = 0.0  # Gaussian blur of region crops, in patch pixels; 0 = off
+    blur_sigma: float = 1.0  # Gaussian blur of region crops, in patch pixels; 0 = off
 
     def __post_init__(self) -> None:
         _check(1 <= self.grid_rows <= 32, f"cuboids.grid_rows must be 1..32, not {self.grid_rows}")
@@ -93,9 +93,9 @@ class CuboidConfig:
 class ModelConfig:
     """The spatio-temporal autoencoder of every region."""
 
-    input: str = "frames"  # "frames", "diff" (frame differences) or "both"
-    filters: tuple[int, ...] = (64, 128)  # encoder conv widths, each halves height and width
-    bottleneck_channels: int = 0  # 1x1x1 conv squeezing the code; 0 = none
+    input: str = "diff"  # "frames", "diff" (frame differences) or "both"
+    filters: tuple[int, ...] = (16, 32)  # encoder conv widths, each halves height and width
+    bottleneck_channels: int = 8  # 1x1x1 conv squeezing the code; 0 = none
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "filters", tuple(int(f) for f in self.filters))
@@ -109,7 +109,7 @@ class ModelConfig:
 class TrainConfig:
     """How each region's autoencoder is fitted on normal windows."""
 
-    epochs: int = 30
+    epochs: int = 12
     batch_size: int = 32
     learning_rate: float = 1e-3
     weight_decay: float = 0.0
@@ -135,11 +135,11 @@ class ScoreConfig:
     """How reconstruction errors become region scores, frame scores and flags."""
 
     frames_between_clips: int = 5  # stride of scoring windows; <= clip length
-    region_score: str = "mean"  # "mean" of a frame's pixel errors, or "patch_max" over small patches
+    region_score: str = "patch_max"  # "mean" of a frame's pixel errors, or "patch_max" over small patches
     region_patch: int = 8  # patch side (patch pixels) for "patch_max"
     fusion: str = "max"  # frame score from normalised region errors: "max" or "mean"
     threshold_sigma: float = 2.0  # a region is anomalous above mean + threshold_sigma * std
-    smoothing_frames: int = 1  # causal moving average of region errors over this many frames
+    smoothing_frames: int = 5  # causal moving average of region errors over this many frames
 
     def __post_init__(self) -> None:
         _check(self.frames_between_clips >= 1, f"score.frames_between_clips must be >= 1, not {self.frames_between_clips}")

@@ -33,8 +33,12 @@ def tiny_cfg() -> Config:
 
 
 def injected_mover(first: int = 30) -> Mover:
-    """A bright square wandering slowly in region r1c2 (rows 32-63, cols 64-95), where nothing normal goes."""
-    return Mover(first, 46.0, 76.0, 0.03, 0.06, 5.0, 245, "square")
+    """A bright square crossing region r1c2 (rows 32-63, cols 64-95), where nothing normal goes.
+
+    It moves, as an intruder does: the default model sees frame differences,
+    so an object that stands still becomes invisible to it once it stops.
+    """
+    return Mover(first, 40.0, 72.0, 0.3, 0.5, 5.0, 245, "square")
 
 
 @pytest.fixture(scope="session")

@@ -59,7 +59,7 @@ def test_region_store_round_trip_and_config_check(tiny_data, tiny_cfg, tmp_path)
     assert len(tubes) == 4 and tubes[0].tube.shape == (80, 1, 16, 16) and tubes[0].tube.dtype == np.uint8
     assert tubes[0].window_starts.tolist() == list(range(0, 73, 2))
     with h5py.File(frames / "01.h5") as fh:  # the stored tube is the crop of the stored frames
-        expected = crop_regions(fh["frames"][()], [region], 16)[0]
+        expected = crop_regions(fh["frames"][()], [region], 16, tiny_cfg.cuboids.blur_sigma)[0]
     assert np.array_equal(tubes[0].tube, expected)
     with pytest.raises(ArtifactError, match="cuboids.patch_size was 16, now 32"):
         load_region(cub, "r1c2", tiny_cfg.with_overrides(cuboids={"patch_size": 32}))
