@@ -1,0 +1,143 @@
+"""A tuning set made from a dataset's *training* split only.
+
+Settings are chosen on this set, never on the test split. The training clips
+are split in two: the first ones train the models, the last ones are turned
+into pseudo-test clips with labelled, synthetic anomalies of the two kinds a
+fixed walkway camera sees most:
+
+- ``fast``: a stretch of the clip played at 3x speed (every third frame), so
+  everything in view moves three times faster than normal (bikes, skaters);
+- ``object``: a textured box, larger than a person, pasted onto the clip and
+  moving across it at several pixels per frame (carts, vehicles);
+- ``glide``: a person cut out of the clip itself (background subtraction
+  against the clip's median frame) and pasted gliding across the scene at its
+  own height, several times walking speed, alongside the normal crowd
+  (a cyclist or skater among pedestrians).
+
+The untouched held-out clips are included too, as all-normal clips.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.config import ExtractConfig
+from pipeline.ffmpeg_io import list_clips, open_clip, read_frames
+from pipeline.synthetic import write_video
+
+
+def _decode(path: Path) -> tuple[np.ndarray, float]:
+    src = open_clip(path, ExtractConfig(frame_height=open_clip(path, ExtractConfig()).height))
+    cfg = ExtractConfig(frame_height=src.height, frame_width=src.width)
+    return np.concatenate(list(read_frames(src, cfg)))[..., 0], src.fps
+
+
+def fast_forward(frames: np.ndarray, first: int, length: int, speed: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Frames with ``length`` frames from ``first`` on played at ``speed``x; labels of the new clip."""
+    fast = frames[first : first + speed * length : speed]
+    rest = frames[first + speed * len(fast) :]
+    out = np.concatenate([frames[:first], fast, rest])
+    labels = np.zeros(len(out), bool)
+    labels[first : first + len(fast)] = True
+    return out, labels
+
+
+def paste_object(frames: np.ndarray, rng: np.random.Generator, first: int) -> tuple[np.ndarray, np.ndarray]:
+    """A textured box moving horizontally across the lower two thirds of the frame."""
+    n, H, W = frames.shape
+    h, w = int(0.16 * H), int(0.14 * W)
+    texture = frames[rng.integers(n), : h, rng.integers(0, W - w) :][:, :w].astype(np.float32)
+    box = np.clip(0.6 * texture + 0.4 * rng.integers(30, 220), 0, 255)
+    box[:2], box[-2:], box[:, :2], box[:, -2:] = 20, 20, 20, 20
+    y = int(rng.integers(int(0.35 * H), H - h))
+    speed = float(rng.uniform(3, 6)) * (1 if rng.random() < 0.5 else -1)
+    x0 = -w if speed > 0 else W
+    out = frames.copy()
+    labels = np.zeros(n, bool)
+    for t in range(first, n):
+        x = int(round(x0 + speed * (t - first)))
+        a, b = max(0, x), min(W, x + w)
+        if a >= b:
+            if t > first + 2:
+                break
+            continue
+        out[t, y : y + h, a:b] = box[:, a - x : b - x].astype(np.uint8)
+        labels[t] = True
+    return out, labels
+
+
+def cut_person(frames: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, int]:
+    """A moving person's pixels, mask and top row, found by background subtraction."""
+    from scipy import ndimage
+
+    background = np.median(frames, axis=0)
+    for _ in range(200):
+        t = int(rng.integers(len(frames)))
+        fg = ndimage.binary_opening(np.abs(frames[t].astype(np.float32) - background) > 25, iterations=1)
+        fg = ndimage.binary_closing(fg, iterations=2)
+        blobs, n = ndimage.label(fg)
+        for sl in ndimage.find_objects(blobs):
+            h, w = sl[0].stop - sl[0].start, sl[1].stop - sl[1].start
+            if 14 <= h <= 60 and 5 <= w <= h and 0.4 <= fg[sl].mean():
+                label = blobs[sl][h // 2, w // 2] or np.bincount(blobs[sl].ravel())[1:].argmax() + 1
+                return frames[t][sl].copy(), ndimage.binary_dilation(blobs[sl] == label, iterations=1), sl[0].start
+    raise ValueError("no person-sized moving blob found")
+
+
+def paste_glider(frames: np.ndarray, rng: np.random.Generator, first: int) -> tuple[np.ndarray, np.ndarray]:
+    """A cut-out person sliding horizontally at 3-5x walking speed."""
+    n, H, W = frames.shape
+    pixels, mask, y = cut_person(frames, rng)
+    h, w = mask.shape
+    speed = float(rng.uniform(4, 7)) * (1 if rng.random() < 0.5 else -1)
+    x0 = -w if speed > 0 else W
+    out = frames.copy()
+    labels = np.zeros(n, bool)
+    for t in range(first, n):
+        x = int(round(x0 + speed * (t - first)))
+        a, b = max(0, x), min(W, x + w)
+        if a >= b:
+            if t > first + 2:
+                break
+            continue
+        m = mask[:, a - x : b - x]
+        region = out[t, y : y + h, a:b]
+        region[m] = pixels[:, a - x : b - x][m]
+        labels[t] = True
+    return out, labels
+
+
+def make_tuning_set(train_path: Path, out_path: Path, n_holdout: int = 4, seed: int = 0) -> Path:
+    """``out_path/train`` (links to the first clips), ``out_path/test`` and ``labels.json``."""
+    clips = list_clips(train_path)
+    if len(clips) <= n_holdout:
+        raise ValueError(f"{train_path}: needs more than {n_holdout} clips")
+    keep, held = clips[:-n_holdout], clips[-n_holdout:]
+    (out_path / "train").mkdir(parents=True, exist_ok=True)
+    for c in keep:
+        link = out_path / "train" / c.name
+        if not link.exists():
+            os.symlink(c.resolve(), link)
+    rng = np.random.default_rng(seed)
+    labels = {}
+    for c in held:
+        frames, fps = _decode(c)
+        n = len(frames)
+        variants = {
+            "normal": (frames, np.zeros(n, bool)),
+            "fast": fast_forward(frames, n // 4, n // 8),
+            "object": paste_object(frames, rng, int(rng.integers(n // 6, n // 3))),
+            "glide": paste_glider(frames, rng, int(rng.integers(n // 6, n // 3))),
+        }
+        for kind, (f, y) in variants.items():
+            cid = f"{c.stem}-{kind}"
+            write_video(f, out_path / "test" / f"{cid}.mkv", fps)
+            flags = np.concatenate([[False], y, [False]]).astype(np.int8)
+            edges = np.flatnonzero(np.diff(flags))
+            labels[cid] = {"frames": int(len(f)), "anomalous": [[int(a) + 1, int(b)] for a, b in zip(edges[::2], edges[1::2])]}
+    (out_path / "labels.json").write_text(json.dumps(labels, indent=1))
+    return out_path
