@@ -343,6 +343,36 @@ def heatmap(video, work, out, frames, top, allow_damaged, device):
         click.echo(str(p))
 
 
+@cli.command("report")
+@click.argument("video", type=click.Path(path_type=Path))
+@work_option
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Output folder [default: WORK/scores/<clip name>].")
+@click.option("--labels", "labels_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="labels.json with this clip's anomalous frames, shaded on the timeline.")
+@click.option("--gallery", type=click.IntRange(0, 50), default=6, show_default=True, help="How many top frames to show.")
+@damaged_option
+@device_option
+@run_options
+def report_cmd(video, work, out, labels_path, gallery, allow_damaged, device):
+    """Score VIDEO and write OUT/report.html: timeline, side-by-side video, regions x time, gallery, summary.
+
+    The page needs no network: everything is inline except the video,
+    OUT/report.mp4 (H.264), which sits beside it. Click the timeline, a
+    segment or a gallery frame to seek the video there.
+    """
+    from ensemble.ensemble import resolve_device
+    from pipeline.report import report
+    from pipeline.workdir import WorkDir
+
+    wd = WorkDir(work)
+    out = out or wd.scores_for(video)
+    with work_lock(work, exclusive=False):
+        made = report(video, wd.models, out, labels_path, device=resolve_device(device), n_gallery=gallery, allow_damaged=allow_damaged)
+    _print_segments(made.result)
+    click.echo(f"report: {made.html}")
+
+
 @cli.command("config")
 @config_option
 @preset_option

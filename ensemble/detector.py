@@ -156,6 +156,27 @@ class RegionDetector:
         x = encode_windows(windows, self.cfg.model.input).to(self.device_)
         return ((self.model_(x) - x) ** 2).mean(dim=1).cpu().numpy()
 
+    @torch.inference_mode()
+    def reconstruct_frames(self, windows: np.ndarray) -> np.ndarray:
+        """uint8 windows ``(B, T', C, P, P)`` -> the frames as the model rebuilds them ``(B, T, P, P)``, channel mean, in [0, 1].
+
+        A ``diff`` model rebuilds frame differences; its frame is the previous
+        (real) frame plus the rebuilt difference, so whatever motion it cannot
+        reproduce is missing or smeared. A ``both`` model's frame channels are shown.
+        """
+        self._require_fitted()
+        mode = self.cfg.model.input
+        y = self.model_(encode_windows(windows, mode).to(self.device_)).float().cpu()
+        C = windows.shape[2]
+        if mode == "frames":
+            rec = y
+        elif mode == "both":
+            rec = y[:, :C]
+        else:
+            previous = torch.from_numpy(windows[:, :-1]).float().div_(255.0).permute(0, 2, 1, 3, 4)
+            rec = previous + (y - 0.5) * 2.0
+        return rec.clamp_(0.0, 1.0).mean(dim=1).numpy()
+
     def pixel_errors_batch(self, windows: np.ndarray) -> np.ndarray:
         """The :data:`ensemble.scoring.ErrorFn` of this one region: ``(1, B, ...)`` in and out."""
         return self.pixel_errors(windows[0])[None]

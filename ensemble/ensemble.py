@@ -313,3 +313,7 @@ class Ensemble:
     def pixel_errors(self, windows: np.ndarray) -> np.ndarray:
         """uint8 windows ``(R, B, T', C, P, P)`` -> pixel errors ``(R, B, T, P, P)``."""
         return np.stack([d.pixel_errors(w) for d, w in zip(self.detectors, windows)])
+
+    def reconstructions(self, windows: np.ndarray) -> np.ndarray:
+        """uint8 windows ``(R, B, T', C, P, P)`` -> reconstructed frames ``(R, B, T, P, P)`` in [0, 1]."""
+        return np.stack([d.reconstruct_frames(w) for d, w in zip(self.detectors, windows)])

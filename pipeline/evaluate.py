@@ -5,7 +5,8 @@ Labels file (the layout of UCSD Ped2's ``labels.json``)::
     {"01": {"frames": 180, "anomalous": [[61, 180]]}, ...}
 
 frame ranges 1-based and inclusive. Writes ``metrics.json`` (see
-ensemble.metrics) and every clip's ``scores.csv`` under ``out_path/<clip_id>/``.
+ensemble.metrics), ``roc.png`` and ``pr.png`` (pooled frame scores, the threshold's
+operating point marked) and every clip's ``scores.csv`` under ``out_path/<clip_id>/``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pipeline.artifacts import write_json
 from pipeline.config import Config
 from pipeline.errors import InputError
 from pipeline.ffmpeg_io import list_clips
+from pipeline.heatmaps import curves_figures, save_figure
 from pipeline.progress import progress
 from pipeline.score import ScoreResult, score_video
 
@@ -103,5 +105,10 @@ def evaluate(
             "score_fps": round(n_frames / seconds, 1),
         }
     )
+    if metrics["auc_pooled_raw"] is not None:
+        pooled = [np.concatenate([d[k] for d in data.values()]) for k in range(3)]
+        roc, pr = curves_figures(*pooled, title=f"({len(ids)} clips, {n_frames} frames)")
+        save_figure(roc, out_path / "roc.png")
+        save_figure(pr, out_path / "pr.png")
     write_json(out_path / "metrics.json", metrics)
     return metrics

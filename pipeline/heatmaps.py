@@ -13,6 +13,7 @@ anomalous) frames shaded.
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -68,8 +69,22 @@ def _show(ax, frame: np.ndarray) -> None:
     ax.set_yticks([])
 
 
-def frame_figure(frame: np.ndarray, amap: np.ndarray, boxes: np.ndarray, region_ids: list[str], z: np.ndarray, threshold_sigma: float, title: str, path: Path) -> Path:
-    """One frame: overlay of the anomaly map | region grid with z. Written atomically as PNG."""
+def save_figure(fig, path: Path | None = None, fmt: str = "png") -> Path | bytes:
+    """Write a figure atomically to ``path``, or return its bytes when ``path`` is None; closes it."""
+    try:
+        if path is None:
+            buf = io.BytesIO()
+            fig.savefig(buf, format=fmt)
+            return buf.getvalue()
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=fmt)
+        return Path(path)
+    finally:
+        plt.close(fig)
+
+
+def frame_figure(frame: np.ndarray, amap: np.ndarray, boxes: np.ndarray, region_ids: list[str], z: np.ndarray, threshold_sigma: float, title: str):
+    """One frame: overlay of the anomaly map | region grid with z."""
     H, W = amap.shape
     fig, (a, b) = plt.subplots(1, 2, figsize=(2 * 4.2 * W / max(H, W) + 1.2, 4.2 * H / max(H, W) + 0.9), dpi=110, layout="constrained")
     _show(a, frame)
@@ -85,14 +100,11 @@ def frame_figure(frame: np.ndarray, amap: np.ndarray, boxes: np.ndarray, region_
                bbox={"facecolor": "red" if hot else "black", "alpha": 0.55, "pad": 1.5, "lw": 0})
     b.set_title(f"regions: z (red: above {threshold_sigma:g})")
     fig.suptitle(title, fontsize=10)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return fig
 
 
-def timeline_figure(region_z: np.ndarray, score: np.ndarray, anomalous: np.ndarray, region_ids: list[str], fps: float, threshold_sigma: float, path: Path, truth: np.ndarray | None = None, title: str = "") -> Path:
-    """The regions x time matrix of z under the frame score. Written atomically as PNG."""
+def timeline_figure(region_z: np.ndarray, score: np.ndarray, anomalous: np.ndarray, region_ids: list[str], fps: float, threshold_sigma: float, truth: np.ndarray | None = None, title: str = ""):
+    """The regions x time matrix of z under the frame score; returns the figure and its two axes."""
     n, R = region_z.shape
     t = np.arange(n) / fps
     fig, (top, mat) = plt.subplots(2, 1, figsize=(10, 2.2 + 0.22 * R), dpi=110, sharex=True, height_ratios=[1, max(1.2, R / 6)], layout="constrained")
@@ -101,6 +113,8 @@ def timeline_figure(region_z: np.ndarray, score: np.ndarray, anomalous: np.ndarr
     _shade(top, anomalous, fps, "red", 0.15, "flagged")
     if truth is not None:
         _shade(top, truth, fps, "tab:blue", 0.15, "ground truth")
+    if score.size and score.max() > 10 * threshold_sigma:  # one huge peak would flatten the rest
+        top.set_yscale("symlog", linthresh=2 * threshold_sigma)
     top.set_ylabel("score (z)")
     top.legend(loc="upper left", fontsize=7, ncols=4)
     vmax = max(2 * threshold_sigma, float(np.percentile(region_z, 99.5)) if region_z.size else 1.0)
@@ -112,10 +126,32 @@ def timeline_figure(region_z: np.ndarray, score: np.ndarray, anomalous: np.ndarr
     fig.colorbar(im, ax=mat, label="z")
     if title:
         fig.suptitle(title, fontsize=10)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return fig, (top, mat)
+
+
+def curves_figures(labels: np.ndarray, scores: np.ndarray, flagged: np.ndarray, title: str = ""):
+    """ROC and precision-recall curves of pooled frame scores, the operating point at the threshold marked."""
+    from sklearn.metrics import auc, precision_recall_curve, roc_curve
+
+    labels = labels.astype(bool)
+    fpr, tpr, _ = roc_curve(labels, scores)
+    precision, recall, _ = precision_recall_curve(labels, scores)
+    op_fpr = (flagged & ~labels).sum() / max((~labels).sum(), 1)
+    op_tpr = (flagged & labels).sum() / max(labels.sum(), 1)
+    op_prec = (flagged & labels).sum() / max(flagged.sum(), 1)
+    roc_fig, ax = plt.subplots(figsize=(4.6, 4.4), dpi=110, layout="constrained")
+    ax.plot(fpr, tpr, lw=1.5, label=f"frame scores (AUC {auc(fpr, tpr):.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":", label="chance")
+    ax.plot([op_fpr], [op_tpr], "o", color="red", label="at the threshold")
+    ax.set(xlabel="false-positive rate", ylabel="true-positive rate", xlim=(0, 1), ylim=(0, 1.01), title=f"ROC {title}".strip())
+    ax.legend(loc="lower right", fontsize=8)
+    pr_fig, ax = plt.subplots(figsize=(4.6, 4.4), dpi=110, layout="constrained")
+    ax.plot(recall, precision, lw=1.5, label="frame scores")
+    ax.axhline(labels.mean(), color="grey", lw=0.8, ls=":", label=f"chance ({labels.mean():.2f})")
+    ax.plot([op_tpr], [op_prec], "o", color="red", label="at the threshold")
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.01), title=f"precision-recall {title}".strip())
+    ax.legend(loc="lower left", fontsize=8)
+    return roc_fig, pr_fig
 
 
 def _shade(ax, flags: np.ndarray, fps: float, color: str, alpha: float, label: str) -> None:
@@ -139,11 +175,17 @@ def write_heatmaps(maps_path: str | Path, video_path: str | Path, out_path: str 
         amaps = {i: fh["maps"][i].astype(np.float32) for i in chosen}
     pictures = decode_frames(video_path, cfg, chosen)
     name = Path(video_path).name
-    written = [timeline_figure(region_z, score, anomalous, region_ids, fps, k, out_path / "regions_time.png", truth, title=name)]
+    fig, _ = timeline_figure(region_z, score, anomalous, region_ids, fps, k, truth, title=name)
+    written = [save_figure(fig, out_path / "regions_time.png")]
     for i in chosen:
-        title = f"{name}  frame {i + 1} ({i / fps:.1f} s)  score {score[i]:.2f}" + ("  ANOMALOUS" if anomalous[i] else "")
-        written.append(frame_figure(pictures[i], amaps[i], boxes, region_ids, region_z[i], k, title, out_path / f"frame_{i + 1:06d}.png"))
+        fig = frame_figure(pictures[i], amaps[i], boxes, region_ids, region_z[i], k, frame_title(name, i, fps, score[i], anomalous[i]))
+        written.append(save_figure(fig, out_path / f"frame_{i + 1:06d}.png"))
     return written
+
+
+def frame_title(name: str, i: int, fps: float, score: float, anomalous: bool) -> str:
+    """``name  frame N (t s)  score s [ANOMALOUS]`` for 0-based frame ``i``."""
+    return f"{name}  frame {i + 1} ({i / fps:.1f} s)  score {score:.2f}" + ("  ANOMALOUS" if anomalous else "")
 
 
 def maps_source(maps_path: Path) -> str | None:

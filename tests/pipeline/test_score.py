@@ -66,6 +66,7 @@ def test_evaluate_reports_pooled_and_per_clip_metrics(trained_work, tiny_data, t
     m = evaluate(tiny_data / "test", tiny_data / "labels.json", WorkDir(trained_work).models, tmp_path)
     assert m["auc_pooled_raw"] >= 0.9 and m["n_frames"] == 80
     assert set(m["auc_per_clip"]) == {"01"} and (tmp_path / "metrics.json").exists()
+    assert all((tmp_path / f).read_bytes()[:4] == b"\x89PNG" for f in ("roc.png", "pr.png"))
     assert (tmp_path / "01" / "scores.csv").exists()
 
 

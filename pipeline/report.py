@@ -1,0 +1,376 @@
+"""Stage 6b, report: one clip scored and shown on one self-contained HTML page.
+
+``report(VIDEO)`` writes into ``out_path``:
+
+``report.html``
+    no network needed: inline CSS and JS, plots inline (SVG and PNG as data),
+    the video beside it. The score timeline over the regions x time matrix
+    (threshold line, flagged frames shaded, ground truth shaded when labels
+    are given; a click seeks the video), the side-by-side video, the anomalous
+    segments (click to seek), a gallery of the most anomalous frames, and a
+    summary: thresholds, config, training data, processing speed.
+``report.mp4``
+    H.264, three panels per frame: input | reconstruction (what the models
+    rebuild; see :meth:`RegionDetector.reconstruct_frames`) | anomaly map over
+    the input with the region grid, regions above threshold outlined in red.
+``scores.csv``, ``maps.h5``
+    as written by ``score``.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import logging
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from cuboids.slicing import crop_regions
+from ensemble.anomaly_map import AnomalyMapper
+from ensemble.ensemble import Ensemble
+from ensemble.scoring import SlidingWindowScorer
+from pipeline.artifacts import atomic_path, open_h5
+from pipeline.config import to_toml
+from pipeline.errors import InputError, UserError
+from pipeline.evaluate import frame_labels, load_labels
+from pipeline.ffmpeg_io import ffmpeg_exe, open_clip, read_frames
+from pipeline.heatmaps import MAP_MAX, decode_frames, frame_figure, frame_title, pick_frames, save_figure, timeline_figure
+from pipeline.progress import progress
+from pipeline.score import ScoreResult, score_video
+
+log = logging.getLogger(__name__)
+
+HEADER = 34  # pixels of caption (two lines) above the video's panels
+MIN_PANEL_WIDTH = 320  # small working sizes are enlarged (nearest neighbour) to at least this
+
+
+@dataclass(frozen=True)
+class Report:
+    html: Path
+    video: Path
+    result: ScoreResult
+
+
+def clip_truth(labels_path: str | Path, clip_id: str, n_frames: int) -> np.ndarray:
+    """The labelled anomalous frames of one clip; refuses a labels file that does not describe it."""
+    labels = load_labels(labels_path)
+    if clip_id not in labels:
+        raise InputError(f"{labels_path}: no entry for clip {clip_id!r} (clips there: {', '.join(sorted(labels)[:8])}…)")
+    n, ranges = labels[clip_id]
+    if n != n_frames:
+        raise InputError(f"{labels_path}: clip {clip_id!r} has {n} frames there but {n_frames} were decoded")
+    return frame_labels(n, ranges)
+
+
+def report(
+    video_path: str | Path,
+    models_path: str | Path,
+    out_path: str | Path,
+    labels_path: str | Path | None = None,
+    device: str = "cpu",
+    n_gallery: int = 6,
+    allow_damaged: bool = False,
+) -> Report:
+    """Score ``video_path`` with the models in ``models_path`` and write the report into ``out_path``."""
+    video_path, out_path = Path(video_path), Path(out_path)
+    ens = Ensemble.load(models_path, device=device)
+    result = score_video(video_path, models_path, out_path, maps=True, ensemble=ens, device=device, allow_damaged=allow_damaged)
+    truth = clip_truth(labels_path, video_path.stem, result.n_frames) if labels_path else None
+    t0 = time.perf_counter()
+    video = write_side_by_side(video_path, ens, out_path / "maps.h5", out_path / "report.mp4")
+    page = render_html(video_path, ens, result, truth, out_path / "maps.h5", video.name, n_gallery)
+    html_path = out_path / "report.html"
+    with atomic_path(html_path) as tmp:
+        tmp.write_text(page, encoding="utf-8")
+    log.info("report: %s (video and page in %.1f s)", html_path, time.perf_counter() - t0)
+    return Report(html_path, video, result)
+
+
+# -- the side-by-side video --------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def h264_encoder() -> str:
+    """The H.264 encoder this ffmpeg has: libx264, else libopenh264."""
+    out = subprocess.run([ffmpeg_exe(), "-hide_banner", "-encoders"], capture_output=True, text=True).stdout
+    for name in ("libx264", "libopenh264"):
+        if f" {name} " in out:
+            return name
+    raise UserError(f"{ffmpeg_exe()} has no H.264 encoder (libx264 or libopenh264); install imageio-ffmpeg or a full ffmpeg")
+
+
+_INFERNO = (matplotlib.colormaps["inferno"](np.linspace(0.0, 1.0, 256))[:, :3] * 255).astype(np.float32)
+
+
+def overlay(gray_rgb: np.ndarray, amap: np.ndarray) -> np.ndarray:
+    """The anomaly map over an RGB frame: inferno colours where the map is above the normal level (1)."""
+    level = np.clip(amap / MAP_MAX, 0.0, 1.0)
+    colour = _INFERNO[(level * 255).astype(np.uint8)]
+    alpha = np.where(amap >= 1.0, 0.35 + 0.45 * np.clip((amap - 1.0) / (MAP_MAX - 1.0), 0.0, 1.0), 0.0)[..., None]
+    return (gray_rgb * (1.0 - alpha) + colour * alpha).astype(np.uint8)
+
+
+def draw_grid(img: np.ndarray, boxes: np.ndarray, hot: np.ndarray) -> None:
+    """Outline every region in place: thin grey, or thick red when above its threshold."""
+    H, W = img.shape[:2]
+    for (top, left, h, w), is_hot in sorted(zip(boxes.tolist(), hot.tolist()), key=lambda b: b[1]):
+        colour, t = ((230, 30, 30), 2) if is_hot else ((150, 150, 150), 1)
+        y0, y1, x0, x1 = top, min(top + h, H) - 1, left, min(left + w, W) - 1
+        img[y0 : y0 + t, x0 : x1 + 1] = colour
+        img[max(y1 - t + 1, 0) : y1 + 1, x0 : x1 + 1] = colour
+        img[y0 : y1 + 1, x0 : x0 + t] = colour
+        img[y0 : y1 + 1, max(x1 - t + 1, 0) : x1 + 1] = colour
+
+
+def _rgb(frame: np.ndarray) -> np.ndarray:
+    return np.repeat(frame, 3, axis=-1) if frame.shape[-1] == 1 else frame
+
+
+def panel_scale(width: int) -> int:
+    return max(1, -(-MIN_PANEL_WIDTH // width))
+
+
+def compose_frame(frame: np.ndarray, recon: np.ndarray, amap: np.ndarray, boxes: np.ndarray, hot: np.ndarray, caption: str) -> np.ndarray:
+    """input | reconstruction | overlay under a two-line caption: uint8 RGB (HEADER + s H, 3 s W, 3), s = panel_scale(W)."""
+    H, W = amap.shape
+    base = _rgb(frame)
+    rec = np.repeat((np.clip(recon, 0.0, 1.0) * 255).astype(np.uint8)[..., None], 3, axis=-1)
+    ov = overlay(base.astype(np.float32), amap)
+    draw_grid(ov, boxes, hot)
+    panels = np.concatenate([base, rec, ov], axis=1)
+    k = panel_scale(W)
+    if k > 1:
+        panels = panels.repeat(k, axis=0).repeat(k, axis=1)
+    canvas = np.zeros((HEADER + panels.shape[0], panels.shape[1], 3), np.uint8)
+    canvas[HEADER:] = panels
+    img = Image.fromarray(canvas)
+    draw = ImageDraw.Draw(img)
+    font = _font()
+    for i, label in enumerate(("input", "reconstruction", "anomaly map (grid: regions, red: above threshold)")):
+        draw.text((i * k * W + 4, 2), label, fill=(200, 200, 200), font=font)
+    draw.text((4, 18), caption, fill=(255, 90, 90) if hot.any() else (200, 200, 200), font=font)
+    return np.asarray(img)
+
+
+@lru_cache(maxsize=1)
+def _font():
+    try:
+        return ImageFont.load_default(size=12)
+    except TypeError:  # Pillow without FreeType scaling
+        return ImageFont.load_default()
+
+
+def write_side_by_side(video_path: Path, ens: Ensemble, maps_path: Path, out: Path, chunk_frames: int = 64) -> Path:
+    """Decode the clip again, rebuild every frame with the models, and encode the three panels as H.264 MP4."""
+    cfg = ens.cfg
+    with open_h5(maps_path, "maps") as fh:
+        n_frames = fh["maps"].shape[0]
+        fps = float(fh.attrs["fps"])
+        boxes = fh.attrs["boxes"]
+        k = float(fh.attrs["threshold_sigma"])
+        H, W = fh["maps"].shape[1:]
+        placer = AnomalyMapper(ens.regions, (H, W), np.ones(len(ens.regions)), blur_sigma=0.0)
+        rebuild = SlidingWindowScorer(ens.reconstructions, cfg.cuboids.clip_length_in_frames, cfg.score.frames_between_clips, ens.needs_previous)
+        width, height = 3 * W * panel_scale(W), HEADER + H * panel_scale(W)
+        pad_w, pad_h = width % 2, height % 2  # yuv420p needs even sides
+        args = [
+            ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
+            "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", f"{fps:g}", "-i", "pipe:0",
+            "-vf", f"pad={width + pad_w}:{height + pad_h}",
+            "-c:v", h264_encoder(), "-pix_fmt", "yuv420p", "-movflags", "+faststart", "-f", "mp4",
+        ]  # fmt: skip
+        if h264_encoder() == "libx264":
+            args += ["-preset", "veryfast", "-crf", "23"]
+        pending: list[np.ndarray] = []  # decoded frames waiting for their reconstruction
+        done = 0
+        with atomic_path(out) as tmp, tempfile.TemporaryFile() as errlog:
+            proc = subprocess.Popen([*args, str(tmp)], stdin=subprocess.PIPE, stderr=errlog)
+            try:
+                bar = progress(total=n_frames, desc="report video", unit="frame")
+
+                def emit(recons: np.ndarray) -> None:
+                    nonlocal done
+                    if not len(recons):
+                        return
+                    full = placer(recons)
+                    maps = fh["maps"][done : done + len(recons)].astype(np.float32)
+                    z = fh["region_z"][done : done + len(recons)]
+                    scores = fh["score"][done : done + len(recons)]
+                    for j in range(len(recons)):
+                        i = done + j
+                        hot = z[j] > k
+                        caption = f"frame {i + 1}  {i / fps:6.1f} s  score {scores[j]:5.2f}" + ("  ANOMALOUS" if hot.any() else "")
+                        proc.stdin.write(compose_frame(pending[j], full[j], maps[j], boxes, hot, caption).tobytes())
+                    del pending[: len(recons)]
+                    done += len(recons)
+                    bar.update(len(recons))
+
+                src = open_clip(video_path, cfg.extract)
+                for frames in read_frames(src, cfg.extract, chunk_frames, allow_damaged=True):
+                    pending.extend(frames)
+                    c = cfg.cuboids
+                    emit(rebuild.push(crop_regions(frames, ens.regions, c.patch_size, c.blur_sigma)))
+                emit(rebuild.finish())
+                bar.close()
+                proc.stdin.close()
+            except BaseException:
+                proc.kill()
+                raise
+            finally:
+                proc.wait()
+            if done != n_frames:
+                raise InputError(f"{video_path}: decoded {done} frames for the report but {n_frames} were scored; the file changed?")
+            if proc.returncode != 0:
+                errlog.seek(0)
+                last = errlog.read().decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
+                raise UserError(f"ffmpeg could not encode the report video: {last[0]}")
+    return out
+
+
+# -- the page ----------------------------------------------------------------------------------
+
+
+def _data_uri(data: bytes, mime: str) -> str:
+    return f"data:{mime};base64," + base64.b64encode(data).decode("ascii")
+
+
+def _svg(fig) -> str:
+    text = save_figure(fig, fmt="svg").decode("utf-8")
+    return text[text.index("<svg") :]
+
+
+def render_html(video_path: Path, ens: Ensemble, result: ScoreResult, truth: np.ndarray | None, maps_path: Path, video_name: str, n_gallery: int) -> str:
+    fps, k, n = result.fps, result.threshold_sigma, result.n_frames
+    name = video_path.name
+    fig, (top, mat) = timeline_figure(result.region_z, result.score, result.anomalous, result.region_ids, fps, k, truth)
+    fig.set_size_inches(11, fig.get_size_inches()[1])
+    svg = _svg(fig)  # draws the figure, so the axes' final positions are known below
+    x0, x1 = top.get_position().x0, top.get_position().x1
+    t0, t1 = top.get_xlim()
+
+    gallery = []
+    chosen = pick_frames(result.score, result.anomalous, n_gallery)
+    pictures = decode_frames(video_path, ens.cfg, chosen)
+    with open_h5(maps_path, "maps") as fh:
+        boxes = fh.attrs["boxes"]
+        for i in chosen:
+            z = result.region_z[i]
+            top_region = result.region_ids[int(np.argmax(z))]
+            fig = frame_figure(pictures[i], fh["maps"][i].astype(np.float32), boxes, result.region_ids, z, k, frame_title(name, i, fps, result.score[i], result.anomalous[i]))
+            png = save_figure(fig)
+            gallery.append(
+                f'<figure data-t="{(i + 0.5) / fps:.3f}"><img alt="frame {i + 1}" src="{_data_uri(png, "image/png")}">'
+                f"<figcaption>frame {i + 1} · {i / fps:.1f} s · score {result.score[i]:.2f} · "
+                f"strongest region <b>{top_region}</b> (z {z.max():.1f})</figcaption></figure>"
+            )
+
+    segments = result.segments()
+    seg_rows = "".join(
+        f'<tr data-t="{(s.first_frame - 0.5) / fps:.3f}"><td>{s.first_frame}–{s.last_frame}</td><td>{s.start_s:.1f}–{s.end_s:.1f} s</td>'
+        f"<td>{s.peak_score:.2f}</td><td>{html.escape(', '.join(s.regions))}</td></tr>"
+        for s in segments
+    ) or '<tr><td colspan="4">no anomalous frames</td></tr>'
+    stats = ens.stat("mean"), ens.stat("std"), ens.stat("threshold")
+    thr_rows = "".join(
+        f"<tr><td>{rid}</td><td>{m:.4g}</td><td>{s:.4g}</td><td>{t:.4g}</td><td>{result.region_z[:, j].max():.2f}</td></tr>"
+        for j, (rid, m, s, t) in enumerate(zip(result.region_ids, *stats))
+    )
+    manifest = ens.manifest
+    flagged = int(result.anomalous.sum())
+    truth_line = ""
+    if truth is not None:
+        hit = int((truth & result.anomalous).sum())
+        fa = int((~truth & result.anomalous).sum())
+        truth_line = f"<li>ground truth: {int(truth.sum())} anomalous frames; {hit} of them flagged; {fa} false alarms among {int((~truth).sum())} normal frames</li>"
+    summary = f"""<ul>
+<li>{n} frames, {n / fps:.1f} s at {fps:g} fps; <b>{flagged}</b> flagged ({flagged / max(n, 1):.0%}) in {len(segments)} segment(s)</li>
+{truth_line}
+<li>scored at {n / max(result.seconds, 1e-9):.1f} frames/s ({n / fps / max(result.seconds, 1e-9):.1f}× real time) on {html.escape(str(ens.detectors[0].device_))}</li>
+<li>models: {len(result.region_ids)} regions ({manifest['grid']['rows']}×{manifest['grid']['cols']}), trained {html.escape(str(manifest.get('created', '?')))} on {len(manifest['training_clips'])} clip(s): {html.escape(', '.join(manifest['training_clips']))}</li>
+<li>a region is anomalous when its normalised error z = (error − μ) / σ exceeds {k:g}; the frame score is the {ens.cfg.score.fusion} over regions of z</li>
+</ul>"""
+    return _PAGE.format(
+        title=html.escape(f"Anomaly report: {name}"),
+        name=html.escape(name),
+        source=html.escape(str(result.source)),
+        summary=summary,
+        video=html.escape(video_name),
+        svg=svg,
+        seg_rows=seg_rows,
+        gallery="".join(gallery) or "<p>no frames</p>",
+        thr_rows=thr_rows,
+        config=html.escape(to_toml(ens.cfg)),
+        geometry=json.dumps({"x0": x0, "x1": x1, "t0": t0, "t1": t1, "fps": fps}),
+    )
+
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; media-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'">
+<title>{title}</title>
+<style>
+body {{ font: 14px/1.4 system-ui, sans-serif; margin: 0 auto; max-width: 1180px; padding: 12px 20px; color: #222; }}
+h1 {{ font-size: 20px; margin: 4px 0; }} h2 {{ font-size: 16px; margin: 18px 0 6px; border-bottom: 1px solid #ddd; }}
+.src {{ color: #777; font-size: 12px; }}
+video {{ width: 100%; background: #000; }}
+#timeline {{ position: relative; cursor: crosshair; }}
+#timeline svg {{ width: 100%; height: auto; display: block; }}
+#playhead {{ position: absolute; top: 0; bottom: 0; width: 2px; background: #1a73e8; pointer-events: none; left: -10px; }}
+table {{ border-collapse: collapse; font-size: 13px; }} td, th {{ padding: 2px 10px; border-bottom: 1px solid #eee; text-align: left; }}
+tr[data-t], figure[data-t] {{ cursor: pointer; }} tr[data-t]:hover {{ background: #fdecec; }}
+.gallery {{ display: grid; grid-template-columns: repeat(auto-fill, minmax(360px, 1fr)); gap: 10px; }}
+figure {{ margin: 0; }} figure img {{ width: 100%; }} figcaption {{ font-size: 12px; color: #444; }}
+pre {{ background: #f6f6f6; padding: 8px; font-size: 12px; max-height: 260px; overflow: auto; }}
+</style></head>
+<body>
+<h1>{title}</h1>
+<div class="src">{source}</div>
+{summary}
+<h2>Video: input | reconstruction | anomaly map</h2>
+<video id="video" controls muted playsinline preload="auto" src="{video}"></video>
+<h2>Score over time (click to seek)</h2>
+<div id="timeline">{svg}<div id="playhead"></div></div>
+<h2>Anomalous segments</h2>
+<table><tr><th>frames</th><th>time</th><th>peak score</th><th>regions above threshold</th></tr>{seg_rows}</table>
+<h2>Most anomalous frames</h2>
+<div class="gallery">{gallery}</div>
+<h2>Regions and thresholds</h2>
+<table><tr><th>region</th><th>μ (normal)</th><th>σ (normal)</th><th>threshold μ+kσ</th><th>max z here</th></tr>{thr_rows}</table>
+<h2>Config</h2>
+<pre>{config}</pre>
+<script>
+const G = {geometry};
+const video = document.getElementById("video");
+const tl = document.getElementById("timeline");
+const head = document.getElementById("playhead");
+function seek(t) {{
+  video.pause();
+  video.currentTime = Math.max(0, isFinite(video.duration) ? Math.min(t, video.duration) : t);
+}}
+tl.addEventListener("click", (e) => {{
+  const r = tl.getBoundingClientRect();
+  const f = (e.clientX - r.left) / r.width;
+  if (f >= G.x0 && f <= G.x1) seek(G.t0 + (f - G.x0) / (G.x1 - G.x0) * (G.t1 - G.t0));
+}});
+function drawHead() {{
+  const f = G.x0 + (video.currentTime - G.t0) / (G.t1 - G.t0) * (G.x1 - G.x0);
+  head.style.left = (100 * f) + "%";
+}}
+video.addEventListener("timeupdate", drawHead);
+video.addEventListener("seeked", drawHead);
+document.querySelectorAll("[data-t]").forEach((el) => el.addEventListener("click", () => {{
+  seek(parseFloat(el.dataset.t));
+  video.scrollIntoView({{behavior: "smooth", block: "center"}});
+}}));
+</script>
+</body></html>
+"""

@@ -1,0 +1,84 @@
+"""The HTML report of a synthetic clip: files, video, overlay placement, labels checks."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+
+import numpy as np
+import pytest
+
+from pipeline.artifacts import open_h5
+from pipeline.errors import InputError
+from pipeline.config import ExtractConfig
+from pipeline.ffmpeg_io import ffmpeg_exe, open_clip, read_frames
+from pipeline.heatmaps import decode_frames
+from pipeline.report import compose_frame, overlay, report
+from pipeline.workdir import WorkDir
+
+
+@pytest.fixture(scope="module")
+def made(trained_work, tiny_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    return report(tiny_data / "test" / "01.mkv", WorkDir(trained_work).models, out, tiny_data / "labels.json", n_gallery=3)
+
+
+def test_report_writes_a_page_a_video_and_the_scores(made):
+    assert made.html.exists() and made.video.exists()
+    assert {p.name for p in made.html.parent.iterdir()} == {"report.html", "report.mp4", "scores.csv", "maps.h5"}
+    page = made.html.read_text(encoding="utf-8")
+    assert '<video id="video"' in page and 'src="report.mp4"' in page and "<svg" in page
+    assert page.count("<figure") == 3
+    # nothing is fetched from elsewhere: every src/href is inline data or the video beside the page
+    refs = re.findall(r'(?:src|href)="([^"]*)"', page)
+    assert refs and all(r.startswith("data:") or r == "report.mp4" or r.startswith("#") for r in refs), refs
+    geometry = json.loads(re.search(r"const G = (\{.*?\});", page).group(1))
+    assert 0 < geometry["x0"] < geometry["x1"] < 1 and geometry["fps"] == 10
+
+
+def test_report_video_is_h264_with_one_frame_per_scored_frame(made):
+    probe = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(made.video)], capture_output=True, text=True).stderr
+    assert "Video: h264" in probe and "yuv420p" in probe, probe
+    cfg = ExtractConfig(color="rgb", frame_height=open_clip(made.video, ExtractConfig()).height)
+    frames = np.concatenate(list(read_frames(open_clip(made.video, cfg), cfg)))
+    assert len(frames) == made.result.n_frames == 80
+    assert frames.shape[1:] == (34 + 64 * 4, 3 * 96 * 4, 3)  # caption + three enlarged panels
+
+
+def test_overlay_hottest_pixel_sits_in_the_injected_region(made, tiny_data, tiny_cfg):
+    truth = np.zeros(80, bool)
+    lo, hi = json.loads((tiny_data / "labels.json").read_text())["01"]["anomalous"][0]
+    truth[lo - 1 : hi] = True
+    flagged = np.flatnonzero(truth & made.result.anomalous)
+    assert len(flagged), "the injected square was never flagged"
+    frames = decode_frames(tiny_data / "test" / "01.mkv", tiny_cfg, flagged.tolist())
+    with open_h5(made.html.parent / "maps.h5", "maps") as fh:
+        for i in flagged:
+            base = np.repeat(frames[i], 3, axis=-1).astype(np.float32)
+            ov = overlay(base, fh["maps"][i].astype(np.float32)).astype(np.float32)
+            change = np.abs(ov - base).sum(axis=-1)
+            y, x = np.unravel_index(change.argmax(), change.shape)
+            assert y >= 32 and x >= 64, f"frame {i + 1}: hottest overlay pixel at ({y}, {x}), outside r1c2"
+
+
+def test_composed_frame_has_three_panels_under_a_caption():
+    frame = np.full((64, 96, 1), 100, np.uint8)
+    amap = np.zeros((64, 96), np.float32)
+    amap[40:50, 70:80] = 5.0
+    img = compose_frame(frame, np.full((64, 96), 0.5, np.float32), amap, np.array([[32, 64, 32, 32]]), np.array([True]), "frame 1")
+    k = 320 // 96 + 1  # small frames are enlarged
+    assert img.shape == (34 + 64 * k, 3 * 96 * k, 3)
+    panel = img[34:, 2 * 96 * k :]
+    assert (panel[45 * k, 75 * k] != 100).any(), "the hot spot is coloured"
+    assert tuple(panel[32 * k + 1, 80 * k]) == (230, 30, 30), "the region above threshold is outlined in red"
+
+
+def test_labels_that_do_not_describe_the_clip_are_refused(trained_work, tiny_data, tmp_path):
+    bad = tmp_path / "labels.json"
+    bad.write_text('{"01": {"frames": 99, "anomalous": []}}')
+    with pytest.raises(InputError, match="99 frames there but 80 were decoded"):
+        report(tiny_data / "test" / "01.mkv", WorkDir(trained_work).models, tmp_path / "out", bad)
+    bad.write_text('{"07": {"frames": 80, "anomalous": []}}')
+    with pytest.raises(InputError, match="no entry for clip '01'"):
+        report(tiny_data / "test" / "01.mkv", WorkDir(trained_work).models, tmp_path / "out", bad)
