@@ -5,6 +5,7 @@
 #   make extract cuboids train       DATA=folder with train/ (default: the built-in example)
 #   make score VIDEO=clip.mkv        score one clip with the models in WORK
 #   make evaluate                    score DATA/test against DATA/labels.json
+#   make bench-ped2                  the quality benchmark on UCSD Ped2 (BENCH_DATA=, PRESET=, CONFIG=)
 #
 # Variables: DATA, WORK (default work), CONFIG (optional TOML), VIDEO, JOBS.
 # The stage targets are phony on purpose: the CLI compares each output's recorded
@@ -28,7 +29,7 @@ CLI := $(PY) cli.py
 OPTS := --work $(WORK) $(if $(CONFIG),--config $(CONFIG)) --jobs $(JOBS)
 DATA_DEP := $(if $(filter $(DEMO_DATA),$(DATA)),$(DEMO_DATA)/labels.json)
 
-.PHONY: extract cuboids train score evaluate demo test clean-demo
+.PHONY: extract cuboids train score evaluate demo test clean-demo bench-ped2
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -61,8 +62,22 @@ demo: $(STAMP) $(DEMO_DATA)/labels.json
 	$(MAKE) --no-print-directory extract cuboids train evaluate DATA=$(DEMO_DATA) WORK=$(DEMO_WORK) CONFIG=configs/demo.toml
 	$(CLI) score $(DEMO_DATA)/test/02.mkv --work $(DEMO_WORK) --heatmaps
 
+# The browser tests drive Debian's chromium; as root, install it when missing (else they skip and say why).
 test: $(STAMP)
+	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null || \
+		{ echo "installing chromium for the browser tests"; apt-get update -qq && \
+		  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+		echo "could not install chromium: the browser tests will skip"
 	$(PY) -m pytest -q
 
 clean-demo:
 	rm -rf $(DEMO_DATA) $(DEMO_WORK)
+
+# Quality benchmark: trains on BENCH_DATA/train, evaluates on BENCH_DATA/test, prints the table
+# (beside the no-learning motion baseline) and writes BENCH_WORK/<dataset>-<preset>/bench.json.
+BENCH_DATA ?= ../shared/datasets/ucsd-ped2
+BENCH_WORK ?= work/bench
+PRESET ?= default
+bench-ped2: $(STAMP)
+	$(PY) -m bench.quality --data $(BENCH_DATA) --work $(BENCH_WORK)/$(notdir $(abspath $(BENCH_DATA)))-$(PRESET) \
+		--preset $(PRESET) $(if $(CONFIG),--config $(CONFIG)) --force
