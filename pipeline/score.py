@@ -9,7 +9,7 @@ Outputs in ``out_path``:
     region id holding that region's z.
 ``maps.h5`` (unless ``maps=False``)
     ``maps`` float16 (n_frames, height, width): per-pixel anomaly map, in units
-    of the region's normal 99th-percentile pixel error; ``region_errors``,
+    of the region's normal 99th-percentile pixel error, rounded to 1/32; ``region_errors``,
     ``region_z`` (n_frames, n_regions); ``score``, ``anomalous`` (n_frames,);
     attributes: config, source, fps, region ids and boxes, thresholds.
 """
@@ -31,12 +31,15 @@ from ensemble.anomaly_map import AnomalyMapper
 from ensemble.ensemble import Ensemble
 from ensemble.scoring import ClipScorer, ScoredFrames
 from pipeline.artifacts import atomic_path, stamp
+from pipeline.background import Background, prefetch
 from pipeline.config import Config
 from pipeline.errors import InputError
 from pipeline.ffmpeg_io import open_clip, output_fps, read_frames, working_size
 from pipeline.progress import progress
 
 log = logging.getLogger(__name__)
+
+MAP_STEPS = 32  # maps.h5 stores anomaly maps rounded to 1/MAP_STEPS
 
 
 @dataclass(frozen=True)
@@ -114,11 +117,14 @@ def score_video(
     with ExitStack() as stack:
         writer = _Writers(stack, Path(out_path), cfg, ens, src.path, fps, mapper is not None) if out_path else None
         bar = stack.enter_context(progress(total=src.n_frames_estimate or None, desc=f"score {src.path.name}", unit="frame"))
-        for frames in read_frames(src, cfg.extract, chunk_frames, allow_damaged):
+        # decoding runs ahead in one helper thread, maps and writing trail in another
+        background = stack.enter_context(Background())
+        for frames in prefetch(read_frames(src, cfg.extract, chunk_frames, allow_damaged)):
             scored = scorer.push(frames)
             bar.update(len(frames))
-            _collect(scored, parts, writer, mapper, fps)
-        _collect(scorer.finish(), parts, writer, mapper, fps)
+            _collect(scored, parts, writer, mapper, fps, background)
+        _collect(scorer.finish(), parts, writer, mapper, fps, background)
+        background.close()
         files = writer.files if writer else []
     result = ScoreResult(
         source=src.path,
@@ -136,13 +142,13 @@ def score_video(
     return result
 
 
-def _collect(scored: ScoredFrames, parts: list[ScoredFrames], writer, mapper, fps: float) -> None:
+def _collect(scored: ScoredFrames, parts: list[ScoredFrames], writer, mapper, fps: float, background: Background) -> None:
     if not len(scored):
         return
     # keep only the small per-frame arrays; pixel errors go to disk or away
     parts.append(ScoredFrames(scored.first, scored.region_errors, scored.z, scored.score, scored.anomalous, scored.pixel_errors[:0]))
     if writer:
-        writer.write(scored, mapper(scored.pixel_errors) if mapper else None, fps)
+        background.submit(lambda: writer.write(scored, mapper(scored.pixel_errors) if mapper else None, fps))
 
 
 class _Writers:
@@ -163,7 +169,9 @@ class _Writers:
             H, W = ens.frame_size
             R = len(ens.regions)
             self.ds = {
-                "maps": self.h5.create_dataset("maps", (0, H, W), np.float16, maxshape=(None, H, W), chunks=(1, H, W), compression="gzip", compression_opts=1),
+                "maps": self.h5.create_dataset(
+                    "maps", (0, H, W), np.float16, maxshape=(None, H, W), chunks=(1, H, W), compression="gzip", compression_opts=1, shuffle=True
+                ),
                 "region_errors": self.h5.create_dataset("region_errors", (0, R), np.float32, maxshape=(None, R), chunks=(256, R)),
                 "region_z": self.h5.create_dataset("region_z", (0, R), np.float32, maxshape=(None, R), chunks=(256, R)),
                 "score": self.h5.create_dataset("score", (0,), np.float32, maxshape=(None,), chunks=(1024,)),
@@ -188,6 +196,8 @@ class _Writers:
                 [f + 1, f"{f / fps:.3f}", f"{s.score[i]:.4f}", int(s.anomalous[i]), *(f"{v:.4f}" for v in s.z[i])]
             )
         if self.h5 is not None:
+            if maps is not None:  # steps of 1/32 of the normal level: 5x smaller files, invisible in a heatmap
+                maps = np.round(maps * MAP_STEPS) / MAP_STEPS
             values = {"maps": maps, "region_errors": s.region_errors, "region_z": s.z, "score": s.score, "anomalous": s.anomalous}
             for name, ds in self.ds.items():
                 n = ds.shape[0]
