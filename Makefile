@@ -6,6 +6,7 @@
 #   make score VIDEO=clip.mkv        score one clip with the models in WORK
 #   make evaluate                    score DATA/test against DATA/labels.json
 #   make bench-ped2                  the quality benchmark on UCSD Ped2 (BENCH_DATA=, PRESET=, CONFIG=)
+#   make bench-speed                 speed and memory figures, with the models bench-ped2 trained
 #
 # Variables: DATA, WORK (default work), CONFIG (optional TOML), VIDEO, JOBS.
 # The stage targets are phony on purpose: the CLI compares each output's recorded
@@ -29,7 +30,7 @@ CLI := $(PY) cli.py
 OPTS := --work $(WORK) $(if $(CONFIG),--config $(CONFIG)) --jobs $(JOBS)
 DATA_DEP := $(if $(filter $(DEMO_DATA),$(DATA)),$(DEMO_DATA)/labels.json)
 
-.PHONY: extract cuboids train score evaluate demo test clean-demo bench-ped2
+.PHONY: extract cuboids train score evaluate demo test clean-demo bench-ped2 bench-speed
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -81,3 +82,13 @@ PRESET ?= default
 bench-ped2: $(STAMP)
 	$(PY) -m bench.quality --data $(BENCH_DATA) --work $(BENCH_WORK)/$(notdir $(abspath $(BENCH_DATA)))-$(PRESET) \
 		--preset $(PRESET) $(if $(CONFIG),--config $(CONFIG)) --force
+
+# Speed and memory: medians of RUNS runs on one Ped2 test clip, with the models that
+# bench-ped2 trained (run it first); a LONG-minute synthetic video for the memory figures.
+RUNS ?= 5
+LONG ?= 30
+bench-speed: $(STAMP)
+	@test -f $(BENCH_WORK)/$(notdir $(abspath $(BENCH_DATA)))-$(PRESET)/models/manifest.json || \
+		{ echo "no models in $(BENCH_WORK)/$(notdir $(abspath $(BENCH_DATA)))-$(PRESET): run make bench-ped2 first"; exit 2; }
+	$(PY) -m bench.speed --work $(BENCH_WORK)/$(notdir $(abspath $(BENCH_DATA)))-$(PRESET) \
+		--clip $(BENCH_DATA)/test/04.mkv --runs $(RUNS) --long-minutes $(LONG)
