@@ -123,7 +123,11 @@ def score_video(
             scored = scorer.push(frames)
             bar.update(len(frames))
             _collect(scored, parts, writer, mapper, fps, background)
-        _collect(scorer.finish(), parts, writer, mapper, fps, background)
+        try:
+            last = scorer.finish()
+        except InputError as exc:
+            raise InputError(f"{src.path.name}: {exc}") from None
+        _collect(last, parts, writer, mapper, fps, background)
         background.close()
         files = writer.files if writer else []
     result = ScoreResult(
@@ -146,7 +150,9 @@ def _collect(scored: ScoredFrames, parts: list[ScoredFrames], writer, mapper, fp
     if not len(scored):
         return
     # keep only the small per-frame arrays; pixel errors go to disk or away
-    parts.append(ScoredFrames(scored.first, scored.region_errors, scored.z, scored.score, scored.anomalous, scored.pixel_errors[:0]))
+    # (copies: a view, even an empty one, would keep the whole chunk's pixel errors alive)
+    empty = np.empty((0, *scored.pixel_errors.shape[1:]), np.float32)
+    parts.append(ScoredFrames(scored.first, scored.region_errors.copy(), scored.z.copy(), scored.score.copy(), scored.anomalous.copy(), empty))
     if writer:
         background.submit(lambda: writer.write(scored, mapper(scored.pixel_errors) if mapper else None, fps))
 
