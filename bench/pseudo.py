@@ -55,19 +55,26 @@ def paste_object(frames: np.ndarray, rng: np.random.Generator, first: int) -> tu
     box[:2], box[-2:], box[:, :2], box[:, -2:] = 20, 20, 20, 20
     y = int(rng.integers(int(0.35 * H), H - h))
     speed = float(rng.uniform(3, 6)) * (1 if rng.random() < 0.5 else -1)
-    x0 = -w if speed > 0 else W
     out = frames.copy()
     labels = np.zeros(n, bool)
+    for t, x, a, b in _sweep(n, W, w, first, speed):
+        out[t, y : y + h, a:b] = box[:, a - x : b - x].astype(np.uint8)
+        labels[t] = True
+    return out, labels
+
+
+def _sweep(n: int, W: int, w: int, first: int, speed: float):
+    """(t, x, a, b) for an object ``w`` wide crossing a ``W``-wide frame from frame ``first``:
+    its left edge x and visible columns a..b, until it has left the frame."""
+    x0 = -w if speed > 0 else W
     for t in range(first, n):
         x = int(round(x0 + speed * (t - first)))
         a, b = max(0, x), min(W, x + w)
         if a >= b:
             if t > first + 2:
-                break
+                return
             continue
-        out[t, y : y + h, a:b] = box[:, a - x : b - x].astype(np.uint8)
-        labels[t] = True
-    return out, labels
+        yield t, x, a, b
 
 
 def cut_person(frames: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, int]:
@@ -94,16 +101,9 @@ def paste_glider(frames: np.ndarray, rng: np.random.Generator, first: int) -> tu
     pixels, mask, y = cut_person(frames, rng)
     h, w = mask.shape
     speed = float(rng.uniform(4, 7)) * (1 if rng.random() < 0.5 else -1)
-    x0 = -w if speed > 0 else W
     out = frames.copy()
     labels = np.zeros(n, bool)
-    for t in range(first, n):
-        x = int(round(x0 + speed * (t - first)))
-        a, b = max(0, x), min(W, x + w)
-        if a >= b:
-            if t > first + 2:
-                break
-            continue
+    for t, x, a, b in _sweep(n, W, w, first, speed):
         m = mask[:, a - x : b - x]
         region = out[t, y : y + h, a:b]
         region[m] = pixels[:, a - x : b - x][m]
