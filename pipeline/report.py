@@ -43,7 +43,7 @@ from pipeline.config import to_toml
 from pipeline.errors import InputError, UserError
 from pipeline.evaluate import frame_labels, load_labels
 from pipeline.ffmpeg_io import ffmpeg_exe, open_clip, read_frames
-from pipeline.heatmaps import MAP_MAX, decode_frames, frame_figure, frame_title, pick_frames, save_figure, timeline_figure
+from pipeline.heatmaps import MAP_MAX, frame_figure, frame_title, pick_frames, save_figure, timeline_figure
 from pipeline.progress import progress
 from pipeline.score import ScoreResult, score_video
 
@@ -86,8 +86,10 @@ def report(
     result = score_video(video_path, models_path, out_path, maps=True, ensemble=ens, device=device, allow_damaged=allow_damaged)
     truth = clip_truth(labels_path, video_path.stem, result.n_frames) if labels_path else None
     t0 = time.perf_counter()
-    video = write_side_by_side(video_path, ens, out_path / "maps.h5", out_path / "report.mp4")
-    page = render_html(video_path, ens, result, truth, out_path / "maps.h5", video.name, n_gallery)
+    chosen = pick_frames(result.score, result.anomalous, n_gallery)
+    pictures: dict[int, np.ndarray] = {}  # the gallery's frames, kept as the video pass decodes them
+    video = write_side_by_side(video_path, ens, out_path / "maps.h5", out_path / "report.mp4", keep=(set(chosen), pictures))
+    page = render_html(video_path, ens, result, truth, out_path / "maps.h5", video.name, pictures)
     html_path = out_path / "report.html"
     with atomic_path(html_path) as tmp:
         tmp.write_text(page, encoding="utf-8")
@@ -169,8 +171,13 @@ def _font():
         return ImageFont.load_default()
 
 
-def write_side_by_side(video_path: Path, ens: Ensemble, maps_path: Path, out: Path, chunk_frames: int = 64) -> Path:
-    """Decode the clip again, rebuild every frame with the models, and encode the three panels as H.264 MP4."""
+def write_side_by_side(
+    video_path: Path, ens: Ensemble, maps_path: Path, out: Path, chunk_frames: int = 64, keep: tuple[set[int], dict] | None = None
+) -> Path:
+    """Decode the clip again, rebuild every frame with the models, and encode the three panels as H.264 MP4.
+
+    ``keep = (wanted, store)``: the decoded frames (0-based) in ``wanted`` are put into ``store``.
+    """
     cfg = ens.cfg
     with open_h5(maps_path, "maps") as fh:
         n_frames = fh["maps"].shape[0]
@@ -210,6 +217,8 @@ def write_side_by_side(video_path: Path, ens: Ensemble, maps_path: Path, out: Pa
                         hot = z[j] > k
                         caption = f"frame {i + 1}  {i / fps:6.1f} s  score {scores[j]:5.2f}" + ("  ANOMALOUS" if hot.any() else "")
                         proc.stdin.write(compose_frame(pending[j], full[j], maps[j], boxes, hot, caption).tobytes())
+                        if keep is not None and i in keep[0]:
+                            keep[1][i] = pending[j].copy()
                     del pending[: len(recons)]
                     done += len(recons)
                     bar.update(len(recons))
@@ -248,7 +257,10 @@ def _svg(fig) -> str:
     return text[text.index("<svg") :]
 
 
-def render_html(video_path: Path, ens: Ensemble, result: ScoreResult, truth: np.ndarray | None, maps_path: Path, video_name: str, n_gallery: int) -> str:
+def render_html(
+    video_path: Path, ens: Ensemble, result: ScoreResult, truth: np.ndarray | None, maps_path: Path, video_name: str, pictures: dict[int, np.ndarray]
+) -> str:
+    """The page; ``pictures``: the gallery's frames (0-based frame -> decoded frame)."""
     fps, k, n = result.fps, result.threshold_sigma, result.n_frames
     name = video_path.name
     fig, (top, mat) = timeline_figure(result.region_z, result.score, result.anomalous, result.region_ids, fps, k, truth)
@@ -258,8 +270,7 @@ def render_html(video_path: Path, ens: Ensemble, result: ScoreResult, truth: np.
     t0, t1 = top.get_xlim()
 
     gallery = []
-    chosen = pick_frames(result.score, result.anomalous, n_gallery)
-    pictures = decode_frames(video_path, ens.cfg, chosen)
+    chosen = sorted(pictures)
     with open_h5(maps_path, "maps") as fh:
         boxes = fh.attrs["boxes"]
         for i in chosen:
