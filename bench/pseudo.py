@@ -15,6 +15,12 @@ fixed walkway camera sees most:
   (a cyclist or skater among pedestrians).
 
 The untouched held-out clips are included too, as all-normal clips.
+
+Which clips are held out: the last ones, or (``--holdout busiest``) the ones
+with the most motion, so that the pseudo-test scenes are more crowded than the
+training scenes, as a new recording's often are.
+
+    python -m bench.pseudo --train DATA/train --out work/tuning [--holdout busiest]
 """
 
 from __future__ import annotations
@@ -111,12 +117,25 @@ def paste_glider(frames: np.ndarray, rng: np.random.Generator, first: int) -> tu
     return out, labels
 
 
-def make_tuning_set(train_path: Path, out_path: Path, n_holdout: int = 4, seed: int = 0) -> Path:
-    """``out_path/train`` (links to the first clips), ``out_path/test`` and ``labels.json``."""
+def motion_share(path: Path, level: int = 20) -> float:
+    """Share of pixels whose absolute frame difference exceeds ``level``: how busy a clip is."""
+    frames, _ = _decode(path)
+    return float((np.abs(np.diff(frames.astype(np.int16), axis=0)) > level).mean())
+
+
+def make_tuning_set(train_path: Path, out_path: Path, n_holdout: int = 4, seed: int = 0, holdout: str = "last") -> Path:
+    """``out_path/train`` (links to the clips kept for training), ``out_path/test`` and ``labels.json``."""
     clips = list_clips(train_path)
     if len(clips) <= n_holdout:
         raise ValueError(f"{train_path}: needs more than {n_holdout} clips")
-    keep, held = clips[:-n_holdout], clips[-n_holdout:]
+    if holdout == "busiest":
+        busy = {c: motion_share(c) for c in clips}
+        held = sorted(sorted(clips, key=busy.get)[-n_holdout:])
+        print("motion share per clip: " + ", ".join(f"{c.stem} {busy[c]:.4f}" for c in clips))
+    else:
+        held = clips[-n_holdout:]
+    keep = [c for c in clips if c not in held]
+    print("held out: " + ", ".join(c.stem for c in held))
     (out_path / "train").mkdir(parents=True, exist_ok=True)
     for c in keep:
         link = out_path / "train" / c.name
@@ -141,3 +160,20 @@ def make_tuning_set(train_path: Path, out_path: Path, n_holdout: int = 4, seed: 
             labels[cid] = {"frames": int(len(f)), "anomalous": [[int(a) + 1, int(b)] for a, b in zip(edges[::2], edges[1::2])]}
     (out_path / "labels.json").write_text(json.dumps(labels, indent=1))
     return out_path
+
+
+def main() -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--train", type=Path, required=True, help="a dataset's train/ folder")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--holdout", choices=("last", "busiest"), default="last")
+    ap.add_argument("--n-holdout", type=int, default=4)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    make_tuning_set(args.train, args.out, args.n_holdout, args.seed, args.holdout)
+
+
+if __name__ == "__main__":
+    main()

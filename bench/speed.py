@@ -37,7 +37,7 @@ import torch
 from joblib import Parallel, delayed
 
 from bench.quality import commit
-from cuboids.slicing import crop_regions, gather_windows, window_starts
+from cuboids.slicing import TubeCutter, crop_flow, crop_regions, gather_windows, optical_flow, window_starts
 from ensemble.detector import encode_windows
 from ensemble.ensemble import Ensemble, _fit_region
 from pipeline.config import Config
@@ -66,7 +66,7 @@ def decode_only_fps(clip: Path, n_frames: int) -> float:
 def all_windows(ens: Ensemble, frames: np.ndarray) -> np.ndarray:
     """Every window the scorer runs on this clip, as it runs them: (R, n_windows, T', C, P, P)."""
     c, s = ens.cfg.cuboids, ens.cfg.score
-    tubes = crop_regions(frames, ens.regions, c.patch_size, c.blur_sigma)
+    tubes = TubeCutter(ens.regions, c.patch_size, c.blur_sigma, ens.cfg.tube_content)(frames)
     T = c.clip_length_in_frames
     starts = window_starts(len(frames), T, s.frames_between_clips)
     if starts[-1] + T < len(frames):
@@ -104,19 +104,24 @@ def matmul_gflops(n: int = 2048, reps: int = 10) -> float:
 
 @torch.no_grad()
 def naive_fps(ens: Ensemble, frames: np.ndarray) -> float:
-    """The straightforward path: for every window, for every region, crop, encode and run one window."""
+    """The straightforward path: for every window, for every region, crop, encode and run one window.
+
+    A flow model's optical flow is computed once per frame of the clip, as any
+    implementation would, and cropped per window and region.
+    """
     c, s = ens.cfg.cuboids, ens.cfg.score
     T = c.clip_length_in_frames
     mode = ens.cfg.model.input
     t0 = time.perf_counter()
+    source = optical_flow(frames[0], frames) if mode == "flow" else frames
     errors = []
     for start in window_starts(len(frames), T, s.frames_between_clips):
         lo = max(start - 1, 0) if ens.needs_previous else start
-        chunk = frames[lo : start + T]
+        chunk = source[lo : start + T]
         if ens.needs_previous and start == 0:
             chunk = np.concatenate([chunk[:1], chunk])
         for region, det in zip(ens.regions, ens.detectors):
-            crop = crop_regions(chunk, [region], c.patch_size, c.blur_sigma)[0]  # (T', C, P, P)
+            crop = (crop_flow if mode == "flow" else crop_regions)(chunk, [region], c.patch_size, c.blur_sigma)[0]  # (T', C, P, P)
             x = encode_windows(crop[None], mode).contiguous()
             errors.append(((det.model_(x) - x) ** 2).mean(dim=1).numpy())
     return len(frames) / (time.perf_counter() - t0)

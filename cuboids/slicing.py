@@ -5,8 +5,14 @@ A region's *tube* is its crop of every frame, resized to P x P:
 frames of a tube, ``(T, channels, P, P)``; windows are never copied to disk,
 only their start frames.
 
-The same :func:`crop_regions` serves the cuboid stage and live scoring, so the
-models see exactly the pixels they were trained on.
+A tube holds either the frames' pixels or their optical flow (``model.input =
+"flow"``): the motion of every pixel since the previous frame, computed on the
+whole frame (OpenCV's DIS optical flow), cropped and resized like pixels, in
+patch pixels per frame, and stored as ``128 + FLOW_GAIN * flow`` (so ±4 patch
+pixels per frame in steps of 1/32).
+
+The same :class:`TubeCutter` serves the cuboid stage and live scoring, so the
+models see exactly the values they were trained on.
 """
 
 from __future__ import annotations
@@ -57,6 +63,74 @@ def crop_regions(frames: np.ndarray, regions: list[Region], patch_size: int, blu
         crop = gaussian_blur(crop, blur_sigma)
         out[i] = crop.round_().clamp_(0, 255).to(torch.uint8).numpy()
     return out
+
+
+FLOW_GAIN = 32.0  # stored code per patch pixel per frame
+
+
+def optical_flow(previous: np.ndarray, frames: np.ndarray) -> np.ndarray:
+    """Dense flow from each frame's predecessor: uint8 ``(n, H, W, C)`` -> float32 ``(n, H, W, 2)`` (dx, dy) in pixels.
+
+    ``previous`` ``(H, W, C)`` is the frame before ``frames[0]``.
+    """
+    import cv2  # imported here: only flow models need OpenCV
+
+    def gray(f: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(f[..., 0] if f.shape[-1] == 1 else cv2.cvtColor(f, cv2.COLOR_RGB2GRAY))
+
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    out = np.empty(frames.shape[:3] + (2,), dtype=np.float32)
+    a = gray(previous)
+    for i, f in enumerate(frames):
+        b = gray(f)
+        out[i] = dis.calc(a, b, None)
+        a = b
+    return out
+
+
+@torch.inference_mode()
+def crop_flow(flow: np.ndarray, regions: list[Region], patch_size: int, blur_sigma: float = 0.0) -> np.ndarray:
+    """Flow ``(n, H, W, 2)`` in frame pixels -> uint8 flow tubes ``(n_regions, n, 2, P, P)`` (see the module doc)."""
+    n = len(flow)
+    x = torch.from_numpy(np.ascontiguousarray(flow)).permute(0, 3, 1, 2)  # (n, 2, H, W)
+    out = np.empty((len(regions), n, 2, patch_size, patch_size), dtype=np.uint8)
+    for i, region in enumerate(regions):
+        rows, cols = region.box
+        crop = x[:, :, rows, cols]
+        h, w = crop.shape[-2:]
+        if (h, w) != (patch_size, patch_size):
+            crop = F.interpolate(crop, size=(patch_size, patch_size), mode="bilinear", antialias=True, align_corners=False)
+        # flow in patch pixels: dx scales with the width's resize, dy with the height's
+        scale = torch.tensor([patch_size / w, patch_size / h]).view(1, 2, 1, 1) * FLOW_GAIN
+        crop = gaussian_blur(crop, blur_sigma) * scale + 128.0
+        out[i] = crop.round_().clamp_(0, 255).to(torch.uint8).numpy()
+    return out
+
+
+class TubeCutter:
+    """Frames of one clip, chunk by chunk -> region tubes ``(n_regions, n, C, P, P)`` uint8.
+
+    For flow tubes it carries the last frame of a chunk to the next; the first
+    frame of a clip is its own predecessor (no motion).
+    """
+
+    def __init__(self, regions: list[Region], patch_size: int, blur_sigma: float, content: str = "pixels"):
+        if content not in ("pixels", "flow"):
+            raise ValueError(f"tube content must be 'pixels' or 'flow', not {content!r}")
+        self.regions = regions
+        self.patch_size = patch_size
+        self.blur_sigma = blur_sigma
+        self.content = content
+        self.last: np.ndarray | None = None
+
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        if self.content == "pixels":
+            return crop_regions(frames, self.regions, self.patch_size, self.blur_sigma)
+        if len(frames) == 0:
+            return np.zeros((len(self.regions), 0, 2, self.patch_size, self.patch_size), np.uint8)
+        flow = optical_flow(frames[0] if self.last is None else self.last, frames)
+        self.last = frames[-1].copy()
+        return crop_flow(flow, self.regions, self.patch_size, self.blur_sigma)
 
 
 def window_starts(n_frames: int, clip_length: int, stride: int) -> np.ndarray:

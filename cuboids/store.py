@@ -3,6 +3,7 @@
 File layout (``cuboids/<region_id>/<clip_id>.h5``)::
 
     tube           uint8 (n_frames, channels, P, P): the region's crop of every frame
+                   (pixels, or optical flow for flow models: see cuboids.slicing)
     window_starts  int64 (n_windows,): first frame of each training window
     attrs          format, format_version, config, region_id, row, col, box (top, left, height, width),
                    frame_height, frame_width, clip_id, fps, n_frames,
@@ -24,7 +25,7 @@ import numpy as np
 from joblib import Parallel, delayed
 
 from cuboids.grid import Region, make_grid
-from cuboids.slicing import crop_regions, window_starts
+from cuboids.slicing import TubeCutter, window_starts
 from pipeline.artifacts import atomic_path, open_h5, recorded_config, remove_stale_temporaries, require_config, stamp
 from pipeline.config import Config, config_differences
 from pipeline.errors import ArtifactError, InputError, UserError
@@ -73,9 +74,9 @@ def slice_clip(
             fh = stack.enter_context(h5py.File(tmp, "w"))
             ds = fh.create_dataset(
                 "tube",
-                shape=(info.n_frames, info.channels, P, P),
+                shape=(info.n_frames, cfg.tube_channels, P, P),
                 dtype=np.uint8,
-                chunks=(min(64, info.n_frames), info.channels, P, P),
+                chunks=(min(64, info.n_frames), cfg.tube_channels, P, P),
                 compression="gzip",
                 compression_opts=1,
             )
@@ -96,8 +97,9 @@ def slice_clip(
                 **signature,
             )
             tubes.append(ds)
+        cut = TubeCutter(regions, P, c.blur_sigma, cfg.tube_content)
         for start, frames in iter_frames_file(frames_path, chunk_frames):
-            crops = crop_regions(frames, regions, P, c.blur_sigma)  # (R, n, C, P, P)
+            crops = cut(frames)  # (R, n, C, P, P)
             for ds, crop in zip(tubes, crops):
                 ds[start : start + len(frames)] = crop
             if on_frames:

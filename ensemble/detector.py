@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from cuboids.grid import Region
-from cuboids.slicing import window_index
+from cuboids.slicing import FLOW_GAIN, window_index
 from cuboids.store import RegionTube
 from ensemble.fusion import CausalMean, RegionStats, normal_stats, region_errors
 from ensemble.model import SpatioTemporalAutoencoder
@@ -40,10 +40,11 @@ def encode_windows(windows: np.ndarray, mode: str) -> torch.Tensor:
     """uint8 windows ``(B, T', C, P, P)`` -> model input ``(B, C', T, P, P)`` in [0, 1].
 
     ``frames``: pixels / 255 (T' = T). ``diff``: 0.5 + (frame - previous frame) / 2
-    (T' = T + 1). ``both``: the two stacked as channels.
+    (T' = T + 1). ``both``: the two stacked as channels. ``flow``: the stored flow
+    codes / 255, so 0.5 is no motion (T' = T).
     """
     x = torch.from_numpy(windows).to(torch.float32).div_(255.0).permute(0, 2, 1, 3, 4)
-    if mode == "frames":
+    if mode in ("frames", "flow"):
         out = x
     else:
         out = (x[:, :, 1:] - x[:, :, :-1]).mul_(0.5).add_(0.5)
@@ -61,7 +62,7 @@ class RegionDetector:
 
     @property
     def needs_previous(self) -> bool:
-        return self.cfg.model.input != "frames"
+        return self.cfg.needs_previous
 
     def build_model(self) -> SpatioTemporalAutoencoder:
         m = self.cfg.model
@@ -163,6 +164,8 @@ class RegionDetector:
         A ``diff`` model rebuilds frame differences; its frame is the previous
         (real) frame plus the rebuilt difference, so whatever motion it cannot
         reproduce is missing or smeared. A ``both`` model's frame channels are shown.
+        A ``flow`` model rebuilds motion, shown as its speed: 0 black, 2 patch
+        pixels per frame or more white.
         """
         self._require_fitted()
         mode = self.cfg.model.input
@@ -170,6 +173,9 @@ class RegionDetector:
         C = windows.shape[2]
         if mode == "frames":
             rec = y
+        elif mode == "flow":
+            flow = (y - 0.5) * (255.0 / FLOW_GAIN)  # patch pixels per frame
+            return flow.pow(2).sum(dim=1).sqrt().div_(2.0).clamp_(0.0, 1.0).numpy()
         elif mode == "both":
             rec = y[:, :C]
         else:

@@ -308,7 +308,7 @@ class Ensemble:
 
     @property
     def needs_previous(self) -> bool:
-        return self.cfg.model.input != "frames"
+        return self.cfg.needs_previous
 
     def pixel_errors(self, windows: np.ndarray) -> np.ndarray:
         """uint8 windows ``(R, B, T', C, P, P)`` -> pixel errors ``(R, B, T, P, P)``."""

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cuboids.slicing import crop_regions, gather_windows
+from cuboids.slicing import TubeCutter, gather_windows
 from ensemble.fusion import CausalMean, fuse, normalise, region_errors
 from pipeline.errors import InputError
 
@@ -169,6 +169,8 @@ class ClipScorer:
             ensemble.needs_previous,
             batch_windows,
         )
+        c = cfg.cuboids
+        self.cut = TubeCutter(ensemble.regions, c.patch_size, c.blur_sigma, cfg.tube_content)
         self.smooth = CausalMean(cfg.score.smoothing_frames)
         self.mean = ensemble.stat("mean")
         self.std = ensemble.stat("std")
@@ -176,8 +178,10 @@ class ClipScorer:
 
     def push(self, frames: np.ndarray) -> ScoredFrames:
         """frames uint8 ``(n, H, W, C)`` at the models' working size."""
-        c = self.cfg.cuboids
-        tubes = crop_regions(frames, self.ensemble.regions, c.patch_size, c.blur_sigma)
+        return self.push_tubes(self.cut(frames))
+
+    def push_tubes(self, tubes: np.ndarray) -> ScoredFrames:
+        """The next frames' region tubes ``(R, n, C, P, P)``, cut by ``self.cut`` in frame order."""
         return self._post(self.windows.push(tubes))
 
     def finish(self) -> ScoredFrames:

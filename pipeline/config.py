@@ -93,13 +93,16 @@ class CuboidConfig:
 class ModelConfig:
     """The spatio-temporal autoencoder of every region."""
 
-    input: str = "diff"  # "frames", "diff" (frame differences) or "both"
+    input: str = "diff"  # "frames", "diff" (frame differences), "both", or "flow" (optical flow)
     filters: tuple[int, ...] = (16, 32)  # encoder conv widths, each halves height and width
     bottleneck_channels: int = 8  # 1x1x1 conv squeezing the code; 0 = none
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "filters", tuple(int(f) for f in self.filters))
-        _check(self.input in ("frames", "diff", "both"), f"model.input must be 'frames', 'diff' or 'both', not {self.input!r}")
+        _check(
+            self.input in ("frames", "diff", "both", "flow"),
+            f"model.input must be 'frames', 'diff', 'both' or 'flow', not {self.input!r}",
+        )
         _check(1 <= len(self.filters) <= 5, f"model.filters must list 1..5 widths, not {list(self.filters)}")
         _check(all(1 <= f <= 1024 for f in self.filters), f"model.filters must be 1..1024 each, not {list(self.filters)}")
         _check(0 <= self.bottleneck_channels <= 1024, f"model.bottleneck_channels must be 0..1024, not {self.bottleneck_channels}")
@@ -196,10 +199,24 @@ class Config:
             _check(T >= 3, "model.input 'diff' needs cuboids.clip_length_in_frames >= 3")
 
     @property
+    def tube_content(self) -> str:
+        """What the cuboid stage stores: region crops of the frames' ``pixels``, or of their optical ``flow``."""
+        return "flow" if self.model.input == "flow" else "pixels"
+
+    @property
+    def tube_channels(self) -> int:
+        """Channels of a stored tube: the colour channels, or flow's (dx, dy)."""
+        return 2 if self.tube_content == "flow" else self.extract.channels
+
+    @property
     def in_channels(self) -> int:
-        """Channels the autoencoder sees: colour channels, times two for 'both'."""
-        per = self.extract.channels
-        return 2 * per if self.model.input == "both" else per
+        """Channels the autoencoder sees: the tube's, times two for 'both'."""
+        return 2 * self.tube_channels if self.model.input == "both" else self.tube_channels
+
+    @property
+    def needs_previous(self) -> bool:
+        """Whether a window carries the frame before it (for frame differences)."""
+        return self.model.input in ("diff", "both")
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"preset": self.preset}
@@ -299,6 +316,8 @@ def config_differences(recorded: Config, current: Config, sections: tuple[str, .
         for key in a[name]:
             if a[name][key] != b[name][key]:
                 diffs.append(f"{name}.{key} was {a[name][key]!r}, now {b[name][key]!r}")
+    if "cuboids" in sections and "model" not in sections and recorded.tube_content != current.tube_content:
+        diffs.append(f"the tubes hold {recorded.tube_content}, model.input {current.model.input!r} needs {current.tube_content}")
     return diffs
 
 

@@ -34,7 +34,7 @@ import matplotlib
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from cuboids.slicing import crop_regions
+from cuboids.slicing import TubeCutter
 from ensemble.anomaly_map import AnomalyMapper
 from ensemble.ensemble import Ensemble
 from ensemble.scoring import SlidingWindowScorer
@@ -141,7 +141,9 @@ def panel_scale(width: int) -> int:
     return max(1, -(-MIN_PANEL_WIDTH // width))
 
 
-def compose_frame(frame: np.ndarray, recon: np.ndarray, amap: np.ndarray, boxes: np.ndarray, hot: np.ndarray, caption: str) -> np.ndarray:
+def compose_frame(
+    frame: np.ndarray, recon: np.ndarray, amap: np.ndarray, boxes: np.ndarray, hot: np.ndarray, caption: str, recon_label: str = "reconstruction"
+) -> np.ndarray:
     """input | reconstruction | overlay under a two-line caption: uint8 RGB (HEADER + s H, 3 s W, 3), s = panel_scale(W)."""
     H, W = amap.shape
     base = _rgb(frame)
@@ -157,7 +159,7 @@ def compose_frame(frame: np.ndarray, recon: np.ndarray, amap: np.ndarray, boxes:
     img = Image.fromarray(canvas)
     draw = ImageDraw.Draw(img)
     font = _font()
-    for i, label in enumerate(("input", "reconstruction", "anomaly map (grid: regions, red: above threshold)")):
+    for i, label in enumerate(("input", recon_label, "anomaly map (grid: regions, red: above threshold)")):
         draw.text((i * k * W + 4, 2), label, fill=(200, 200, 200), font=font)
     draw.text((4, 18), caption, fill=(255, 90, 90) if hot.any() else (200, 200, 200), font=font)
     return np.asarray(img)
@@ -187,6 +189,9 @@ def write_side_by_side(
         H, W = fh["maps"].shape[1:]
         placer = AnomalyMapper(ens.regions, (H, W), np.ones(len(ens.regions)), blur_sigma=0.0)
         rebuild = SlidingWindowScorer(ens.reconstructions, cfg.cuboids.clip_length_in_frames, cfg.score.frames_between_clips, ens.needs_previous)
+        c = cfg.cuboids
+        cut = TubeCutter(ens.regions, c.patch_size, c.blur_sigma, cfg.tube_content)
+        recon_label = "motion as rebuilt (bright: fast)" if cfg.tube_content == "flow" else "reconstruction"
         width, height = 3 * W * panel_scale(W), HEADER + H * panel_scale(W)
         pad_w, pad_h = width % 2, height % 2  # yuv420p needs even sides
         args = [
@@ -216,7 +221,7 @@ def write_side_by_side(
                         i = done + j
                         hot = z[j] > k
                         caption = f"frame {i + 1}  {i / fps:6.1f} s  score {scores[j]:5.2f}" + ("  ANOMALOUS" if hot.any() else "")
-                        proc.stdin.write(compose_frame(pending[j], full[j], maps[j], boxes, hot, caption).tobytes())
+                        proc.stdin.write(compose_frame(pending[j], full[j], maps[j], boxes, hot, caption, recon_label).tobytes())
                         if keep is not None and i in keep[0]:
                             keep[1][i] = pending[j].copy()
                     del pending[: len(recons)]
@@ -226,8 +231,7 @@ def write_side_by_side(
                 src = open_clip(video_path, cfg.extract)
                 for frames in read_frames(src, cfg.extract, chunk_frames, allow_damaged=True):
                     pending.extend(frames)
-                    c = cfg.cuboids
-                    emit(rebuild.push(crop_regions(frames, ens.regions, c.patch_size, c.blur_sigma)))
+                    emit(rebuild.push(cut(frames)))
                 emit(rebuild.finish())
                 bar.close()
                 proc.stdin.close()

@@ -117,10 +117,12 @@ def score_video(
     with ExitStack() as stack:
         writer = _Writers(stack, Path(out_path), cfg, ens, src.path, fps, mapper is not None) if out_path else None
         bar = stack.enter_context(progress(total=src.n_frames_estimate or None, desc=f"score {src.path.name}", unit="frame"))
-        # decoding runs ahead in one helper thread, maps and writing trail in another
+        # decoding and cutting tubes (optical flow included) run ahead in one helper
+        # thread, maps and writing trail in another
         background = stack.enter_context(Background())
-        for frames in prefetch(read_frames(src, cfg.extract, chunk_frames, allow_damaged)):
-            scored = scorer.push(frames)
+        decoded = read_frames(src, cfg.extract, chunk_frames, allow_damaged)
+        for frames, tubes in prefetch((frames, scorer.cut(frames)) for frames in decoded):
+            scored = scorer.push_tubes(tubes)
             bar.update(len(frames))
             _collect(scored, parts, writer, mapper, fps, background)
         try:

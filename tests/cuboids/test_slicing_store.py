@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cuboids.grid import make_grid
-from cuboids.slicing import crop_regions, gather_windows, window_index, window_starts
+from cuboids.slicing import FLOW_GAIN, TubeCutter, crop_regions, gather_windows, window_index, window_starts
 from cuboids.store import load_region, slice_folder
 from pipeline.config import Config
 from pipeline.errors import ArtifactError
@@ -66,3 +66,52 @@ def test_region_store_round_trip_and_config_check(tiny_data, tiny_cfg, tmp_path)
     # a new grid replaces the old regions' folders
     slice_folder(frames, cub, tiny_cfg.with_overrides(cuboids={"grid_rows": 1}))
     assert sorted(p.name for p in cub.iterdir()) == ["r0c0", "r0c1", "r0c2"]
+
+
+def _moving_texture(n=6, speed=2):
+    """A textured 64x96 scene sliding right by ``speed`` pixels a frame."""
+    rng = np.random.default_rng(1)
+    wide = (rng.random((64, 96 + speed * n)) * 255).astype(np.float32)
+    from scipy import ndimage
+
+    wide = ndimage.gaussian_filter(wide, 2.0)
+    wide = (wide - wide.min()) / np.ptp(wide) * 255
+    return np.stack([wide[:, speed * (n - t) : speed * (n - t) + 96] for t in range(n)]).astype(np.uint8)[..., None]
+
+
+def test_flow_tubes_measure_motion_in_patch_pixels():
+    frames = _moving_texture(speed=2)
+    cfg = Config.from_dict({"cuboids": {"grid_rows": 2, "grid_cols": 2, "patch_size": 16}}).cuboids
+    regions = make_grid(64, 96, cfg)  # 32x48 regions -> 16x16 patches: x shrinks 3x, y 2x
+    tubes = TubeCutter(regions, 16, 0.0, "flow")(frames)
+    assert tubes.shape == (4, 6, 2, 16, 16) and tubes.dtype == np.uint8
+    assert (tubes[:, 0] == 128).all(), "the first frame is its own predecessor: no motion"
+    centre = tubes[:, 1:, :, 4:12, 4:12].astype(np.float32)
+    dx = (np.median(centre[:, :, 0]) - 128) / FLOW_GAIN
+    dy = (np.median(centre[:, :, 1]) - 128) / FLOW_GAIN
+    assert dx == pytest.approx(2 * 16 / 48, abs=0.1), "2 frame pixels right = 2/3 of a patch pixel"
+    assert abs(dy) < 0.1
+
+
+def test_flow_tubes_do_not_depend_on_chunking():
+    frames = _moving_texture(n=9, speed=3)
+    cfg = Config.from_dict({"cuboids": {"grid_rows": 2, "grid_cols": 3, "patch_size": 16}}).cuboids
+    regions = make_grid(64, 96, cfg)
+    whole = TubeCutter(regions, 16, 1.0, "flow")(frames)
+    cut = TubeCutter(regions, 16, 1.0, "flow")
+    parts = np.concatenate([cut(frames[:4]), cut(frames[4:5]), cut(frames[5:])], axis=1)
+    assert np.array_equal(whole, parts)
+
+
+def test_flow_tubes_are_refused_by_a_pixel_model_and_back(tiny_data, tiny_cfg, tmp_path):
+    frames, cub = tmp_path / "frames", tmp_path / "cuboids"
+    flow_cfg = tiny_cfg.with_overrides(model={"input": "flow"})
+    diff_cfg = tiny_cfg.with_overrides(model={"input": "diff"})
+    extract_folder(tiny_data / "train", frames, tiny_cfg)
+    slice_folder(frames, cub, flow_cfg)
+    tubes, _, _ = load_region(cub, "r0c0", flow_cfg)
+    assert tubes[0].tube.shape == (80, 2, 16, 16)
+    with pytest.raises(ArtifactError, match="the tubes hold flow, model.input 'diff' needs pixels"):
+        load_region(cub, "r0c0", diff_cfg)
+    slice_folder(frames, cub, diff_cfg)  # not up to date for a pixel model: cut again
+    assert load_region(cub, "r0c0", diff_cfg)[0][0].tube.shape == (80, 1, 16, 16)
