@@ -93,7 +93,7 @@ class CuboidConfig:
 class ModelConfig:
     """The spatio-temporal autoencoder of every region."""
 
-    input: str = "diff"  # "frames", "diff" (frame differences), "both", or "flow" (optical flow)
+    input: str = "flow"  # "frames", "diff" (frame differences), "both", or "flow" (optical flow)
     filters: tuple[int, ...] = (16, 32)  # encoder conv widths, each halves height and width
     bottleneck_channels: int = 8  # 1x1x1 conv squeezing the code; 0 = none
 

@@ -35,7 +35,7 @@ def tiny_cfg() -> Config:
 def injected_mover(first: int = 30) -> Mover:
     """A bright square crossing region r1c2 (rows 32-63, cols 64-95), where nothing normal goes.
 
-    It moves, as an intruder does: the default model sees frame differences,
+    It moves, as an intruder does: the default model sees optical flow,
     so an object that stands still becomes invisible to it once it stops.
     """
     return Mover(first, 40.0, 72.0, 0.3, 0.5, 5.0, 245, "square")
