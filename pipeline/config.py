@@ -139,7 +139,7 @@ class ScoreConfig:
 
     frames_between_clips: int = 5  # stride of scoring windows; <= clip length
     region_score: str = "patch_max"  # "mean" of a frame's pixel errors, or "patch_max" over small patches
-    region_patch: int = 8  # patch side (patch pixels) for "patch_max"
+    region_patch: int = 4  # patch side (patch pixels) for "patch_max"
     fusion: str = "max"  # frame score from normalised region errors: "max" or "mean"
     threshold_sigma: float = 2.0  # a region is anomalous above mean + threshold_sigma * std
     smoothing_frames: int = 5  # causal moving average of region errors over this many frames
