@@ -50,6 +50,7 @@ def test_window_index_clamps_the_predecessor_of_frame_zero():
 
 
 def test_region_store_round_trip_and_config_check(tiny_data, tiny_cfg, tmp_path):
+    tiny_cfg = tiny_cfg.with_overrides(model={"input": "frames"})  # pixel tubes (flow tubes: below)
     frames, cub = tmp_path / "frames", tmp_path / "cuboids"
     extract_folder(tiny_data / "train", frames, tiny_cfg)
     slice_folder(frames, cub, tiny_cfg)
