@@ -66,7 +66,7 @@ def decode_only_fps(clip: Path, n_frames: int) -> float:
 def all_windows(ens: Ensemble, frames: np.ndarray) -> np.ndarray:
     """Every window the scorer runs on this clip, as it runs them: (R, n_windows, T', C, P, P)."""
     c, s = ens.cfg.cuboids, ens.cfg.score
-    tubes = TubeCutter(ens.regions, c.patch_size, c.blur_sigma, ens.cfg.tube_content)(frames)
+    tubes = TubeCutter.for_config(ens.regions, ens.cfg)(frames)
     T = c.clip_length_in_frames
     starts = window_starts(len(frames), T, s.frames_between_clips)
     if starts[-1] + T < len(frames):

@@ -17,11 +17,16 @@ models see exactly the values they were trained on.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from cuboids.grid import Region
+
+if TYPE_CHECKING:
+    from pipeline.config import Config
 
 
 def gaussian_kernel1d(sigma: float) -> torch.Tensor:
@@ -55,14 +60,20 @@ def crop_regions(frames: np.ndarray, regions: list[Region], patch_size: int, blu
     n, H, W, C = frames.shape
     x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()  # (n, C, H, W)
     out = np.empty((len(regions), n, C, patch_size, patch_size), dtype=np.uint8)
-    for i, region in enumerate(regions):
-        rows, cols = region.box
-        crop = x[:, :, rows, cols]
-        if crop.shape[-2:] != (patch_size, patch_size):
-            crop = F.interpolate(crop, size=(patch_size, patch_size), mode="bilinear", antialias=True, align_corners=False)
-        crop = gaussian_blur(crop, blur_sigma)
+    for i, (crop, _) in enumerate(_resized_crops(x, regions, patch_size, blur_sigma)):
         out[i] = crop.round_().clamp_(0, 255).to(torch.uint8).numpy()
     return out
+
+
+def _resized_crops(x: torch.Tensor, regions: list[Region], patch_size: int, blur_sigma: float):
+    """Each region's crop of ``x`` ``(n, C, H, W)``, resized to P x P and blurred, with its box's (h, w)."""
+    for region in regions:
+        rows, cols = region.box
+        crop = x[:, :, rows, cols]
+        h, w = crop.shape[-2:]
+        if (h, w) != (patch_size, patch_size):
+            crop = F.interpolate(crop, size=(patch_size, patch_size), mode="bilinear", antialias=True, align_corners=False)
+        yield gaussian_blur(crop, blur_sigma), (h, w)
 
 
 FLOW_GAIN = 32.0  # stored code per patch pixel per frame
@@ -94,16 +105,10 @@ def crop_flow(flow: np.ndarray, regions: list[Region], patch_size: int, blur_sig
     n = len(flow)
     x = torch.from_numpy(np.ascontiguousarray(flow)).permute(0, 3, 1, 2)  # (n, 2, H, W)
     out = np.empty((len(regions), n, 2, patch_size, patch_size), dtype=np.uint8)
-    for i, region in enumerate(regions):
-        rows, cols = region.box
-        crop = x[:, :, rows, cols]
-        h, w = crop.shape[-2:]
-        if (h, w) != (patch_size, patch_size):
-            crop = F.interpolate(crop, size=(patch_size, patch_size), mode="bilinear", antialias=True, align_corners=False)
+    for i, (crop, (h, w)) in enumerate(_resized_crops(x, regions, patch_size, blur_sigma)):
         # flow in patch pixels: dx scales with the width's resize, dy with the height's
         scale = torch.tensor([patch_size / w, patch_size / h]).view(1, 2, 1, 1) * FLOW_GAIN
-        crop = gaussian_blur(crop, blur_sigma) * scale + 128.0
-        out[i] = crop.round_().clamp_(0, 255).to(torch.uint8).numpy()
+        out[i] = (crop * scale + 128.0).round_().clamp_(0, 255).to(torch.uint8).numpy()
     return out
 
 
@@ -113,6 +118,11 @@ class TubeCutter:
     For flow tubes it carries the last frame of a chunk to the next; the first
     frame of a clip is its own predecessor (no motion).
     """
+
+    @classmethod
+    def for_config(cls, regions: list[Region], cfg: "Config") -> "TubeCutter":
+        """The cutter a config's cuboid stage uses: its patch size, blur and tube content."""
+        return cls(regions, cfg.cuboids.patch_size, cfg.cuboids.blur_sigma, cfg.tube_content)
 
     def __init__(self, regions: list[Region], patch_size: int, blur_sigma: float, content: str = "pixels"):
         if content not in ("pixels", "flow"):

@@ -97,7 +97,7 @@ def slice_clip(
                 **signature,
             )
             tubes.append(ds)
-        cut = TubeCutter(regions, P, c.blur_sigma, cfg.tube_content)
+        cut = TubeCutter.for_config(regions, cfg)
         for start, frames in iter_frames_file(frames_path, chunk_frames):
             crops = cut(frames)  # (R, n, C, P, P)
             for ds, crop in zip(tubes, crops):

@@ -169,8 +169,7 @@ class ClipScorer:
             ensemble.needs_previous,
             batch_windows,
         )
-        c = cfg.cuboids
-        self.cut = TubeCutter(ensemble.regions, c.patch_size, c.blur_sigma, cfg.tube_content)
+        self.cut = TubeCutter.for_config(ensemble.regions, cfg)
         self.smooth = CausalMean(cfg.score.smoothing_frames)
         self.mean = ensemble.stat("mean")
         self.std = ensemble.stat("std")

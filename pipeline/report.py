@@ -189,8 +189,7 @@ def write_side_by_side(
         H, W = fh["maps"].shape[1:]
         placer = AnomalyMapper(ens.regions, (H, W), np.ones(len(ens.regions)), blur_sigma=0.0)
         rebuild = SlidingWindowScorer(ens.reconstructions, cfg.cuboids.clip_length_in_frames, cfg.score.frames_between_clips, ens.needs_previous)
-        c = cfg.cuboids
-        cut = TubeCutter(ens.regions, c.patch_size, c.blur_sigma, cfg.tube_content)
+        cut = TubeCutter.for_config(ens.regions, cfg)
         recon_label = "motion as rebuilt (bright: fast)" if cfg.tube_content == "flow" else "reconstruction"
         width, height = 3 * W * panel_scale(W), HEADER + H * panel_scale(W)
         pad_w, pad_h = width % 2, height % 2  # yuv420p needs even sides
