@@ -12,7 +12,9 @@ fixed walkway camera sees most:
 - ``glide``: a person cut out of the clip itself (background subtraction
   against the clip's median frame) and pasted gliding across the scene at its
   own height, several times walking speed, alongside the normal crowd
-  (a cyclist or skater among pedestrians).
+  (a cyclist or skater among pedestrians);
+- ``cart``: the ``object`` box at walking speed (1-2 pixels per frame), an
+  anomaly of appearance rather than speed (a cart pushed or a wheelchair).
 
 The untouched held-out clips are included too, as all-normal clips.
 
@@ -52,15 +54,17 @@ def fast_forward(frames: np.ndarray, first: int, length: int, speed: int = 3) ->
     return out, labels
 
 
-def paste_object(frames: np.ndarray, rng: np.random.Generator, first: int) -> tuple[np.ndarray, np.ndarray]:
-    """A textured box moving horizontally across the lower two thirds of the frame."""
+def paste_object(
+    frames: np.ndarray, rng: np.random.Generator, first: int, speeds: tuple[float, float] = (3, 6)
+) -> tuple[np.ndarray, np.ndarray]:
+    """A textured box moving horizontally across the lower two thirds of the frame, ``speeds`` pixels per frame."""
     n, H, W = frames.shape
     h, w = int(0.16 * H), int(0.14 * W)
     texture = frames[rng.integers(n), : h, rng.integers(0, W - w) :][:, :w].astype(np.float32)
     box = np.clip(0.6 * texture + 0.4 * rng.integers(30, 220), 0, 255)
     box[:2], box[-2:], box[:, :2], box[:, -2:] = 20, 20, 20, 20
     y = int(rng.integers(int(0.35 * H), H - h))
-    speed = float(rng.uniform(3, 6)) * (1 if rng.random() < 0.5 else -1)
+    speed = float(rng.uniform(*speeds)) * (1 if rng.random() < 0.5 else -1)
     out = frames.copy()
     labels = np.zeros(n, bool)
     for t, x, a, b in _sweep(n, W, w, first, speed):
@@ -142,6 +146,7 @@ def make_tuning_set(train_path: Path, out_path: Path, n_holdout: int = 4, seed: 
         if not link.exists():
             os.symlink(c.resolve(), link)
     rng = np.random.default_rng(seed)
+    cart_rng = np.random.default_rng([seed, 1])  # its own stream: the other kinds stay as they were before it
     labels = {}
     for c in held:
         frames, fps = _decode(c)
@@ -151,6 +156,7 @@ def make_tuning_set(train_path: Path, out_path: Path, n_holdout: int = 4, seed: 
             "fast": fast_forward(frames, n // 4, n // 8),
             "object": paste_object(frames, rng, int(rng.integers(n // 6, n // 3))),
             "glide": paste_glider(frames, rng, int(rng.integers(n // 6, n // 3))),
+            "cart": paste_object(frames, cart_rng, int(cart_rng.integers(n // 6, n // 3)), speeds=(1, 2)),
         }
         for kind, (f, y) in variants.items():
             cid = f"{c.stem}-{kind}"
