@@ -92,7 +92,10 @@ def test_sigint_stops_with_a_message_and_the_run_resumes(train_setup):
     work = _copy(prepared, root / "sigint")
     args = ["train", "--config", str(root / "cfg.toml"), "--jobs", "2", "--work", str(work)]
     proc = start(args)
-    time.sleep(5)
+    # interrupt once the first epoch's snapshot is written, so it lands mid-training on any machine
+    while proc.poll() is None and not list((work / "models").glob("*.partial.pt")):
+        time.sleep(0.05)
+    assert proc.poll() is None, "training ended before it could be interrupted"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and b"interrupted" in err and b"Traceback" not in err, err.decode()
