@@ -195,7 +195,7 @@ class Config:
             self.score.region_score != "patch_max" or P % self.score.region_patch == 0,
             f"score.region_patch ({self.score.region_patch}) must divide cuboids.patch_size ({P})",
         )
-        if self.model.input in ("diff", "both"):
+        if self.needs_previous:
             _check(T >= 3, "model.input 'diff' needs cuboids.clip_length_in_frames >= 3")
 
     @property
