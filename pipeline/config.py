@@ -60,8 +60,8 @@ class ExtractConfig:
 class CuboidConfig:
     """How frames become regions x time windows."""
 
-    grid_rows: int = 4
-    grid_cols: int = 6
+    grid_rows: int = 3
+    grid_cols: int = 4
     region_overlap: float = 0.0  # fraction of a region shared with its neighbour
     patch_size: int = 32  # every region crop is resized to patch_size x patch_size
     clip_length_in_frames: int = 10  # T, frames per cuboid
@@ -138,7 +138,7 @@ class ScoreConfig:
     """How reconstruction errors become region scores, frame scores and flags."""
 
     frames_between_clips: int = 5  # stride of scoring windows; <= clip length
-    region_score: str = "mean"  # "mean" of a frame's pixel errors, or "patch_max" over small patches
+    region_score: str = "patch_max"  # "mean" of a frame's pixel errors, or "patch_max" over small patches
     region_patch: int = 4  # patch side (patch pixels) for "patch_max"
     fusion: str = "max"  # frame score from normalised region errors: "max" or "mean"
     threshold_sigma: float = 2.0  # a region is anomalous above mean + threshold_sigma * std

@@ -58,6 +58,6 @@ def test_missing_config_file_is_a_config_error(tmp_path):
 def test_differences_name_section_key_and_both_values():
     a = Config()
     b = a.with_overrides(cuboids={"grid_rows": 2}, train={"epochs": 1})
-    assert config_differences(a, b, ("cuboids",)) == ["cuboids.grid_rows was 4, now 2"]
+    assert config_differences(a, b, ("cuboids",)) == ["cuboids.grid_rows was 3, now 2"]
     assert config_differences(a, b, ("extract",)) == []
     assert len(config_differences(a, b, ("cuboids", "train"))) == 2
