@@ -226,7 +226,6 @@ def score(video, work, out, config_path, preset, heatmaps, no_maps, allow_damage
     prints the anomalous segments with their times and regions.
     """
     from ensemble.ensemble import resolve_device
-    from pipeline.heatmaps import write_heatmaps
     from pipeline.score import score_video
     from pipeline.workdir import WorkDir
 
@@ -239,6 +238,8 @@ def score(video, work, out, config_path, preset, heatmaps, no_maps, allow_damage
                              device=resolve_device(device), allow_damaged=allow_damaged)
     _print_segments(result)
     if heatmaps:
+        from pipeline.heatmaps import write_heatmaps  # matplotlib takes 0.5 s to import: only when asked
+
         written = write_heatmaps(out / "maps.h5", video, out / "heatmaps")
         click.echo(f"heatmaps: {len(written)} PNG files in {out / 'heatmaps'}")
 
