@@ -79,17 +79,18 @@ def _resized_crops(x: torch.Tensor, regions: list[Region], patch_size: int, blur
 FLOW_GAIN = 32.0  # stored code per patch pixel per frame
 
 
-def optical_flow(previous: np.ndarray, frames: np.ndarray) -> np.ndarray:
+def optical_flow(previous: np.ndarray, frames: np.ndarray, preset: str = "medium") -> np.ndarray:
     """Dense flow from each frame's predecessor: uint8 ``(n, H, W, C)`` -> float32 ``(n, H, W, 2)`` (dx, dy) in pixels.
 
-    ``previous`` ``(H, W, C)`` is the frame before ``frames[0]``.
+    ``previous`` ``(H, W, C)`` is the frame before ``frames[0]``; ``preset`` names
+    OpenCV's DIS preset (``cuboids.flow_preset``).
     """
     import cv2  # imported here: only flow models need OpenCV
 
     def gray(f: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(f[..., 0] if f.shape[-1] == 1 else cv2.cvtColor(f, cv2.COLOR_RGB2GRAY))
 
-    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    dis = cv2.DISOpticalFlow_create(getattr(cv2, f"DISOPTICAL_FLOW_PRESET_{preset.upper()}"))
     out = np.empty(frames.shape[:3] + (2,), dtype=np.float32)
     a = gray(previous)
     for i, f in enumerate(frames):
@@ -122,15 +123,18 @@ class TubeCutter:
     @classmethod
     def for_config(cls, regions: list[Region], cfg: "Config") -> "TubeCutter":
         """The cutter a config's cuboid stage uses: its patch size, blur and tube content."""
-        return cls(regions, cfg.cuboids.patch_size, cfg.cuboids.blur_sigma, cfg.tube_content)
+        return cls(regions, cfg.cuboids.patch_size, cfg.cuboids.blur_sigma, cfg.tube_content, cfg.cuboids.flow_preset)
 
-    def __init__(self, regions: list[Region], patch_size: int, blur_sigma: float, content: str = "pixels"):
+    def __init__(
+        self, regions: list[Region], patch_size: int, blur_sigma: float, content: str = "pixels", flow_preset: str = "medium"
+    ):
         if content not in ("pixels", "flow"):
             raise ValueError(f"tube content must be 'pixels' or 'flow', not {content!r}")
         self.regions = regions
         self.patch_size = patch_size
         self.blur_sigma = blur_sigma
         self.content = content
+        self.flow_preset = flow_preset
         self.last: np.ndarray | None = None
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
@@ -138,7 +142,7 @@ class TubeCutter:
             return crop_regions(frames, self.regions, self.patch_size, self.blur_sigma)
         if len(frames) == 0:
             return np.zeros((len(self.regions), 0, 2, self.patch_size, self.patch_size), np.uint8)
-        flow = optical_flow(frames[0] if self.last is None else self.last, frames)
+        flow = optical_flow(frames[0] if self.last is None else self.last, frames, self.flow_preset)
         self.last = frames[-1].copy()
         return crop_flow(flow, self.regions, self.patch_size, self.blur_sigma)
 

@@ -24,6 +24,7 @@ from typing import Any
 from pipeline.errors import ConfigError
 
 SECTIONS = ("extract", "cuboids", "model", "train", "score")
+FLOW_PRESETS = ("medium", "fast", "ultrafast")  # OpenCV's DIS presets, slowest and finest first
 
 
 def _check(cond: bool, msg: str) -> None:
@@ -67,6 +68,7 @@ class CuboidConfig:
     clip_length_in_frames: int = 10  # T, frames per cuboid
     frames_between_clips: int = 2  # stride between training windows
     blur_sigma: float = 1.0  # Gaussian blur of region crops, in patch pixels; 0 = off
+    flow_preset: str = "medium"  # OpenCV DIS optical flow preset (flow input only): "medium", "fast" or "ultrafast"
 
     def __post_init__(self) -> None:
         _check(1 <= self.grid_rows <= 32, f"cuboids.grid_rows must be 1..32, not {self.grid_rows}")
@@ -83,6 +85,10 @@ class CuboidConfig:
             f"not {self.frames_between_clips}",
         )
         _check(0.0 <= self.blur_sigma <= 10.0, f"cuboids.blur_sigma must be in [0, 10], not {self.blur_sigma}")
+        _check(
+            self.flow_preset in FLOW_PRESETS,
+            f"cuboids.flow_preset must be one of {', '.join(FLOW_PRESETS)}, not {self.flow_preset!r}",
+        )
 
     @property
     def region_ids(self) -> list[str]:

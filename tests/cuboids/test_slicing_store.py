@@ -80,11 +80,12 @@ def _moving_texture(n=6, speed=2):
     return np.stack([wide[:, speed * (n - t) : speed * (n - t) + 96] for t in range(n)]).astype(np.uint8)[..., None]
 
 
-def test_flow_tubes_measure_motion_in_patch_pixels():
+@pytest.mark.parametrize("preset", ["medium", "fast", "ultrafast"])
+def test_flow_tubes_measure_motion_in_patch_pixels(preset):
     frames = _moving_texture(speed=2)
-    cfg = Config.from_dict({"cuboids": {"grid_rows": 2, "grid_cols": 2, "patch_size": 16}}).cuboids
-    regions = make_grid(64, 96, cfg)  # 32x48 regions -> 16x16 patches: x shrinks 3x, y 2x
-    tubes = TubeCutter(regions, 16, 0.0, "flow")(frames)
+    cfg = Config.from_dict({"cuboids": {"grid_rows": 2, "grid_cols": 2, "patch_size": 16, "flow_preset": preset}})
+    regions = make_grid(64, 96, cfg.cuboids)  # 32x48 regions -> 16x16 patches: x shrinks 3x, y 2x
+    tubes = TubeCutter.for_config(regions, cfg.with_overrides(model={"input": "flow"}))(frames)
     assert tubes.shape == (4, 6, 2, 16, 16) and tubes.dtype == np.uint8
     assert (tubes[:, 0] == 128).all(), "the first frame is its own predecessor: no motion"
     centre = tubes[:, 1:, :, 4:12, 4:12].astype(np.float32)

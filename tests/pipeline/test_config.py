@@ -39,6 +39,7 @@ def test_paper_preset_is_the_reference_architecture():
         ("[cuboids]\nclip_length_in_frames = 1\n", "clip_length_in_frames"),
         ("[score]\nframes_between_clips = 20\n", "must not exceed"),
         ("[cuboids]\npatch_size = 50\n", "divisible"),
+        ("[cuboids]\nflow_preset = 'slow'\n", "cuboids.flow_preset must be one of medium, fast, ultrafast"),
         ("preset = 'huge'\n", "unknown preset"),
         ("[extract\n", "not valid TOML"),
     ],
