@@ -79,7 +79,7 @@ def _resized_crops(x: torch.Tensor, regions: list[Region], patch_size: int, blur
 FLOW_GAIN = 32.0  # stored code per patch pixel per frame
 
 
-def optical_flow(previous: np.ndarray, frames: np.ndarray, preset: str = "medium") -> np.ndarray:
+def optical_flow(previous: np.ndarray, frames: np.ndarray, preset: str) -> np.ndarray:
     """Dense flow from each frame's predecessor: uint8 ``(n, H, W, C)`` -> float32 ``(n, H, W, 2)`` (dx, dy) in pixels.
 
     ``previous`` ``(H, W, C)`` is the frame before ``frames[0]``; ``preset`` names
