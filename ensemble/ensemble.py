@@ -190,7 +190,11 @@ def train_ensemble(cuboids_path: str | Path, models_path: str | Path, cfg: Confi
     if len(todo) < len(region_ids):
         log.info("train: %d of %d regions already up to date", len(region_ids) - len(todo), len(region_ids))
     if todo:
-        workers, threads = plan_workers(len(todo), n_jobs, device)
+        # threads are planned for the whole grid, not for the regions left: a resumed run
+        # then computes with the same thread count, so it ends bit for bit where an
+        # uninterrupted run would (a different count changes the float reduction order)
+        workers, threads = plan_workers(len(region_ids), n_jobs, device)
+        workers = min(workers, len(todo))
         log.info("train: %d regions, %d in parallel x %d torch threads on %s", len(todo), workers, threads, device)
         n_train = sum(1 for m in todo.values() if m == "train")
         epochs = cfg.train.epochs

@@ -113,3 +113,22 @@ def test_metrics_on_known_cases():
     # per-clip min-max normalisation can rescue clips scored on different scales
     m2 = frame_metrics({"a": (y, s, y), "b": (y, s + 10, y)})
     assert m2["auc_pooled_raw"] < 1.0 and m2["auc_pooled_minmax_per_clip"] == 1.0 and m2["auc_per_clip_mean"] == 1.0
+
+
+def test_retraining_one_region_reproduces_it_bit_for_bit(trained_work, tiny_cfg, tmp_path):
+    """A run with one region left (as after an interruption) computes with the whole run's threads."""
+    import shutil
+
+    from ensemble.detector import read_checkpoint
+    from ensemble.ensemble import train_ensemble
+
+    wd = WorkDir(tmp_path / "w")
+    shutil.copytree(WorkDir(trained_work).cuboids, wd.cuboids, copy_function=shutil.copy2)  # mtimes identify the tubes
+    shutil.copytree(WorkDir(trained_work).models, wd.models, copy_function=shutil.copy2)
+    rid = tiny_cfg.cuboids.region_ids[0]
+    (wd.models / f"{rid}.pt").unlink()
+    train_ensemble(wd.cuboids, wd.models, tiny_cfg, n_jobs=2)
+    a = read_checkpoint(WorkDir(trained_work).models / f"{rid}.pt")
+    b = read_checkpoint(wd.models / f"{rid}.pt")
+    for key, tensor in a["state_dict"].items():
+        assert torch.equal(tensor, b["state_dict"][key]), f"{rid}: {key} differs when trained alone"
