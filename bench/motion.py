@@ -1,8 +1,17 @@
-"""The no-learning floor: each region's mean absolute frame difference, z-scored, max over regions.
+"""No-learning floors, printed beside the model by ``bench.quality``.
 
-Each region's score for frame t is the mean of |frame t - frame t-1| over its
-pixels (frame 1 repeats frame 2's value). Means and standard deviations come
-from the training clips; the frame score is the maximum z over regions.
+``motion``: each region's mean absolute frame difference, z-scored, max over
+regions. Each region's score for frame t is the mean of |frame t - frame t-1|
+over its pixels (frame 1 repeats frame 2's value).
+
+``speed``: the model's own scoring chain with the autoencoder replaced by a
+constant prediction of "nothing moves". A pixel's error is then its squared
+optical-flow code offset (what a flow model's error would be if it rebuilt
+every window as still), and it goes through the same region rule
+(``region_score``, ``region_patch``), causal smoothing, z and fusion as the
+model's errors. It measures how much a flow model adds to the speed of its input.
+
+Means and standard deviations of both come from every frame of the training clips.
 """
 
 from __future__ import annotations
@@ -12,31 +21,53 @@ from pathlib import Path
 import numpy as np
 
 from cuboids.grid import make_grid
+from cuboids.slicing import TubeCutter
+from ensemble.fusion import CausalMean, region_errors
 from pipeline.config import Config
 from pipeline.ffmpeg_io import list_clips, open_clip, read_frames, working_size
 
 
-def region_motion(path: Path, cfg: Config) -> np.ndarray:
-    """Mean absolute frame difference per frame and region ``(n_frames, R)``."""
+def _frames(path: Path, cfg: Config) -> tuple[np.ndarray, list]:
+    """A clip's frames at the working size, and the config's grid on them."""
     src = open_clip(path, cfg.extract)
     w, h = working_size(src, cfg.extract)
-    regions = make_grid(h, w, cfg.cuboids)
-    frames = np.concatenate(list(read_frames(src, cfg.extract))).astype(np.float32)[..., 0]
-    diff = np.abs(np.diff(frames, axis=0))
+    return np.concatenate(list(read_frames(src, cfg.extract))), make_grid(h, w, cfg.cuboids)
+
+
+def region_motion(path: Path, cfg: Config) -> np.ndarray:
+    """Mean absolute frame difference per frame and region ``(n_frames, R)``."""
+    frames, regions = _frames(path, cfg)
+    diff = np.abs(np.diff(frames.astype(np.float32)[..., 0], axis=0))
     out = np.stack([diff[:, r.box[0], r.box[1]].mean(axis=(1, 2)) for r in regions], axis=1)
     return np.concatenate([out[:1], out])
 
 
-class MotionBaseline:
-    def __init__(self, cfg: Config):
-        self.cfg = cfg
+def region_speed(path: Path, cfg: Config) -> np.ndarray:
+    """The "nothing moves" predictor's region errors per frame ``(n_frames, R)``, smoothed as the model's are."""
+    frames, regions = _frames(path, cfg)
+    c, s = cfg.cuboids, cfg.score
+    tubes = TubeCutter(regions, c.patch_size, c.blur_sigma, "flow", c.flow_preset)(frames)  # (R, n, 2, P, P)
+    offset = (tubes.astype(np.float32) - 128.0) / 255.0  # the model's input minus its "no motion" value
+    pixel = (offset**2).mean(axis=2).transpose(1, 0, 2, 3)  # (n, R, P, P), channel mean as in the model's error
+    return CausalMean(s.smoothing_frames)(region_errors(pixel, s.region_score, s.region_patch))
 
-    def fit(self, clips_path: Path) -> "MotionBaseline":
-        values = np.concatenate([region_motion(p, self.cfg) for p in list_clips(clips_path)])
+
+class Baseline:
+    """Per-region z of a no-learning per-frame measure, max over regions."""
+
+    def __init__(self, cfg: Config, measure=region_motion):
+        self.cfg = cfg
+        self.measure = measure
+
+    def fit(self, clips_path: Path) -> "Baseline":
+        values = np.concatenate([self.measure(p, self.cfg) for p in list_clips(clips_path)])
         self.mean_ = values.mean(axis=0)
-        self.std_ = np.maximum(values.std(axis=0), 1e-6)
+        self.std_ = np.maximum(values.std(axis=0), 1e-9)
         return self
 
     def score(self, path: Path) -> np.ndarray:
-        z = (region_motion(path, self.cfg) - self.mean_) / self.std_
+        z = (self.measure(path, self.cfg) - self.mean_) / self.std_
         return z.max(axis=1)
+
+
+BASELINES = {"motion": region_motion, "speed": region_speed}

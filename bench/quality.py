@@ -1,4 +1,4 @@
-"""Detection-quality benchmark: the whole chain on a labelled dataset, beside the motion floor.
+"""Detection-quality benchmark: the whole chain on a labelled dataset, beside two no-learning floors.
 
     python -m bench.quality --data ../shared/datasets/ucsd-ped2 --work work/ped2 [--config C | --preset P]
 
@@ -7,8 +7,8 @@ against DATA/labels.json, and prints one table: pooled frame AUC of raw
 scores (headline), per-clip min-max normalised AUC (labelled), mean per-clip
 AUC, AP, EER, accuracy, confusion matrix and false-alarm rate at the
 threshold, wall time of each stage, scoring fps, commit and config. The same
-for the no-learning ``motion`` baseline. Everything also goes to
-WORK/bench.json.
+for the no-learning ``motion`` and ``speed`` baselines (see bench.motion).
+Everything also goes to WORK/bench.json.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import joblib
 
-from bench.motion import MotionBaseline
+from bench.motion import BASELINES, Baseline
 from cuboids.store import slice_folder
 from ensemble.ensemble import train_ensemble
 from ensemble.metrics import frame_metrics
@@ -42,9 +42,9 @@ def commit() -> str:
         return "unknown"
 
 
-def motion_metrics(data: Path, cfg) -> dict:
+def baseline_metrics(name: str, data: Path, cfg) -> dict:
     t0 = time.perf_counter()
-    model = MotionBaseline(cfg).fit(data / "train")
+    model = Baseline(cfg, BASELINES[name]).fit(data / "train")
     labels = load_labels(data / "labels.json")
     clips = {}
     for p in list_clips(data / "test"):
@@ -78,9 +78,10 @@ def table(result: dict) -> str:
         return "n/a" if v is None else f"{v:.{d}f}"
 
     rows = []
-    header = f"{'':28s} {'model':>10s} {'motion':>10s}"
-    rows.append(header)
-    m, b = result["model"], result["motion"]
+    names = ["model"] + [n for n in BASELINES if n in result]
+    cols = [result[n] for n in names]
+    rows.append(f"{'':28s} " + " ".join(f"{n:>10s}" for n in names))
+    m = result["model"]
     for label, key in [
         ("AUC raw, pooled (headline)", "auc_pooled_raw"),
         ("AUC per-clip min-max, pooled", "auc_pooled_minmax_per_clip"),
@@ -88,10 +89,10 @@ def table(result: dict) -> str:
         ("average precision", "average_precision"),
         ("equal error rate", "equal_error_rate"),
     ]:
-        rows.append(f"{label:28s} {f(m[key]):>10s} {f(b[key]):>10s}")
+        rows.append(f"{label:28s} " + " ".join(f"{f(c[key]):>10s}" for c in cols))
     for label, key in [("accuracy at threshold", "accuracy"), ("false-alarm rate (normal)", "false_alarm_rate"), ("detection rate", "detection_rate")]:
-        rows.append(f"{label:28s} {f(m['at_threshold'][key]):>10s} {f(b['at_threshold'][key]):>10s}")
-    for label, src in (("model", m), ("motion", b)):
+        rows.append(f"{label:28s} " + " ".join(f"{f(c['at_threshold'][key]):>10s}" for c in cols))
+    for label, src in zip(names, cols):
         t = src["at_threshold"]
         rows.append(f"confusion ({label}): TP {t['tp']}  FP {t['fp']}  TN {t['tn']}  FN {t['fn']}")
     s = result["stage_seconds"]
@@ -114,7 +115,8 @@ def main() -> None:
     cfg = load_config(args.config, args.preset)
     jobs = args.jobs or joblib.cpu_count()
     result = run(args.data, args.work, cfg, jobs, args.force)
-    result["motion"] = motion_metrics(args.data, cfg)
+    for name in BASELINES:
+        result[name] = baseline_metrics(name, args.data, cfg)
     result.update(commit=commit(), config=cfg.to_dict(), config_file=str(args.config), cores=joblib.cpu_count(), data=str(args.data))
     args.work.mkdir(parents=True, exist_ok=True)
     (args.work / "bench.json").write_text(json.dumps(result, indent=1) + "\n")
