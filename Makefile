@@ -75,7 +75,7 @@ clean-demo:
 	rm -rf $(DEMO_DATA) $(DEMO_WORK)
 
 # Quality benchmark: trains on BENCH_DATA/train, evaluates on BENCH_DATA/test, prints the table
-# (beside the no-learning motion baseline) and writes BENCH_WORK/<dataset>-<preset>/bench.json.
+# (beside the no-learning motion and speed baselines) and writes BENCH_WORK/<dataset>-<preset>/bench.json.
 BENCH_DATA ?= ../shared/datasets/ucsd-ped2
 BENCH_WORK ?= work/bench
 PRESET ?= default
