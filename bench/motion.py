@@ -8,8 +8,8 @@ over its pixels (frame 1 repeats frame 2's value).
 constant prediction of "nothing moves". A pixel's error is then its squared
 optical-flow code offset (what a flow model's error would be if it rebuilt
 every window as still), and it goes through the same region rule
-(``region_score``, ``region_patch``), causal smoothing, z and fusion as the
-model's errors. It measures how much a flow model adds to the speed of its input.
+(``region_score``, ``region_patch``) and causal smoothing as the model's
+errors, then z and the maximum over regions. It measures how much a flow model adds to the speed of its input.
 
 Means and standard deviations of both come from every frame of the training clips.
 """
