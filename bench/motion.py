@@ -20,14 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
-from cuboids.grid import make_grid
+from cuboids.grid import Region, make_grid
 from cuboids.slicing import TubeCutter
 from ensemble.fusion import CausalMean, region_errors
 from pipeline.config import Config
 from pipeline.ffmpeg_io import list_clips, open_clip, read_frames, working_size
 
 
-def _frames(path: Path, cfg: Config) -> tuple[np.ndarray, list]:
+def _frames(path: Path, cfg: Config) -> tuple[np.ndarray, list[Region]]:
     """A clip's frames at the working size, and the config's grid on them."""
     src = open_clip(path, cfg.extract)
     w, h = working_size(src, cfg.extract)
@@ -45,8 +45,9 @@ def region_motion(path: Path, cfg: Config) -> np.ndarray:
 def region_speed(path: Path, cfg: Config) -> np.ndarray:
     """The "nothing moves" predictor's region errors per frame ``(n_frames, R)``, smoothed as the model's are."""
     frames, regions = _frames(path, cfg)
-    c, s = cfg.cuboids, cfg.score
-    tubes = TubeCutter(regions, c.patch_size, c.blur_sigma, "flow", c.flow_preset)(frames)  # (R, n, 2, P, P)
+    s = cfg.score
+    # the tubes a flow model of this config sees, whatever the config's own input
+    tubes = TubeCutter.for_config(regions, cfg.with_overrides(model={"input": "flow"}))(frames)  # (R, n, 2, P, P)
     offset = (tubes.astype(np.float32) - 128.0) / 255.0  # the model's input minus its "no motion" value
     pixel = (offset**2).mean(axis=2).transpose(1, 0, 2, 3)  # (n, R, P, P), channel mean as in the model's error
     return CausalMean(s.smoothing_frames)(region_errors(pixel, s.region_score, s.region_patch))
@@ -55,7 +56,7 @@ def region_speed(path: Path, cfg: Config) -> np.ndarray:
 class Baseline:
     """Per-region z of a no-learning per-frame measure, max over regions."""
 
-    def __init__(self, cfg: Config, measure=region_motion):
+    def __init__(self, cfg: Config, measure):
         self.cfg = cfg
         self.measure = measure
 
