@@ -189,7 +189,8 @@ def train(data, work, config_path, preset, force, jobs, device):
     """Fit one autoencoder per region on WORK/cuboids/ and write WORK/models/.
 
     Each region's model is trained on normal windows only, with 20% of the
-    frames held out (in contiguous blocks) for early stopping and for the
+    frames held out (in contiguous blocks) for early stopping. Then all the
+    normal frames (or only the held-out ones: score.calibrate_on) set the
     region's threshold, mean + threshold_sigma x std of its normal errors.
     Regions train in parallel.
     """

@@ -1,9 +1,9 @@
 """Per-pixel anomaly maps of whole frames, assembled from the regions' pixel errors.
 
 Each region's P x P error map is divided by that region's normal pixel scale
-(the 99th percentile of its pixel errors on held-out normal frames), so 1.0
-means "as large as the top 1% of normal" everywhere in the frame; resized
-lightly smoothed (at patch resolution); resized back to the region's box;
+(the 99th percentile of its pixel errors on normal frames), so 1.0
+means "as large as the top 1% of normal" everywhere in the frame; lightly
+smoothed (at patch resolution); resized back to the region's box;
 and placed at its position (overlapping regions are averaged).
 """
 

@@ -71,8 +71,8 @@ class RegionDetector:
 
     # -- fitting ---------------------------------------------------------------------------
 
-    def _split(self, tubes: list[RegionTube]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:
-        """All frames stacked, the index rows of training and validation windows, and each clip's mask."""
+    def _split(self, tubes: list[RegionTube]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """All frames stacked, and the index rows of training and validation windows."""
         T = self.cfg.cuboids.clip_length_in_frames
         t = self.cfg.train
         frames = np.concatenate([x.tube for x in tubes])
@@ -92,13 +92,13 @@ class RegionDetector:
                 f"({len(frames)} frames give {len(train_index)} training and {len(val_index)} validation windows); "
                 "add normal clips or lower train.val_block_frames"
             )
-        return frames, train_index, val_index, masks
+        return frames, train_index, val_index
 
     def fit(
         self, tubes: list[RegionTube], device: str = "cpu", resume: dict | None = None, on_epoch=None, should_stop=None
     ) -> "RegionDetector":
-        """Train on normal tubes, then calibrate the statistics on their held-out blocks."""
-        frames, train_index, val_index, masks = self._split(tubes)
+        """Train on normal tubes, then calibrate the statistics on them (see :meth:`calibrate`)."""
+        frames, train_index, val_index = self._split(tubes)
         with _INIT_LOCK:  # regions train in threads: seeding and drawing the weights must not interleave
             torch.manual_seed(self.cfg.train.seed)
             model = self.build_model()
@@ -120,14 +120,23 @@ class RegionDetector:
         self.device_ = torch.device(device)
         self.history_ = state
         self.n_train_windows_ = len(train_index)
-        self.calibrate(tubes, masks)
+        self.calibrate(tubes)
         return self
 
-    def calibrate(self, tubes: list[RegionTube], masks: list[np.ndarray] | None = None) -> "RegionDetector":
-        """Score the held-out normal blocks exactly as new video is scored, and keep their statistics."""
+    def calibrate(self, tubes: list[RegionTube]) -> "RegionDetector":
+        """Score normal tubes exactly as new video is scored, and keep their statistics.
+
+        ``score.calibrate_on``: every frame of the tubes ("all"), or only the
+        blocks held out from training ("held_out"). Errors on training frames
+        run lower, but the held-out fifth leaves regions where normal activity
+        is rare with too few samples of it: on the tuning set, "all" gained
+        0.017 to 0.022 AUC for three model variants (README, Results).
+        """
         self._require_fitted()
-        if masks is None:
-            t = self.cfg.train
+        t = self.cfg.train
+        if self.cfg.score.calibrate_on == "all":
+            masks = [np.ones(len(x.tube), dtype=bool) for x in tubes]
+        else:
             masks = validation_masks([len(x.tube) for x in tubes], t.val_block_frames, t.val_fraction)
         s, T = self.cfg.score, self.cfg.cuboids.clip_length_in_frames
         errors, pixels = [], []
@@ -140,7 +149,7 @@ class RegionDetector:
                 errors.append(CausalMean(s.smoothing_frames)(e)[:, 0])
                 pixels.append(px[:, 0])
         if not errors:
-            raise InputError(f"region {self.region.region_id}: no held-out block is as long as one window ({T} frames)")
+            raise InputError(f"region {self.region.region_id}: no calibration block is as long as one window ({T} frames)")
         self.stats_ = normal_stats(np.concatenate(errors), np.concatenate(pixels), s.threshold_sigma)
         return self
 

@@ -8,7 +8,7 @@ For every frame and region:
    away in a large region;
 2. optionally a causal moving average over the last ``smoothing_frames`` frames;
 3. normalised error ``z = (error - mean) / std`` against the region's errors on
-   held-out normal frames, so that regions with busy and quiet content compare;
+   normal frames (``calibrate_on``), so that regions with busy and quiet content compare;
 4. frame score = the maximum of ``z`` over regions (``fusion = "max"``), or the
    mean; the frame is anomalous when any region's error exceeds its threshold
    ``mean + threshold_sigma * std``, i.e. when ``max z > threshold_sigma``.
@@ -57,7 +57,7 @@ class CausalMean:
 
 @dataclass(frozen=True)
 class RegionStats:
-    """A region's errors on held-out normal frames, and the threshold derived from them."""
+    """A region's errors on normal frames, and the threshold derived from them."""
 
     mean: float
     std: float

@@ -149,6 +149,7 @@ class ScoreConfig:
     fusion: str = "max"  # frame score from normalised region errors: "max" or "mean"
     threshold_sigma: float = 2.0  # a region is anomalous above mean + threshold_sigma * std
     smoothing_frames: int = 5  # causal moving average of region errors over this many frames
+    calibrate_on: str = "all"  # normal frames that set each region's mean, std and threshold: "all" or "held_out"
 
     def __post_init__(self) -> None:
         _check(self.frames_between_clips >= 1, f"score.frames_between_clips must be >= 1, not {self.frames_between_clips}")
@@ -157,6 +158,7 @@ class ScoreConfig:
         _check(self.fusion in ("max", "mean"), f"score.fusion must be 'max' or 'mean', not {self.fusion!r}")
         _check(0 < self.threshold_sigma <= 20, f"score.threshold_sigma must be in (0, 20], not {self.threshold_sigma}")
         _check(1 <= self.smoothing_frames <= 1000, f"score.smoothing_frames must be 1..1000, not {self.smoothing_frames}")
+        _check(self.calibrate_on in ("all", "held_out"), f"score.calibrate_on must be 'all' or 'held_out', not {self.calibrate_on!r}")
 
 
 _SECTION_TYPES = {

@@ -83,6 +83,18 @@ def test_checkpoint_round_trip_gives_the_same_errors(trained_work, tiny_cfg, tmp
         RegionDetector.load(wd.models / "r0c0.pt", tiny_cfg.with_overrides(model={"filters": (4, 8)}))
 
 
+def test_calibrate_on_chooses_the_frames_behind_the_statistics(trained_work, tiny_cfg):
+    wd = WorkDir(trained_work)
+    tubes, _, _ = load_region(wd.cuboids, "r0c0", tiny_cfg)
+    n_all = sum(len(x.tube) for x in tubes)
+    t = tiny_cfg.train
+    n_held = sum(int(m.sum()) for m in validation_masks([len(x.tube) for x in tubes], t.val_block_frames, t.val_fraction))
+    det = RegionDetector.load(wd.models / "r0c0.pt", tiny_cfg)
+    assert det.stats_.n_frames == n_all, "the default calibrates on every normal frame"
+    det.cfg = tiny_cfg.with_overrides(score={"calibrate_on": "held_out"})
+    assert det.calibrate(tubes).stats_.n_frames == n_held < n_all
+
+
 def test_foreign_and_truncated_checkpoints_are_refused(trained_work, tmp_path):
     import pickle
 
