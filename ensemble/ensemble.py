@@ -289,7 +289,7 @@ class Ensemble:
             raise ArtifactError(f"{path}: not readable JSON ({exc})") from None
         if manifest.get("format") != f"{APP}/manifest" or manifest.get("format_version") != FORMAT_VERSIONS["manifest"]:
             raise ArtifactError(f"{path}: not a {APP} manifest of version {FORMAT_VERSIONS['manifest']}")
-        recorded = Config.from_dict(manifest["config"], source=str(path))
+        recorded = Config.from_record(manifest["config"], source=str(path))
         if cfg is not None:
             require_config(recorded, cfg, ALL_SECTIONS, path, "score with the config the models were trained with, or re-run `train`")
         detectors = []

@@ -171,6 +171,10 @@ _SECTION_TYPES = {
 
 # Named starting points; a TOML file names one with `preset = "..."` and may
 # override any key on top. "paper" is the user's reference architecture.
+# Keys whose default changed after artifacts were first written without them:
+# (section, key) -> the behaviour of the code that wrote those artifacts.
+RECORDED_BEFORE: dict[tuple[str, str], Any] = {("score", "calibrate_on"): "held_out"}
+
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "default": {},
     "paper": {"model": {"input": "frames", "filters": [64, 128], "bottleneck_channels": 0}},
@@ -263,9 +267,22 @@ class Config:
         return cls(preset=preset, **sections)
 
     @classmethod
+    def from_record(cls, data: dict[str, Any], source: str = "artifact") -> "Config":
+        """The config an artifact recorded. A key it lacks is older than the artifact's
+        code: it takes the value that code behaved as (:data:`RECORDED_BEFORE`), not
+        today's default, so that a changed default shows up as a config difference."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: recorded config is not a table of settings")
+        data = {name: dict(values) if isinstance(values, dict) else values for name, values in data.items()}
+        for (section, key), value in RECORDED_BEFORE.items():
+            if isinstance(data.get(section, {}), dict):
+                data.setdefault(section, {}).setdefault(key, value)
+        return cls.from_dict(data, source)
+
+    @classmethod
     def from_json(cls, text: str, source: str = "artifact") -> "Config":
         try:
-            return cls.from_dict(json.loads(text), source)
+            return cls.from_record(json.loads(text), source)
         except (json.JSONDecodeError, TypeError) as exc:
             raise ConfigError(f"{source}: recorded config is unreadable ({exc})") from None
 

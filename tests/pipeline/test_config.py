@@ -18,6 +18,15 @@ def test_json_round_trip_keeps_every_section():
     assert again.model.filters == (8, 16)
 
 
+def test_an_artifact_recorded_before_a_default_changed_reads_as_what_its_code_did():
+    data = Config().to_dict()
+    del data["score"]["calibrate_on"]  # artifacts written before the key existed calibrated on held-out blocks
+    old = Config.from_record(data)
+    assert old.score.calibrate_on == "held_out"
+    assert any("calibrate_on" in d for d in config_differences(old, Config(), ("score",)))
+    assert Config.from_json(Config().to_json()) == Config()
+
+
 def test_file_overrides_defaults_section_by_section(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text("[cuboids]\ngrid_rows = 2\n[train]\nepochs = 3\n")
