@@ -178,7 +178,8 @@ class _Writers:
             R = len(ens.regions)
             self.ds = {
                 "maps": self.h5.create_dataset(
-                    "maps", (0, H, W), np.float16, maxshape=(None, H, W), chunks=(1, H, W), compression="gzip", compression_opts=1, shuffle=True
+                    "maps", (0, H, W), np.float16, maxshape=(None, H, W), chunks=(1, H, W), compression="gzip", compression_opts=1, shuffle=True,
+                    rdcc_nbytes=0,  # written in whole chunks: a cache only holds memory (see cuboids.store)
                 ),
                 "region_errors": self.h5.create_dataset("region_errors", (0, R), np.float32, maxshape=(None, R), chunks=(256, R)),
                 "region_z": self.h5.create_dataset("region_z", (0, R), np.float32, maxshape=(None, R), chunks=(256, R)),
