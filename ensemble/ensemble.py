@@ -215,7 +215,10 @@ def train_ensemble(cuboids_path: str | Path, models_path: str | Path, cfg: Confi
         torch.set_num_threads(threads)
         stop = threading.Event()
         try:
-            with _sigint_sets(stop):
+            # cuDNN's default algorithms are not deterministic, so on a GPU a resumed or
+            # repeated run would not end where the first did; the flags are global, hence
+            # set here, around every worker, and not in each worker's thread
+            with _sigint_sets(stop), torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=True):
                 Parallel(n_jobs=workers, backend="threading")(
                     delayed(_fit_region)(cuboids_path, models_path, rid, cfg, mode, device, report, stop)
                     for rid, mode in todo.items()
