@@ -25,6 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import Normalize  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
+from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter  # noqa: E402
 
 from pipeline.artifacts import atomic_path, open_h5, recorded_config  # noqa: E402
 from pipeline.ffmpeg_io import open_clip, read_frames  # noqa: E402
@@ -103,6 +104,22 @@ def frame_figure(frame: np.ndarray, amap: np.ndarray, boxes: np.ndarray, region_
     return fig
 
 
+def _symlog_score_axis(ax, score: np.ndarray, threshold_sigma: float) -> None:
+    """Linear up to twice the threshold, decades above it; ticks at 0, the threshold and the decades only.
+
+    matplotlib's default symlog ticks crowd 0 and +-1 together and pad the axis
+    down to empty negative decades, although z rarely falls below -3.
+    """
+    linthresh = 2 * threshold_sigma
+    ax.set_yscale("symlog", linthresh=linthresh)
+    top = float(score.max())
+    decades = [10.0**k for k in range(1, int(np.ceil(np.log10(top))) + 1) if 10.0**k > linthresh]
+    ax.yaxis.set_major_locator(FixedLocator([0.0, threshold_sigma, *decades]))
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_locator(NullLocator())
+    ax.set_ylim(min(float(score.min()), 0.0) - 0.5, top * 1.5)
+
+
 def timeline_figure(region_z: np.ndarray, score: np.ndarray, anomalous: np.ndarray, region_ids: list[str], fps: float, threshold_sigma: float, truth: np.ndarray | None = None, title: str = ""):
     """The regions x time matrix of z under the frame score; returns the figure and its two axes."""
     n, R = region_z.shape
@@ -114,7 +131,7 @@ def timeline_figure(region_z: np.ndarray, score: np.ndarray, anomalous: np.ndarr
     if truth is not None:
         _shade(top, truth, fps, "tab:blue", 0.15, "ground truth")
     if score.size and score.max() > 10 * threshold_sigma:  # one huge peak would flatten the rest
-        top.set_yscale("symlog", linthresh=2 * threshold_sigma)
+        _symlog_score_axis(top, score, threshold_sigma)
     top.set_ylabel("score (z)")
     top.legend(loc="upper left", fontsize=7, ncols=4)
     vmax = max(2 * threshold_sigma, float(np.percentile(region_z, 99.5)) if region_z.size else 1.0)
