@@ -85,3 +85,16 @@ def test_labels_that_do_not_describe_the_clip_are_refused(trained_work, tiny_dat
     bad.write_text('{"07": {"frames": 80, "anomalous": []}}')
     with pytest.raises(InputError, match="no entry for clip '01'"):
         report(tiny_data / "test" / "01.mkv", WorkDir(trained_work).models, tmp_path / "out", bad)
+
+
+def test_timeline_with_one_huge_peak_keeps_a_readable_log_axis():
+    from pipeline.heatmaps import timeline_figure
+
+    score = np.array([-1.5, 0.5, 1.0, 3.0, 2500.0, 40.0, 1.2])
+    region_z = np.tile(score[:, None], (1, 2))
+    fig, (top, _) = timeline_figure(region_z, score, score > 2, ["r0c0", "r0c1"], 10.0, 2.0)
+    assert top.get_yscale() == "symlog"
+    ticks = list(top.get_yticks())
+    assert ticks == [0.0, 2.0, 10.0, 100.0, 1000.0, 10000.0]  # 0, the threshold, then decades only
+    bottom, upper = top.get_ylim()
+    assert -2.5 < bottom < -1.5 and upper > 2500  # no empty negative decades; the peak fits
