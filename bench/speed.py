@@ -113,7 +113,7 @@ def naive_fps(ens: Ensemble, frames: np.ndarray) -> float:
     T = c.clip_length_in_frames
     mode = ens.cfg.model.input
     t0 = time.perf_counter()
-    source = optical_flow(None, frames, c.flow_preset) if mode == "flow" else frames
+    source = optical_flow(frames[0], frames, c.flow_preset) if mode == "flow" else frames
     errors = []
     for start in window_starts(len(frames), T, s.frames_between_clips):
         lo = max(start - 1, 0) if ens.needs_previous else start

@@ -79,15 +79,11 @@ def _resized_crops(x: torch.Tensor, regions: list[Region], patch_size: int, blur
 FLOW_GAIN = 32.0  # stored code per patch pixel per frame
 
 
-def optical_flow(previous: np.ndarray | None, frames: np.ndarray, preset: str) -> np.ndarray:
+def optical_flow(previous: np.ndarray, frames: np.ndarray, preset: str) -> np.ndarray:
     """Dense flow from each frame's predecessor: uint8 ``(n, H, W, C)`` -> float32 ``(n, H, W, 2)`` (dx, dy) in pixels.
 
-    ``previous`` ``(H, W, C)`` is the frame before ``frames[0]``, or None at the
-    start of a clip: the first frame then moves as its successor does. (A still
-    first frame, its flow all zero, was an input the models saw once per
-    training clip; between moving neighbours they rebuilt it badly, and clips
-    opened with false alarms.) ``preset`` names OpenCV's DIS preset
-    (``cuboids.flow_preset``).
+    ``previous`` ``(H, W, C)`` is the frame before ``frames[0]``; ``preset`` names
+    OpenCV's DIS preset (``cuboids.flow_preset``).
     """
     import cv2  # imported here: only flow models need OpenCV
 
@@ -96,15 +92,11 @@ def optical_flow(previous: np.ndarray | None, frames: np.ndarray, preset: str) -
 
     dis = cv2.DISOpticalFlow_create(getattr(cv2, f"DISOPTICAL_FLOW_PRESET_{preset.upper()}"))
     out = np.empty(frames.shape[:3] + (2,), dtype=np.float32)
-    if len(frames) == 0:
-        return out
-    a = gray(frames[0] if previous is None else previous)
+    a = gray(previous)
     for i, f in enumerate(frames):
         b = gray(f)
         out[i] = dis.calc(a, b, None)
         a = b
-    if previous is None:
-        out[0] = out[1] if len(frames) > 1 else 0.0
     return out
 
 
@@ -125,7 +117,7 @@ class TubeCutter:
     """Frames of one clip, chunk by chunk -> region tubes ``(n_regions, n, C, P, P)`` uint8.
 
     For flow tubes it carries the last frame of a chunk to the next; the first
-    frame of a clip takes its successor's flow (see :func:`optical_flow`).
+    frame of a clip is its own predecessor (no motion).
     """
 
     @classmethod
@@ -150,7 +142,7 @@ class TubeCutter:
             return crop_regions(frames, self.regions, self.patch_size, self.blur_sigma)
         if len(frames) == 0:
             return np.zeros((len(self.regions), 0, 2, self.patch_size, self.patch_size), np.uint8)
-        flow = optical_flow(self.last, frames, self.flow_preset)
+        flow = optical_flow(frames[0] if self.last is None else self.last, frames, self.flow_preset)
         self.last = frames[-1].copy()
         return crop_flow(flow, self.regions, self.patch_size, self.blur_sigma)
 

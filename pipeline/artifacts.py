@@ -23,9 +23,7 @@ from pipeline.config import Config, config_differences
 from pipeline.errors import ArtifactError
 
 APP = "cuboid-ad"
-# tube 2: a clip's first flow frame takes its successor's flow (it was all zero); older
-# tubes are re-cut by the cuboids stage, whose up-to-date check reads them as stale.
-FORMAT_VERSIONS = {"frames": 1, "tube": 2, "checkpoint": 1, "manifest": 1, "maps": 1}
+FORMAT_VERSIONS = {"frames": 1, "tube": 1, "checkpoint": 1, "manifest": 1, "maps": 1}
 
 
 def _tmp_name(path: Path) -> Path:
