@@ -98,3 +98,6 @@ def test_timeline_with_one_huge_peak_keeps_a_readable_log_axis():
     assert ticks == [0.0, 2.0, 10.0, 100.0, 1000.0, 10000.0]  # 0, the threshold, then decades only
     bottom, upper = top.get_ylim()
     assert -2.5 < bottom < -1.5 and upper > 2500  # no empty negative decades; the peak fits
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
