@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
@@ -13,7 +14,7 @@ from pipeline.artifacts import open_h5
 from pipeline.errors import InputError
 from pipeline.config import ExtractConfig
 from pipeline.ffmpeg_io import ffmpeg_exe, open_clip, read_frames
-from pipeline.heatmaps import decode_frames
+from pipeline.heatmaps import decode_frames, timeline_figure
 from pipeline.report import compose_frame, overlay, report
 from pipeline.workdir import WorkDir
 
@@ -88,8 +89,6 @@ def test_labels_that_do_not_describe_the_clip_are_refused(trained_work, tiny_dat
 
 
 def test_timeline_with_one_huge_peak_keeps_a_readable_log_axis():
-    from pipeline.heatmaps import timeline_figure
-
     score = np.array([-1.5, 0.5, 1.0, 3.0, 2500.0, 40.0, 1.2])
     region_z = np.tile(score[:, None], (1, 2))
     fig, (top, _) = timeline_figure(region_z, score, score > 2, ["r0c0", "r0c1"], 10.0, 2.0)
@@ -98,6 +97,4 @@ def test_timeline_with_one_huge_peak_keeps_a_readable_log_axis():
     assert ticks == [0.0, 2.0, 10.0, 100.0, 1000.0, 10000.0]  # 0, the threshold, then decades only
     bottom, upper = top.get_ylim()
     assert -2.5 < bottom < -1.5 and upper > 2500  # no empty negative decades; the peak fits
-    import matplotlib.pyplot as plt
-
     plt.close(fig)
