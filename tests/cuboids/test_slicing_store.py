@@ -15,7 +15,7 @@ from pipeline.extract import extract_folder
 def test_tubes_reassemble_the_frames():
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, size=(5, 64, 96, 1), dtype=np.uint8)
-    cfg = Config.from_dict({"cuboids": {"grid_rows": 2, "grid_cols": 3, "patch_size": 32}}).cuboids
+    cfg = Config.from_dict({"cuboids": {"grid_rows": 2, "grid_cols": 3, "patch_size": 32, "region_overlap": 0.0}}).cuboids
     regions = make_grid(64, 96, cfg)
     tubes = crop_regions(frames, regions, 32)  # regions are 32x32: no resampling
     assert tubes.shape == (6, 5, 1, 32, 32)
@@ -28,7 +28,7 @@ def test_tubes_reassemble_the_frames():
 def test_resized_crops_keep_the_content():
     frames = np.zeros((1, 60, 90, 1), dtype=np.uint8)
     frames[:, :30, :45] = 200  # top-left region bright
-    cfg = Config.from_dict({"cuboids": {"grid_rows": 2, "grid_cols": 2, "patch_size": 16}}).cuboids
+    cfg = Config.from_dict({"cuboids": {"grid_rows": 2, "grid_cols": 2, "patch_size": 16, "region_overlap": 0.0}}).cuboids
     tubes = crop_regions(frames, make_grid(60, 90, cfg), 16, blur_sigma=1.0)
     assert tubes[0].min() == 200 and tubes[3].max() == 0
 
@@ -50,7 +50,8 @@ def test_window_index_clamps_the_predecessor_of_frame_zero():
 
 
 def test_region_store_round_trip_and_config_check(tiny_data, tiny_cfg, tmp_path):
-    tiny_cfg = tiny_cfg.with_overrides(model={"input": "frames"})  # pixel tubes (flow tubes: below)
+    # pixel tubes (flow tubes: below) on a plain grid, whose boxes are easy to state
+    tiny_cfg = tiny_cfg.with_overrides(model={"input": "frames"}, cuboids={"region_overlap": 0.0})
     frames, cub = tmp_path / "frames", tmp_path / "cuboids"
     extract_folder(tiny_data / "train", frames, tiny_cfg)
     slice_folder(frames, cub, tiny_cfg)
@@ -83,7 +84,7 @@ def _moving_texture(n=6, speed=2):
 @pytest.mark.parametrize("preset", ["medium", "fast", "ultrafast"])
 def test_flow_tubes_measure_motion_in_patch_pixels(preset):
     frames = _moving_texture(speed=2)
-    cfg = Config.from_dict({"cuboids": {"grid_rows": 2, "grid_cols": 2, "patch_size": 16, "flow_preset": preset}})
+    cfg = Config.from_dict({"cuboids": {"grid_rows": 2, "grid_cols": 2, "patch_size": 16, "flow_preset": preset, "region_overlap": 0.0}})
     regions = make_grid(64, 96, cfg.cuboids)  # 32x48 regions -> 16x16 patches: x shrinks 3x, y 2x
     tubes = TubeCutter.for_config(regions, cfg.with_overrides(model={"input": "flow"}))(frames)
     assert tubes.shape == (4, 6, 2, 16, 16) and tubes.dtype == np.uint8
