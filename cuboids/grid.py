@@ -57,3 +57,26 @@ def make_grid(frame_height: int, frame_width: int, cfg: CuboidConfig) -> list[Re
         for r, (top, height) in enumerate(rows)
         for c, (left, width) in enumerate(cols)
     ]
+
+
+def region_cells(boxes, frame_height: int, frame_width: int) -> list[tuple[int, int, int, int]]:
+    """Each grid region's cell ``(top, left, height, width)``: its box with every overlap
+    split down the middle, so the cells tile the frame once (and equal the boxes without overlap).
+
+    ``boxes`` are the regions' ``(top, left, height, width)``, as stored in ``maps.h5``.
+    Pictures outline the cells, which stay readable however much the regions overlap.
+    """
+
+    def cuts(spans: list[tuple[int, int]], length: int) -> dict[tuple[int, int], tuple[int, int]]:
+        spans = sorted(set(spans))
+        edges = [0] + [(start + prev + size) // 2 for (prev, size), (start, _) in zip(spans, spans[1:])] + [length]
+        return {span: (edges[i], edges[i + 1]) for i, span in enumerate(spans)}
+
+    boxes = [tuple(int(v) for v in b) for b in boxes]
+    rows = cuts([(t, h) for t, _, h, _ in boxes], frame_height)
+    cols = cuts([(left, w) for _, left, _, w in boxes], frame_width)
+    cells = []
+    for top, left, h, w in boxes:
+        (y0, y1), (x0, x1) = rows[(top, h)], cols[(left, w)]
+        cells.append((y0, x0, y1 - y0, x1 - x0))
+    return cells

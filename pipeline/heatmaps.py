@@ -27,6 +27,7 @@ from matplotlib.colors import Normalize  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter  # noqa: E402
 
+from cuboids.grid import region_cells  # noqa: E402
 from pipeline.artifacts import atomic_path, open_h5, recorded_config  # noqa: E402
 from pipeline.ffmpeg_io import open_clip, read_frames  # noqa: E402
 
@@ -94,11 +95,15 @@ def frame_figure(frame: np.ndarray, amap: np.ndarray, boxes: np.ndarray, region_
     fig.colorbar(im, ax=a, shrink=0.8, label="pixel error / normal p99")
     a.set_title("anomaly map")
     _show(b, frame)
-    for (top, left, h, w), rid, zi in zip(boxes, region_ids, z):
-        hot = zi > threshold_sigma
-        b.add_patch(Rectangle((left - 0.5, top - 0.5), w, h, fill=False, lw=2.2 if hot else 0.8, ec="red" if hot else "white", alpha=0.9))
+    # thin: each region's cell (overlaps split down the middle); thick red: the whole box of a region above threshold
+    cells = region_cells(boxes, H, W)
+    for (top, left, h, w), rid, zi in zip(cells, region_ids, z):
+        b.add_patch(Rectangle((left - 0.5, top - 0.5), w, h, fill=False, lw=0.8, ec="white", alpha=0.9))
         b.text(left + w / 2, top + h / 2, f"{rid}\n{zi:.1f}", ha="center", va="center", fontsize=7, color="white",
-               bbox={"facecolor": "red" if hot else "black", "alpha": 0.55, "pad": 1.5, "lw": 0})
+               bbox={"facecolor": "red" if zi > threshold_sigma else "black", "alpha": 0.55, "pad": 1.5, "lw": 0})
+    for (top, left, h, w), zi in zip(boxes, z):
+        if zi > threshold_sigma:
+            b.add_patch(Rectangle((left - 0.5, top - 0.5), w, h, fill=False, lw=2.2, ec="red", alpha=0.9))
     b.set_title(f"regions: z (red: above {threshold_sigma:g})")
     fig.suptitle(title, fontsize=10)
     return fig

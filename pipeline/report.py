@@ -34,6 +34,7 @@ import matplotlib
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from cuboids.grid import region_cells
 from cuboids.slicing import TubeCutter
 from ensemble.anomaly_map import AnomalyMapper
 from ensemble.ensemble import Ensemble
@@ -122,9 +123,11 @@ def overlay(gray_rgb: np.ndarray, amap: np.ndarray) -> np.ndarray:
 
 
 def draw_grid(img: np.ndarray, boxes: np.ndarray, hot: np.ndarray) -> None:
-    """Outline every region in place: thin grey, or thick red when above its threshold."""
+    """Outline every region in place: its cell thin grey (overlaps split down the middle), and
+    its whole box thick red when above its threshold."""
     H, W = img.shape[:2]
-    for (top, left, h, w), is_hot in sorted(zip(boxes.tolist(), hot.tolist()), key=lambda b: b[1]):
+    outlines = [(cell, False) for cell in region_cells(boxes, H, W)] + [(tuple(b), True) for b, is_hot in zip(boxes.tolist(), hot.tolist()) if is_hot]
+    for (top, left, h, w), is_hot in outlines:
         colour, t = ((230, 30, 30), 2) if is_hot else ((150, 150, 150), 1)
         y0, y1, x0, x1 = top, min(top + h, H) - 1, left, min(left + w, W) - 1
         img[y0 : y0 + t, x0 : x1 + 1] = colour

@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cuboids.grid import make_grid
+from cuboids.grid import make_grid, region_cells
 from pipeline.config import CuboidConfig
 from pipeline.errors import ConfigError
 
@@ -30,6 +30,16 @@ def test_regions_tile_the_whole_frame(height, width, rows, cols, overlap):
     if overlap == 0:
         assert (cover == 1).all()
     assert [r.region_id for r in regions] == cfg.region_ids
+    # the cells drawn in pictures tile the frame once, each inside its region's box
+    boxes = [(r.top, r.left, r.height, r.width) for r in regions]
+    cells = region_cells(boxes, height, width)
+    once = np.zeros((height, width), dtype=int)
+    for (top, left, h, w), r in zip(cells, regions):
+        once[top : top + h, left : left + w] += 1
+        assert r.top <= top and top + h <= r.top + r.height and r.left <= left and left + w <= r.left + r.width
+    assert (once == 1).all()
+    if overlap == 0:
+        assert cells == boxes
 
 
 def test_overlapping_neighbours_share_the_requested_fraction():
