@@ -13,8 +13,8 @@ from pathlib import Path
 
 import click
 
-from pipeline.errors import UserError
-from pipeline.lock import work_lock
+from core.errors import UserError
+from core.lock import work_lock
 
 log = logging.getLogger("cuboid-ad")
 
@@ -69,7 +69,7 @@ def run_options(f):
 
     @functools.wraps(f)
     def wrapper(*args, quiet: bool, **kwargs):
-        from pipeline.progress import set_progress
+        from core.progress import set_progress
 
         debug = click.get_current_context().meta.get("debug", False)
         level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
@@ -105,7 +105,7 @@ def data_option(required: bool):
 
 
 def _config(config_path, preset):
-    from pipeline.config import load_config
+    from core.config import load_config
 
     return load_config(config_path, preset)
 
@@ -139,8 +139,8 @@ def extract(data, work, config_path, preset, force, jobs, allow_damaged):
     Frames are converted to the working size and colour of the config
     ([extract]). Clips already extracted with the same settings are skipped.
     """
+    from core.workdir import WorkDir
     from pipeline.extract import extract_folder
-    from pipeline.workdir import WorkDir
 
     cfg = _config(config_path, preset)
     with work_lock(work, exclusive=True):
@@ -163,9 +163,9 @@ def cuboids(data, work, config_path, preset, force, jobs):
     stored once; training windows of clip_length_in_frames frames are read from
     it ([cuboids]).
     """
-    from cuboids.store import slice_folder
+    from core.workdir import WorkDir
     from pipeline.extract import check_frames_origin
-    from pipeline.workdir import WorkDir
+    from pipeline.slice import slice_folder
 
     cfg = _config(config_path, preset)
     wd = WorkDir(work)
@@ -194,9 +194,9 @@ def train(data, work, config_path, preset, force, jobs, device):
     region's threshold, mean + threshold_sigma x std of its normal errors.
     Regions train in parallel.
     """
-    from ensemble.ensemble import train_ensemble
+    from core.workdir import WorkDir
     from pipeline.extract import check_frames_origin
-    from pipeline.workdir import WorkDir
+    from pipeline.train import train_ensemble
 
     cfg = _config(config_path, preset)
     wd = WorkDir(work)
@@ -226,9 +226,9 @@ def score(video, work, out, config_path, preset, heatmaps, no_maps, allow_damage
     region's normalised error) and OUT/maps.h5 (per-pixel anomaly maps), and
     prints the anomalous segments with their times and regions.
     """
-    from ensemble.ensemble import resolve_device
+    from core.workdir import WorkDir
     from pipeline.score import score_video
-    from pipeline.workdir import WorkDir
+    from pipeline.train import resolve_device
 
     wd = WorkDir(work)
     out = out or wd.scores_for(video)
@@ -239,7 +239,9 @@ def score(video, work, out, config_path, preset, heatmaps, no_maps, allow_damage
                              device=resolve_device(device), allow_damaged=allow_damaged)
     _print_segments(result)
     if heatmaps:
-        from pipeline.heatmaps import write_heatmaps  # matplotlib takes 0.5 s to import: only when asked
+        from pipeline.heatmaps import (
+            write_heatmaps,  # matplotlib takes 0.5 s to import: only when asked
+        )
 
         written = write_heatmaps(out / "maps.h5", video, out / "heatmaps")
         click.echo(f"heatmaps: {len(written)} PNG files in {out / 'heatmaps'}")
@@ -278,9 +280,9 @@ def evaluate(data, work, labels, out, config_path, preset, allow_damaged, device
     (as many papers report), per-clip AUC, average precision, equal error rate,
     and the confusion matrix at the models' thresholds.
     """
-    from ensemble.ensemble import resolve_device
+    from core.workdir import WorkDir
     from pipeline.evaluate import evaluate as run_evaluate
-    from pipeline.workdir import WorkDir
+    from pipeline.train import resolve_device
 
     wd = WorkDir(work)
     out = out or wd.eval
@@ -325,22 +327,17 @@ def heatmap(video, work, out, frames, top, allow_damaged, device):
 
     Uses OUT/maps.h5 from an earlier `score` of the same clip, or scores the clip first.
     """
-    from ensemble.ensemble import resolve_device
-    from pipeline.heatmaps import maps_source, write_heatmaps
-    from pipeline.score import score_video
-    from pipeline.workdir import WorkDir
+    from core.workdir import WorkDir
+    from pipeline.heatmaps import heatmaps_of
+    from pipeline.train import resolve_device
 
     wd = WorkDir(work)
-    out = out or wd.scores_for(video)
     try:
         wanted = [int(x) for x in frames.split(",")] if frames else None
     except ValueError:
         raise click.BadParameter("use frame numbers like 12,40,97", param_hint="--frames") from None
-    maps_path = out / "maps.h5"
-    if maps_source(maps_path) != str(Path(video).resolve()):
-        with work_lock(work, exclusive=False):
-            score_video(video, wd.models, out, device=resolve_device(device), allow_damaged=allow_damaged)
-    written = write_heatmaps(maps_path, video, out / "heatmaps", wanted, top)
+    with work_lock(work, exclusive=False):
+        written = heatmaps_of(video, wd.models, out or wd.scores_for(video), wanted, top, resolve_device(device), allow_damaged)
     for p in written:
         click.echo(str(p))
 
@@ -363,9 +360,9 @@ def report_cmd(video, work, out, labels_path, gallery, allow_damaged, device):
     OUT/report.mp4 (H.264), which sits beside it. Click the timeline, a
     segment or a gallery frame to seek the video there.
     """
-    from ensemble.ensemble import resolve_device
+    from core.workdir import WorkDir
     from pipeline.report import report
-    from pipeline.workdir import WorkDir
+    from pipeline.train import resolve_device
 
     wd = WorkDir(work)
     out = out or wd.scores_for(video)
@@ -380,7 +377,7 @@ def report_cmd(video, work, out, labels_path, gallery, allow_damaged, device):
 @preset_option
 def show_config(config_path, preset):
     """Print the effective config as TOML (defaults, preset, then --config on top)."""
-    from pipeline.config import to_toml
+    from core.config import to_toml
 
     try:
         click.echo(to_toml(_config(config_path, preset)), nl=False)

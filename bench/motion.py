@@ -20,10 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from cuboids.grid import Region, make_grid
+from core.config import Config
+from core.grid import Region, make_grid
+from core.tubes import FLOW_ZERO
 from cuboids.slicing import TubeCutter
+from ensemble.detector import encode_windows
 from ensemble.fusion import CausalMean, region_errors
-from pipeline.config import Config
 from pipeline.ffmpeg_io import list_clips, open_clip, read_frames, working_size
 
 
@@ -48,8 +50,11 @@ def region_speed(path: Path, cfg: Config) -> np.ndarray:
     s = cfg.score
     # the tubes a flow model of this config sees, whatever the config's own input
     tubes = TubeCutter.for_config(regions, cfg.with_overrides(model={"input": "flow"}))(frames)  # (R, n, 2, P, P)
-    offset = (tubes.astype(np.float32) - 128.0) / 255.0  # the model's input minus its "no motion" value
-    pixel = (offset**2).mean(axis=2).transpose(1, 0, 2, 3)  # (n, R, P, P), channel mean as in the model's error
+    # a model that rebuilds every window as still has, at each pixel, the error of the input's
+    # distance from "no motion", on the model's input scale (ensemble.detector.encode_windows)
+    still = encode_windows(np.full((1, 1, 2, 1, 1), FLOW_ZERO, np.uint8), "flow")
+    x = encode_windows(tubes.transpose(1, 0, 2, 3, 4), "flow")  # (n, 2, R, P, P): R stands in for time
+    pixel = ((x - still) ** 2).mean(dim=1).numpy()  # (n, R, P, P), channel mean as in the model's error
     return CausalMean(s.smoothing_frames)(region_errors(pixel, s.region_score, s.region_patch))
 
 

@@ -33,7 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import ExtractConfig
+from core.config import ExtractConfig
+from core.labels import label_ranges
 from pipeline.ffmpeg_io import list_clips, open_clip, read_frames
 from pipeline.synthetic import write_video
 
@@ -161,9 +162,7 @@ def make_tuning_set(train_path: Path, out_path: Path, n_holdout: int = 4, seed: 
         for kind, (f, y) in variants.items():
             cid = f"{c.stem}-{kind}"
             write_video(f, out_path / "test" / f"{cid}.mkv", fps)
-            flags = np.concatenate([[False], y, [False]]).astype(np.int8)
-            edges = np.flatnonzero(np.diff(flags))
-            labels[cid] = {"frames": int(len(f)), "anomalous": [[int(a) + 1, int(b)] for a, b in zip(edges[::2], edges[1::2])]}
+            labels[cid] = {"frames": int(len(f)), "anomalous": label_ranges(y)}
     (out_path / "labels.json").write_text(json.dumps(labels, indent=1))
     return out_path
 

@@ -23,14 +23,15 @@ from pathlib import Path
 import joblib
 
 from bench.motion import BASELINES, Baseline
-from cuboids.store import slice_folder
-from ensemble.ensemble import train_ensemble
+from core.config import load_config, to_toml
+from core.labels import frame_labels, load_labels
+from core.workdir import WorkDir
 from ensemble.metrics import frame_metrics
-from pipeline.config import load_config, to_toml
-from pipeline.evaluate import evaluate, frame_labels, load_labels
+from pipeline.evaluate import evaluate
 from pipeline.extract import extract_folder
 from pipeline.ffmpeg_io import list_clips
-from pipeline.workdir import WorkDir
+from pipeline.slice import slice_folder
+from pipeline.train import train_ensemble
 
 
 def commit() -> str:

@@ -27,7 +27,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -37,14 +36,15 @@ import torch
 from joblib import Parallel, delayed
 
 from bench.quality import commit
-from cuboids.slicing import TubeCutter, crop_flow, crop_regions, gather_windows, optical_flow, window_starts
-from ensemble.detector import encode_windows
-from ensemble.ensemble import Ensemble, _fit_region
-from pipeline.config import Config
+from core.config import Config
+from core.progress import set_progress
+from core.windows import gather_windows, window_starts
+from core.workdir import WorkDir
+from cuboids.slicing import TubeCutter, crop_flow, crop_regions, optical_flow
+from ensemble.ensemble import Ensemble
 from pipeline.ffmpeg_io import ffmpeg_exe, open_clip, read_frames
-from pipeline.progress import set_progress
 from pipeline.score import score_video
-from pipeline.workdir import WorkDir
+from pipeline.train import fit_region
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,7 +89,8 @@ def flops_per_window(ens: Ensemble) -> float:
 def models_alone_seconds(ens: Ensemble, windows: np.ndarray, batch: int = 64) -> float:
     t0 = time.perf_counter()
     for i in range(0, windows.shape[1], batch):
-        ens.pixel_errors(windows[:, i : i + batch])
+        for d, w in zip(ens.detectors, windows[:, i : i + batch]):
+            d.window_maps(w)
     return time.perf_counter() - t0
 
 
@@ -111,9 +112,9 @@ def naive_fps(ens: Ensemble, frames: np.ndarray) -> float:
     """
     c, s = ens.cfg.cuboids, ens.cfg.score
     T = c.clip_length_in_frames
-    mode = ens.cfg.model.input
+    flow = ens.cfg.tube_content == "flow"
     t0 = time.perf_counter()
-    source = optical_flow(frames[0], frames, c.flow_preset) if mode == "flow" else frames
+    source = optical_flow(frames[0], frames, c.flow_preset) if flow else frames
     errors = []
     for start in window_starts(len(frames), T, s.frames_between_clips):
         lo = max(start - 1, 0) if ens.needs_previous else start
@@ -121,9 +122,8 @@ def naive_fps(ens: Ensemble, frames: np.ndarray) -> float:
         if ens.needs_previous and start == 0:
             chunk = np.concatenate([chunk[:1], chunk])
         for region, det in zip(ens.regions, ens.detectors):
-            crop = (crop_flow if mode == "flow" else crop_regions)(chunk, [region], c.patch_size, c.blur_sigma)[0]  # (T', C, P, P)
-            x = encode_windows(crop[None], mode).contiguous()
-            errors.append(((det.model_(x) - x) ** 2).mean(dim=1).numpy())
+            crop = (crop_flow if flow else crop_regions)(chunk, [region], c.patch_size, c.blur_sigma)[0]  # (T', C, P, P)
+            errors.append(det.window_maps(crop[None]))
     return len(frames) / (time.perf_counter() - t0)
 
 
@@ -135,11 +135,9 @@ def training_throughput(work: Path, cfg: Config, regions: list[str], windows: in
     cores = joblib.cpu_count()
     for label, jobs in (("one at a time", 1), ("parallel", min(cores, len(regions)))):
         tmp = Path(tempfile.mkdtemp(prefix="bench-train-"))
-        noop = lambda *a: None  # noqa: E731
-        stop = threading.Event()
         torch.set_num_threads(max(1, cores // jobs))
         t0 = time.perf_counter()
-        Parallel(n_jobs=jobs, backend="threading")(delayed(_fit_region)(wd.cuboids, tmp, rid, cfg, "train", "cpu", noop, stop) for rid in regions)
+        Parallel(n_jobs=jobs, backend="threading")(delayed(fit_region)(wd.cuboids, tmp, rid, cfg) for rid in regions)
         seconds = time.perf_counter() - t0
         torch.set_num_threads(cores)
         shutil.rmtree(tmp)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.evaluate import frame_labels, load_labels
+from core.labels import frame_labels, load_labels
 
 
 def flag_rates(data: Path, eval_dir: Path, sigmas: list[float]) -> list[tuple[float, float, float]]:

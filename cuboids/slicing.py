@@ -1,53 +1,24 @@
-"""Frames -> region tubes -> time windows.
+"""Frames -> region tubes: each region's crop of every frame, resized to P x P.
 
-A region's *tube* is its crop of every frame, resized to P x P:
-``(n_frames, channels, P, P)`` uint8. A *cuboid* is a window of T consecutive
-frames of a tube, ``(T, channels, P, P)``; windows are never copied to disk,
-only their start frames.
-
-A tube holds either the frames' pixels or their optical flow (``model.input =
-"flow"``): the motion of every pixel since the previous frame, computed on the
+A tube holds the frames' pixels, or (``model.input = "flow"``) their optical
+flow: the motion of every pixel since the previous frame, computed on the
 whole frame (OpenCV's DIS optical flow), cropped and resized like pixels, in
-patch pixels per frame, and stored as ``128 + FLOW_GAIN * flow`` (so ±4 patch
-pixels per frame in steps of 1/32).
+patch pixels per frame, stored in the code of :mod:`core.tubes`.
 
-The same :class:`TubeCutter` serves the cuboid stage and live scoring, so the
+The same :class:`TubeCutter` serves the cuboid stage and scoring, so the
 models see exactly the values they were trained on.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cuboids.grid import Region
-
-if TYPE_CHECKING:
-    from pipeline.config import Config
-
-
-def gaussian_kernel1d(sigma: float) -> torch.Tensor:
-    radius = max(1, int(round(3 * sigma)))
-    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    k = torch.exp(-0.5 * (x / sigma) ** 2)
-    return k / k.sum()
-
-
-def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of ``(N, C, H, W)`` with reflected borders."""
-    if sigma <= 0:
-        return x
-    k = gaussian_kernel1d(sigma).to(x)
-    r = len(k) // 2
-    N, C, H, W = x.shape
-    y = x.reshape(N * C, 1, H, W)
-    y = F.pad(y, (r, r, r, r), mode="reflect" if min(H, W) > r else "replicate")
-    y = F.conv2d(y, k.view(1, 1, 1, -1))
-    y = F.conv2d(y, k.view(1, 1, -1, 1))
-    return y.reshape(N, C, H, W)
+from core.arrays import gaussian_blur
+from core.config import Config
+from core.grid import Region
+from core.tubes import FLOW_GAIN, FLOW_ZERO
 
 
 @torch.inference_mode()
@@ -76,9 +47,6 @@ def _resized_crops(x: torch.Tensor, regions: list[Region], patch_size: int, blur
         yield gaussian_blur(crop, blur_sigma), (h, w)
 
 
-FLOW_GAIN = 32.0  # stored code per patch pixel per frame
-
-
 def optical_flow(previous: np.ndarray, frames: np.ndarray, preset: str) -> np.ndarray:
     """Dense flow from each frame's predecessor: uint8 ``(n, H, W, C)`` -> float32 ``(n, H, W, 2)`` (dx, dy) in pixels.
 
@@ -102,14 +70,14 @@ def optical_flow(previous: np.ndarray, frames: np.ndarray, preset: str) -> np.nd
 
 @torch.inference_mode()
 def crop_flow(flow: np.ndarray, regions: list[Region], patch_size: int, blur_sigma: float = 0.0) -> np.ndarray:
-    """Flow ``(n, H, W, 2)`` in frame pixels -> uint8 flow tubes ``(n_regions, n, 2, P, P)`` (see the module doc)."""
+    """Flow ``(n, H, W, 2)`` in frame pixels -> uint8 flow tubes ``(n_regions, n, 2, P, P)`` (see :mod:`core.tubes`)."""
     n = len(flow)
     x = torch.from_numpy(np.ascontiguousarray(flow)).permute(0, 3, 1, 2)  # (n, 2, H, W)
     out = np.empty((len(regions), n, 2, patch_size, patch_size), dtype=np.uint8)
     for i, (crop, (h, w)) in enumerate(_resized_crops(x, regions, patch_size, blur_sigma)):
         # flow in patch pixels: dx scales with the width's resize, dy with the height's
         scale = torch.tensor([patch_size / w, patch_size / h]).view(1, 2, 1, 1) * FLOW_GAIN
-        out[i] = (crop * scale + 128.0).round_().clamp_(0, 255).to(torch.uint8).numpy()
+        out[i] = (crop * scale + FLOW_ZERO).round_().clamp_(0, 255).to(torch.uint8).numpy()
     return out
 
 
@@ -121,13 +89,11 @@ class TubeCutter:
     """
 
     @classmethod
-    def for_config(cls, regions: list[Region], cfg: "Config") -> "TubeCutter":
+    def for_config(cls, regions: list[Region], cfg: Config) -> "TubeCutter":
         """The cutter a config's cuboid stage uses: its patch size, blur and tube content."""
         return cls(regions, cfg.cuboids.patch_size, cfg.cuboids.blur_sigma, cfg.tube_content, cfg.cuboids.flow_preset)
 
-    def __init__(
-        self, regions: list[Region], patch_size: int, blur_sigma: float, content: str = "pixels", flow_preset: str = "medium"
-    ):
+    def __init__(self, regions: list[Region], patch_size: int, blur_sigma: float, content: str, flow_preset: str):
         if content not in ("pixels", "flow"):
             raise ValueError(f"tube content must be 'pixels' or 'flow', not {content!r}")
         self.regions = regions
@@ -145,26 +111,3 @@ class TubeCutter:
         flow = optical_flow(frames[0] if self.last is None else self.last, frames, self.flow_preset)
         self.last = frames[-1].copy()
         return crop_flow(flow, self.regions, self.patch_size, self.blur_sigma)
-
-
-def window_starts(n_frames: int, clip_length: int, stride: int) -> np.ndarray:
-    """Start frames of the full windows ``[s, s + clip_length)`` every ``stride`` frames."""
-    if n_frames < clip_length:
-        return np.zeros(0, dtype=np.int64)
-    return np.arange(0, n_frames - clip_length + 1, stride, dtype=np.int64)
-
-
-def window_index(starts: np.ndarray, clip_length: int, with_previous: bool = False, first: int = 0, last: int | None = None) -> np.ndarray:
-    """Frame indices of windows starting at ``starts``: ``(n_windows, T)``, or ``T + 1`` with the frame before.
-
-    Indices are clamped to ``[first, last]`` (a clip's first and last frame), so a
-    window at the clip's first frame uses that frame as its own predecessor.
-    """
-    offsets = np.arange(-1 if with_previous else 0, clip_length)
-    idx = np.asarray(starts, dtype=np.int64)[:, None] + offsets[None, :]
-    return np.clip(idx, first, last if last is not None else idx.max(initial=0))
-
-
-def gather_windows(tube: np.ndarray, starts: np.ndarray, clip_length: int, with_previous: bool = False) -> np.ndarray:
-    """Cuboids of one clip's tube: ``(n_windows, T[+1], C, P, P)`` uint8 (see :func:`window_index`)."""
-    return tube[window_index(starts, clip_length, with_previous, 0, len(tube) - 1)]

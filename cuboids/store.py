@@ -1,9 +1,9 @@
-"""Stage 2, cuboids: frames files -> one folder per region, one HDF5 tube per clip.
+"""The per-region HDF5 store: one folder per region, one tube file per clip.
 
 File layout (``cuboids/<region_id>/<clip_id>.h5``)::
 
     tube           uint8 (n_frames, channels, P, P): the region's crop of every frame
-                   (pixels, or optical flow for flow models: see cuboids.slicing)
+                   (pixels, or optical flow for flow models: see core.tubes)
     window_starts  int64 (n_windows,): first frame of each training window
     attrs          format, format_version, config, region_id, row, col, box (top, left, height, width),
                    frame_height, frame_width, clip_id, fps, n_frames,
@@ -14,27 +14,21 @@ A window ``tube[s : s + T]`` is a cuboid; it is not stored a second time.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
 import numpy as np
-from joblib import Parallel, delayed
 
-from cuboids.grid import Region, make_grid
-from cuboids.slicing import TubeCutter, window_starts
-from pipeline.artifacts import atomic_path, open_h5, recorded_config, remove_stale_temporaries, require_config, stamp
-from pipeline.config import Config, config_differences
-from pipeline.errors import ArtifactError, InputError, UserError
-from pipeline.extract import iter_frames_file, read_frames_info
-from pipeline.progress import progress
-
-log = logging.getLogger(__name__)
-
-SECTIONS = ("extract", "cuboids")
+from core.artifacts import atomic_path, open_h5, recorded_config, remove_stale_temporaries, require_config, stale_sections, stamp
+from core.config import Config
+from core.errors import ArtifactError, InputError, UserError
+from core.frames import iter_frames_file, read_frames_info
+from core.grid import Region, make_grid
+from core.tubes import RegionTube
+from core.windows import window_starts
+from cuboids.slicing import TubeCutter
 
 
 def _frames_signature(frames_path: Path) -> dict[str, object]:
@@ -110,7 +104,8 @@ def slice_clip(
     return paths
 
 
-def _is_up_to_date(frames_path: Path, cuboids_path: Path, cfg: Config) -> bool:
+def is_up_to_date(frames_path: Path, cuboids_path: Path, cfg: Config) -> bool:
+    """True when every region's tube of this frames file is complete, cut from it, with this config."""
     clip_id = frames_path.stem
     signature = _frames_signature(frames_path)
     for region_id in cfg.cuboids.region_ids:
@@ -123,58 +118,13 @@ def _is_up_to_date(frames_path: Path, cuboids_path: Path, cfg: Config) -> bool:
             recorded = recorded_config(attrs, path)
         except UserError:
             return False
-        if any(attrs.get(k) != v for k, v in signature.items()) or config_differences(recorded, cfg, SECTIONS):
+        if any(attrs.get(k) != v for k, v in signature.items()) or stale_sections("tube", recorded, cfg):
             return False
     return True
 
 
-def slice_folder(
-    frames_path: str | Path,
-    cuboids_path: str | Path,
-    cfg: Config,
-    n_jobs: int = 1,
-    force: bool = False,
-) -> list[Path]:
-    """Slice every frames file of ``frames_path``; returns the frames files covered.
-
-    Up-to-date tubes (same frames file, same extract and cuboid config) are
-    kept unless ``force``; tubes of clips that are gone, and region folders
-    that are not in the current grid, are removed. A clip that cannot be
-    sliced (shorter than one window) does not stop the others; one InputError
-    at the end lists the failures.
-    """
-    frames_path, cuboids_path = Path(frames_path), Path(cuboids_path)
-    frames_files = sorted(frames_path.glob("*.h5"))
-    if not frames_files:
-        raise ArtifactError(f"{frames_path}: no frames files; run `extract` first")
-    infos = [read_frames_info(p, cfg) for p in frames_files]
-    make_grid(infos[0].height, infos[0].width, cfg.cuboids)  # fail early on a grid too fine for the frames
-    _prune(cuboids_path, cfg, {p.stem for p in frames_files})
-    todo = [p for p in frames_files if force or not _is_up_to_date(p, cuboids_path, cfg)]
-    if len(todo) < len(frames_files):
-        log.info("cuboids: %d of %d clips already up to date", len(frames_files) - len(todo), len(frames_files))
-    if todo:
-        n_by_clip = {i.path: i.n_frames for i in infos}
-        bar = progress(total=sum(n_by_clip[p] for p in todo), desc=f"cuboids {len(todo)} clips", unit="frame")
-        jobs = Parallel(n_jobs=min(n_jobs, len(todo)), prefer="threads", return_as="generator_unordered")(
-            delayed(_slice_or_report)(p, cuboids_path, cfg, bar.update) for p in todo
-        )
-        failures = [error for error in jobs if error]
-        bar.close()
-        if failures:
-            raise InputError(f"{len(failures)} of {len(frames_files)} clips failed: " + "; ".join(sorted(failures)))
-    return frames_files
-
-
-def _slice_or_report(frames_path: Path, cuboids_path: Path, cfg: Config, on_frames) -> str | None:
-    try:
-        slice_clip(frames_path, cuboids_path, cfg, on_frames=on_frames)
-    except UserError as exc:
-        return str(exc)
-    return None
-
-
-def _prune(cuboids_path: Path, cfg: Config, clip_ids: set[str]) -> None:
+def prune(cuboids_path: Path, cfg: Config, clip_ids: set[str]) -> None:
+    """Remove tubes of clips that are gone and region folders that are not in the current grid."""
     if not cuboids_path.is_dir():
         return
     wanted = set(cfg.cuboids.region_ids)
@@ -189,16 +139,6 @@ def _prune(cuboids_path: Path, cfg: Config, clip_ids: set[str]) -> None:
             folder.rmdir()
 
 
-@dataclass(frozen=True)
-class RegionTube:
-    """One clip's tube of one region, loaded in memory."""
-
-    clip_id: str
-    tube: np.ndarray  # uint8 (n_frames, channels, P, P)
-    window_starts: np.ndarray  # int64 (n_windows,)
-    fps: float
-
-
 def read_tube(path: str | Path, cfg: Config) -> tuple[RegionTube, Region, tuple[int, int]]:
     """Load one region file, refusing other extract/cuboid settings.
 
@@ -207,7 +147,7 @@ def read_tube(path: str | Path, cfg: Config) -> tuple[RegionTube, Region, tuple[
     path = Path(path)
     with open_h5(path, "tube") as fh:
         attrs = dict(fh.attrs)
-        require_config(recorded_config(attrs, path), cfg, SECTIONS, path, "re-run `cuboids` with this config")
+        require_config("tube", recorded_config(attrs, path), cfg, path, "re-run `cuboids` with this config")
         tube = fh["tube"][()]
         starts = fh["window_starts"][()]
     top, left, height, width = (int(v) for v in attrs["box"])
@@ -228,3 +168,12 @@ def load_region(cuboids_path: str | Path, region_id: str, cfg: Config) -> tuple[
         raise ArtifactError(f"{folder}: tubes cut from frames of different sizes; re-run `cuboids --force`")
     _, region, frame_size = loaded[0]
     return [t for t, _, _ in loaded], region, frame_size
+
+
+def tube_files(cuboids_path: str | Path, region_id: str) -> dict[str, str]:
+    """clip id -> size:mtime of the region's tube files: what a model trained on them was trained on."""
+    clips = {}
+    for p in sorted((Path(cuboids_path) / region_id).glob("*.h5")):
+        st = p.stat()
+        clips[p.stem] = f"{st.st_size}:{st.st_mtime_ns}"
+    return clips

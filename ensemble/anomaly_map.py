@@ -13,8 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cuboids.grid import Region
-from cuboids.slicing import gaussian_blur
+from core.arrays import gaussian_blur
+from core.grid import Region
 
 
 class AnomalyMapper:

@@ -1,8 +1,12 @@
 """One region's detector: its autoencoder plus what normal errors look like there.
 
-Follows the fit / score pattern: ``fit(tubes)`` trains on normal clips and sets
-the learned attributes (``model_``, ``stats_``, ``history_``);
-``pixel_errors(windows)`` raises until then. Higher error = more anomalous.
+The scikit-learn / PyOD pattern: ``__init__`` stores settings; ``fit(tubes)``
+trains on normal clips and sets the learned attributes (``model_``,
+``stats_``, ``threshold_``, ``history_``); ``score_samples(tube)`` gives one
+score per frame, higher = more anomalous; ``predict(tube)`` flags the frames
+whose score exceeds ``threshold_``. Both raise until the detector is fitted.
+:meth:`recalibrated` returns a new detector with the same weights and
+statistics computed under other ``[score]`` settings.
 
 Checkpoint (``models/<region_id>.pt``, read with ``torch.load(weights_only=True)``):
 a dict of plain values and tensors: format, format_version, config (JSON),
@@ -20,20 +24,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from cuboids.grid import Region
-from cuboids.slicing import FLOW_GAIN, window_index
-from cuboids.store import RegionTube
+from core.arrays import runs
+from core.artifacts import KINDS, atomic_path, require_config, stamp_dict
+from core.config import Config
+from core.errors import ArtifactError, InputError
+from core.grid import Region
+from core.tubes import FLOW_GAIN, RegionTube
+from core.windows import window_index
+from ensemble.fit import TrainState, fit_autoencoder, split_windows, validation_masks
 from ensemble.fusion import CausalMean, RegionStats, normal_stats, region_errors
 from ensemble.model import SpatioTemporalAutoencoder
-from ensemble.scoring import score_tubes
-from ensemble.train import TrainState, fit_autoencoder, split_windows, validation_masks
-from pipeline.artifacts import APP, FORMAT_VERSIONS, atomic_path, require_config
-from pipeline.config import Config
-from pipeline.errors import ArtifactError, InputError
+from ensemble.sliding import score_tubes
 
 _INIT_LOCK = threading.Lock()
-MODEL_SECTIONS = ("extract", "cuboids", "model", "train")  # change these and the weights are stale
-ALL_SECTIONS = MODEL_SECTIONS + ("score",)  # change score and only the statistics are stale
+MAPS = ("error", "reconstruction")  # what window_maps gives for every pixel, in this order
 
 
 def encode_windows(windows: np.ndarray, mode: str) -> torch.Tensor:
@@ -52,6 +56,30 @@ def encode_windows(windows: np.ndarray, mode: str) -> torch.Tensor:
             out = torch.cat([x[:, :, 1:], out], dim=1)
     # channels-last 3D convolutions run about twice as fast on CPU (oneDNN)
     return out.contiguous(memory_format=torch.channels_last_3d)
+
+
+def shown_reconstruction(y: torch.Tensor, windows: np.ndarray, mode: str) -> torch.Tensor:
+    """The model's output ``y`` ``(B, C', T, P, P)`` as a picture ``(B, T, P, P)`` in [0, 1].
+
+    A ``frames`` model rebuilds pixels (channel mean). A ``diff`` model rebuilds
+    frame differences; its frame is the previous (real) frame plus the rebuilt
+    difference, so whatever motion it cannot reproduce is missing or smeared.
+    A ``both`` model's frame channels are shown. A ``flow`` model rebuilds
+    motion, shown as its speed: 0 black, 2 patch pixels per frame or more white.
+    """
+    y = y.float().cpu()
+    C = windows.shape[2]
+    if mode == "flow":
+        flow = (y - 0.5) * (255.0 / FLOW_GAIN)  # patch pixels per frame
+        return flow.pow(2).sum(dim=1).sqrt().div_(2.0).clamp_(0.0, 1.0)
+    if mode == "frames":
+        rec = y
+    elif mode == "both":
+        rec = y[:, :C]
+    else:
+        previous = torch.from_numpy(windows[:, :-1]).float().div_(255.0).permute(0, 2, 1, 3, 4)
+        rec = previous + (y - 0.5) * 2.0
+    return rec.clamp_(0.0, 1.0).mean(dim=1)
 
 
 class RegionDetector:
@@ -97,7 +125,10 @@ class RegionDetector:
     def fit(
         self, tubes: list[RegionTube], device: str = "cpu", resume: dict | None = None, on_epoch=None, should_stop=None
     ) -> "RegionDetector":
-        """Train on normal tubes, then calibrate the statistics on them (see :meth:`calibrate`)."""
+        """Train on normal tubes, then calibrate the statistics on them (see :meth:`_calibrate`).
+
+        ``resume``, ``on_epoch``, ``should_stop``: see :func:`ensemble.fit.fit_autoencoder`.
+        """
         frames, train_index, val_index = self._split(tubes)
         with _INIT_LOCK:  # regions train in threads: seeding and drawing the weights must not interleave
             torch.manual_seed(self.cfg.train.seed)
@@ -120,37 +151,45 @@ class RegionDetector:
         self.device_ = torch.device(device)
         self.history_ = state
         self.n_train_windows_ = len(train_index)
-        self.calibrate(tubes)
-        return self
+        return self._calibrate(tubes)
 
-    def calibrate(self, tubes: list[RegionTube]) -> "RegionDetector":
+    def recalibrated(self, cfg: Config, tubes: list[RegionTube]) -> "RegionDetector":
+        """A new detector with these weights and its statistics computed under ``cfg``
+        (which may differ from the fitted config in ``[score]`` only)."""
+        self._require_fitted()
+        require_config("checkpoint", self.cfg, cfg, f"the {self.region.region_id} detector", "train it again", with_recalibrate=False)
+        other = RegionDetector(cfg, self.region, self.frame_size)
+        for name in ("model_", "device_", "history_", "n_train_windows_", "training_clips_"):
+            if hasattr(self, name):
+                setattr(other, name, getattr(self, name))
+        return other._calibrate(tubes)
+
+    def _calibrate(self, tubes: list[RegionTube]) -> "RegionDetector":
         """Score normal tubes exactly as new video is scored, and keep their statistics.
 
         ``score.calibrate_on``: every frame of the tubes ("all"), or only the
         blocks held out from training ("held_out"). Errors on training frames
         run lower, but the held-out fifth leaves regions where normal activity
         is rare with too few samples of it: on the tuning set, "all" gained
-        0.017 to 0.022 AUC for three model variants (README, Results).
+        0.017 to 0.022 AUC for three model variants (docs/experiments.md).
         """
-        self._require_fitted()
         t = self.cfg.train
         if self.cfg.score.calibrate_on == "all":
             masks = [np.ones(len(x.tube), dtype=bool) for x in tubes]
         else:
             masks = validation_masks([len(x.tube) for x in tubes], t.val_block_frames, t.val_fraction)
-        s, T = self.cfg.score, self.cfg.cuboids.clip_length_in_frames
+        T = self.cfg.cuboids.clip_length_in_frames
         errors, pixels = [], []
         for x, mask in zip(tubes, masks):
-            for a, b in _runs(mask):
-                if b - a < T:
-                    continue
-                px = score_tubes(self.pixel_errors_batch, x.tube[None, a:b], T, s.frames_between_clips, self.needs_previous)
-                e = region_errors(px, s.region_score, s.region_patch)
-                errors.append(CausalMean(s.smoothing_frames)(e)[:, 0])
-                pixels.append(px[:, 0])
+            for a, b in runs(mask):
+                if b - a >= T:
+                    e, px = self._frame_errors(x.tube[a:b])
+                    errors.append(e)
+                    pixels.append(px)
         if not errors:
             raise InputError(f"region {self.region.region_id}: no calibration block is as long as one window ({T} frames)")
-        self.stats_ = normal_stats(np.concatenate(errors), np.concatenate(pixels), s.threshold_sigma)
+        self.stats_ = normal_stats(np.concatenate(errors), np.concatenate(pixels), self.cfg.score.threshold_sigma)
+        self.threshold_ = self.stats_.threshold
         return self
 
     # -- scoring ----------------------------------------------------------------------------
@@ -160,41 +199,31 @@ class RegionDetector:
             raise RuntimeError(f"detector for {self.region.region_id} is not fitted")
 
     @torch.inference_mode()
-    def pixel_errors(self, windows: np.ndarray) -> np.ndarray:
-        """uint8 windows ``(B, T', C, P, P)`` -> squared reconstruction error ``(B, T, P, P)``, channel mean."""
-        self._require_fitted()
-        x = encode_windows(windows, self.cfg.model.input).to(self.device_)
-        return ((self.model_(x) - x) ** 2).mean(dim=1).cpu().numpy()
-
-    @torch.inference_mode()
-    def reconstruct_frames(self, windows: np.ndarray) -> np.ndarray:
-        """uint8 windows ``(B, T', C, P, P)`` -> the frames as the model rebuilds them ``(B, T, P, P)``, channel mean, in [0, 1].
-
-        A ``diff`` model rebuilds frame differences; its frame is the previous
-        (real) frame plus the rebuilt difference, so whatever motion it cannot
-        reproduce is missing or smeared. A ``both`` model's frame channels are shown.
-        A ``flow`` model rebuilds motion, shown as its speed: 0 black, 2 patch
-        pixels per frame or more white.
-        """
+    def window_maps(self, windows: np.ndarray) -> np.ndarray:
+        """uint8 windows ``(B, T', C, P, P)`` -> float32 ``(B, T, 2, P, P)``: for every pixel the squared
+        reconstruction error (channel mean) and the reconstruction as shown (:func:`shown_reconstruction`)."""
         self._require_fitted()
         mode = self.cfg.model.input
-        y = self.model_(encode_windows(windows, mode).to(self.device_)).float().cpu()
-        C = windows.shape[2]
-        if mode == "frames":
-            rec = y
-        elif mode == "flow":
-            flow = (y - 0.5) * (255.0 / FLOW_GAIN)  # patch pixels per frame
-            return flow.pow(2).sum(dim=1).sqrt().div_(2.0).clamp_(0.0, 1.0).numpy()
-        elif mode == "both":
-            rec = y[:, :C]
-        else:
-            previous = torch.from_numpy(windows[:, :-1]).float().div_(255.0).permute(0, 2, 1, 3, 4)
-            rec = previous + (y - 0.5) * 2.0
-        return rec.clamp_(0.0, 1.0).mean(dim=1).numpy()
+        x = encode_windows(windows, mode).to(self.device_)
+        y = self.model_(x)
+        error = ((y - x) ** 2).mean(dim=1).cpu()
+        return torch.stack([error, shown_reconstruction(y, windows, mode)], dim=2).numpy()
 
-    def pixel_errors_batch(self, windows: np.ndarray) -> np.ndarray:
-        """The :data:`ensemble.scoring.ErrorFn` of this one region: ``(1, B, ...)`` in and out."""
-        return self.pixel_errors(windows[0])[None]
+    def _frame_errors(self, tube: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One clip's tube ``(n, C, P, P)`` -> its region error per frame ``(n,)`` and pixel errors ``(n, P, P)``."""
+        s, T = self.cfg.score, self.cfg.cuboids.clip_length_in_frames
+        px = score_tubes([self.window_maps], len(MAPS), tube[None], T, s.frames_between_clips, self.needs_previous)[:, :, 0]
+        e = region_errors(px, s.region_score, s.region_patch)
+        return CausalMean(s.smoothing_frames)(e)[:, 0], px[:, 0]
+
+    def score_samples(self, tube: np.ndarray) -> np.ndarray:
+        """One clip's tube ``(n, C, P, P)`` uint8 -> ``(n,)``: each frame's region error, higher = more anomalous."""
+        self._require_fitted()
+        return self._frame_errors(tube)[0]
+
+    def predict(self, tube: np.ndarray) -> np.ndarray:
+        """One clip's tube -> ``(n,)`` bool: the frames whose score exceeds ``threshold_``."""
+        return self.score_samples(tube) > self.threshold_
 
     # -- persistence ------------------------------------------------------------------------
 
@@ -202,9 +231,7 @@ class RegionDetector:
         self._require_fitted()
         r = self.region
         return {
-            "format": f"{APP}/checkpoint",
-            "format_version": FORMAT_VERSIONS["checkpoint"],
-            "config": self.cfg.to_json(),
+            **stamp_dict("checkpoint", self.cfg),
             "region": {"region_id": r.region_id, "row": r.row, "col": r.col, "top": r.top, "left": r.left, "height": r.height, "width": r.width},
             "frame_size": list(self.frame_size),
             "state_dict": {k: v.detach().cpu() for k, v in self.model_.state_dict().items()},
@@ -219,13 +246,14 @@ class RegionDetector:
         return Path(path)
 
     @classmethod
-    def load(cls, path: str | Path, cfg: Config | None = None, device: str = "cpu", sections: tuple[str, ...] = ALL_SECTIONS) -> "RegionDetector":
-        """Rebuild a fitted detector from its checkpoint alone; with ``cfg``, refuse other settings."""
+    def load(cls, path: str | Path, cfg: Config | None = None, device: str = "cpu", with_score: bool = True) -> "RegionDetector":
+        """Rebuild a fitted detector from its checkpoint alone; with ``cfg``, refuse other settings
+        (``with_score=False``: accept other ``[score]`` settings, for :meth:`recalibrated`)."""
         path = Path(path)
         ck = read_checkpoint(path)
         recorded = Config.from_json(ck["config"], source=str(path))
         if cfg is not None:
-            require_config(recorded, cfg, sections, path, "re-run `train` with this config")
+            require_config("checkpoint", recorded, cfg, path, "re-run `train` with this config", with_recalibrate=with_score)
         det = cls(recorded, Region(**ck["region"]), tuple(ck["frame_size"]))
         model = det.build_model()
         try:
@@ -235,7 +263,9 @@ class RegionDetector:
         det.model_ = model.to(device).eval()
         det.device_ = torch.device(device)
         det.stats_ = RegionStats(**ck["stats"])
+        det.threshold_ = det.stats_.threshold
         det.history_ = TrainState(**{k: v for k, v in ck["history"].items() if k in TrainState.__dataclass_fields__})
+        det.n_train_windows_ = int(ck["history"].get("n_train_windows", 0))
         det.training_clips_ = dict(ck["training_clips"])
         return det
 
@@ -248,15 +278,9 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
         ck = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
         raise ArtifactError(f"{path}: not a readable checkpoint (truncated or foreign: {str(exc).splitlines()[0][:120]})") from None
-    if not isinstance(ck, dict) or ck.get("format") != f"{APP}/checkpoint":
-        raise ArtifactError(f"{path}: not a {APP} checkpoint")
-    if ck.get("format_version") != FORMAT_VERSIONS["checkpoint"]:
-        raise ArtifactError(f"{path}: checkpoint format version {ck.get('format_version')}, expected {FORMAT_VERSIONS['checkpoint']}; re-run `train --force`")
+    kind = KINDS["checkpoint"]
+    if not isinstance(ck, dict) or ck.get("format") != kind.tag:
+        raise ArtifactError(f"{path}: not a cuboid-ad checkpoint")
+    if ck.get("format_version") != kind.version:
+        raise ArtifactError(f"{path}: checkpoint format version {ck.get('format_version')}, expected {kind.version}; re-run `train --force`")
     return ck
-
-
-def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
-    """[start, end) of each run of True in ``mask``."""
-    padded = np.concatenate([[False], mask, [False]]).astype(np.int8)
-    edges = np.flatnonzero(np.diff(padded))
-    return list(zip(edges[::2], edges[1::2]))

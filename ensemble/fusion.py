@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from pipeline.config import ScoreConfig
+from core.config import ScoreConfig
 
 PERCENTILES = (50, 90, 95, 99, 99.9)
 

@@ -17,7 +17,8 @@ from torch import nn
 
 
 class SpatioTemporalAutoencoder(nn.Module):
-    def __init__(self, in_channels: int, filters: tuple[int, ...] = (64, 128), bottleneck_channels: int = 0):
+    def __init__(self, in_channels: int, filters: tuple[int, ...], bottleneck_channels: int):
+        """Widths come from the config (``model.filters``, ``model.bottleneck_channels``): no defaults here."""
         super().__init__()
         layers: list[nn.Module] = []
         c = in_channels

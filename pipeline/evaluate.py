@@ -1,66 +1,30 @@
-"""Stage 5, evaluate: score every test clip and compare with frame labels.
+"""Stage 5, evaluate: score every test clip and compare with frame labels (core.labels).
 
-Labels file (the layout of UCSD Ped2's ``labels.json``)::
-
-    {"01": {"frames": 180, "anomalous": [[61, 180]]}, ...}
-
-frame ranges 1-based and inclusive. Writes ``metrics.json`` (see
+Writes ``metrics.json`` (see
 ensemble.metrics), ``roc.png`` and ``pr.png`` (pooled frame scores, the threshold's
 operating point marked) and every clip's ``scores.csv`` under ``out_path/<clip_id>/``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
 
 import numpy as np
 
+from core.artifacts import write_json
+from core.config import Config
+from core.errors import InputError
+from core.labels import frame_labels, load_labels
+from core.progress import progress
 from ensemble.ensemble import Ensemble
 from ensemble.metrics import frame_metrics
-from pipeline.artifacts import write_json
-from pipeline.config import Config
-from pipeline.errors import InputError
 from pipeline.ffmpeg_io import list_clips
 from pipeline.heatmaps import curves_figures, save_figure
-from pipeline.progress import progress
 from pipeline.score import ScoreResult, score_video
 
 log = logging.getLogger(__name__)
-
-
-def load_labels(path: str | Path) -> dict[str, tuple[int, list[tuple[int, int]]]]:
-    """clip id -> (frame count, anomalous ranges), checked for shape and bounds."""
-    path = Path(path)
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{path}: labels file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(raw, dict):
-        raise InputError(f"{path}: expected an object of clip id -> {{frames, anomalous}}")
-    labels = {}
-    for cid, entry in raw.items():
-        try:
-            n = int(entry["frames"])
-            ranges = [(int(a), int(b)) for a, b in entry["anomalous"]]
-        except (KeyError, TypeError, ValueError):
-            raise InputError(f"{path}: clip {cid!r} needs 'frames' and 'anomalous': [[first, last], ...]") from None
-        for a, b in ranges:
-            if not 1 <= a <= b <= n:
-                raise InputError(f"{path}: clip {cid!r} range [{a}, {b}] is outside frames 1..{n}")
-        labels[cid] = (n, ranges)
-    return labels
-
-
-def frame_labels(n_frames: int, ranges: list[tuple[int, int]]) -> np.ndarray:
-    y = np.zeros(n_frames, dtype=bool)
-    for a, b in ranges:
-        y[a - 1 : b] = True
-    return y
 
 
 def evaluate(

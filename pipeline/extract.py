@@ -1,33 +1,21 @@
-"""Stage 1, extract: clips (videos or frame folders) -> one HDF5 file of frames per clip.
-
-File layout (``frames/<clip_id>.h5``)::
-
-    frames   uint8 (n_frames, height, width, channels), chunked along time
-    attrs    format, format_version, config, source_path, source_size,
-             source_mtime, fps, original_width, original_height, n_frames
-"""
+"""Stage 1, extract: clips (videos or frame folders) -> one frames file per clip (core.frames)."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
-import numpy as np
 from joblib import Parallel, delayed
 
-from pipeline.artifacts import atomic_path, open_h5, recorded_config, remove_stale_temporaries, require_config, stamp
-from pipeline.config import Config, config_differences
-from pipeline.errors import ArtifactError, InputError, UserError
+from core.artifacts import open_h5, recorded_config, remove_stale_temporaries, stale_sections
+from core.config import Config
+from core.errors import ArtifactError, InputError, UserError
+from core.frames import read_frames_info, write_frames
+from core.progress import progress
 from pipeline.ffmpeg_io import list_clips, open_clip, output_fps, read_frames, working_size
-from pipeline.progress import progress
 
 log = logging.getLogger(__name__)
-
-FRAME_CHUNK = 16  # frames per HDF5 chunk: small enough for streaming reads, large enough to compress
-
 
 def source_signature(path: Path) -> dict[str, object]:
     """What identifies a clip's content cheaply: its path, byte size and mtime (folders: of every file)."""
@@ -58,82 +46,27 @@ def extract_clip(
     src_path, dst_path = Path(src_path), Path(dst_path)
     src = open_clip(src_path, cfg.extract)
     width, height = working_size(src, cfg.extract)
-    C = cfg.extract.channels
-    signature = source_signature(src_path)
-    with atomic_path(dst_path) as tmp:
-        with h5py.File(tmp, "w") as fh:
-            ds = fh.create_dataset(
-                "frames",
-                shape=(0, height, width, C),
-                maxshape=(None, height, width, C),
-                dtype=np.uint8,
-                chunks=(FRAME_CHUNK, height, width, C),
-                compression="gzip",
-                compression_opts=1,
-            )
-            n = 0
-            bar = None
-            if on_frames is None:
-                bar = progress(total=src.n_frames_estimate or None, desc=f"extract {src.clip_id}", unit="frame")
-                on_frames = bar.update
-            for chunk in read_frames(src, cfg.extract, chunk_frames, allow_damaged):
-                ds.resize(n + len(chunk), axis=0)
-                ds[n : n + len(chunk)] = chunk
-                n += len(chunk)
-                on_frames(len(chunk))
-            if bar is not None:
-                bar.close()
-            stamp(
-                fh.attrs,
-                "frames",
-                cfg,
-                fps=output_fps(src, cfg.extract),
-                original_width=src.width,
-                original_height=src.height,
-                n_frames=n,
-                **signature,
-            )
+    bar = None
+    if on_frames is None:
+        bar = progress(total=src.n_frames_estimate or None, desc=f"extract {src.clip_id}", unit="frame")
+        on_frames = bar.update
+    try:
+        n = write_frames(
+            dst_path,
+            read_frames(src, cfg.extract, chunk_frames, allow_damaged),
+            (height, width, cfg.extract.channels),
+            cfg,
+            on_frames,
+            fps=output_fps(src, cfg.extract),
+            original_width=src.width,
+            original_height=src.height,
+            **source_signature(src_path),
+        )
+    finally:
+        if bar is not None:
+            bar.close()
     log.info("extracted %s: %d frames of %dx%d", src_path.name, n, width, height)
     return dst_path
-
-
-@dataclass(frozen=True)
-class FramesInfo:
-    """What a frames file holds, read from its attributes."""
-
-    path: Path
-    clip_id: str
-    n_frames: int
-    height: int
-    width: int
-    channels: int
-    fps: float
-    source_path: str
-    cfg: Config
-
-
-def read_frames_info(path: str | Path, cfg: Config | None = None) -> FramesInfo:
-    """Open and check a frames file; with ``cfg``, refuse one made with other extract settings."""
-    path = Path(path)
-    with open_h5(path, "frames") as fh:
-        recorded = recorded_config(dict(fh.attrs), path)
-        if cfg is not None:
-            require_config(recorded, cfg, ("extract",), path, "re-run `extract` with this config")
-        if "frames" not in fh:
-            raise ArtifactError(f"{path}: holds no frames dataset")
-        n, h, w, c = fh["frames"].shape
-        attrs = dict(fh.attrs)
-    if n != int(attrs["n_frames"]):
-        raise ArtifactError(f"{path}: records {attrs['n_frames']} frames but holds {n}; delete it and re-run `extract`")
-    return FramesInfo(path, path.stem, n, h, w, c, float(attrs["fps"]), str(attrs["source_path"]), recorded)
-
-
-def iter_frames_file(path: str | Path, chunk_frames: int = 64):
-    """Yield ``(start, frames)`` chunks of a frames file, frames uint8 (n, H, W, C)."""
-    with open_h5(path, "frames") as fh:
-        ds = fh["frames"]
-        for start in range(0, ds.shape[0], chunk_frames):
-            yield start, ds[start : start + chunk_frames]
 
 
 def is_up_to_date(src_path: Path, dst_path: Path, cfg: Config) -> bool:
@@ -148,7 +81,7 @@ def is_up_to_date(src_path: Path, dst_path: Path, cfg: Config) -> bool:
         return False
     signature = source_signature(src_path)
     same_source = all(attrs.get(k) == v for k, v in signature.items())
-    return same_source and not config_differences(recorded, cfg, ("extract",))
+    return same_source and not stale_sections("frames", recorded, cfg)
 
 
 def extract_folder(

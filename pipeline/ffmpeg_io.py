@@ -29,8 +29,8 @@ import ffmpeg
 import numpy as np
 from PIL import Image
 
-from pipeline.config import ExtractConfig
-from pipeline.errors import InputError
+from core.config import ExtractConfig
+from core.errors import InputError
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,6 @@ import io
 import json
 from pathlib import Path
 
-import h5py
 import matplotlib
 
 matplotlib.use("Agg")
@@ -27,9 +26,12 @@ from matplotlib.colors import Normalize  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter  # noqa: E402
 
-from cuboids.grid import region_cells  # noqa: E402
-from pipeline.artifacts import atomic_path, open_h5, recorded_config  # noqa: E402
+from core.arrays import runs  # noqa: E402
+from core.artifacts import atomic_path, open_h5, recorded_config  # noqa: E402
+from core.errors import UserError  # noqa: E402
+from core.grid import region_cells  # noqa: E402
 from pipeline.ffmpeg_io import open_clip, read_frames  # noqa: E402
+from pipeline.score import score_video  # noqa: E402
 
 MAP_MAX = 6.0  # colour scale top, in multiples of the normal 99th-percentile pixel error
 
@@ -177,9 +179,7 @@ def curves_figures(labels: np.ndarray, scores: np.ndarray, flagged: np.ndarray, 
 
 
 def _shade(ax, flags: np.ndarray, fps: float, color: str, alpha: float, label: str) -> None:
-    padded = np.concatenate([[False], flags.astype(bool), [False]]).astype(np.int8)
-    edges = np.flatnonzero(np.diff(padded))
-    for k, (a, b) in enumerate(zip(edges[::2], edges[1::2])):
+    for k, (a, b) in enumerate(runs(flags)):
         ax.axvspan((a - 0.5) / fps, (b - 0.5) / fps, color=color, alpha=alpha, lw=0, label=label if k == 0 else None)
 
 
@@ -211,9 +211,20 @@ def frame_title(name: str, i: int, fps: float, score: float, anomalous: bool) ->
 
 
 def maps_source(maps_path: Path) -> str | None:
-    """The source path a maps file was scored from, or None if it is unreadable."""
+    """The source path a maps file was scored from, or None if it is missing, unreadable or of another format version."""
     try:
-        with h5py.File(maps_path, "r") as fh:
+        with open_h5(maps_path, "maps") as fh:
             return str(fh.attrs.get("source_path"))
-    except OSError:
+    except UserError:
         return None
+
+
+def heatmaps_of(video_path: str | Path, models_path: str | Path, out_path: str | Path, frames: list[int] | None = None, n_frames: int = 6,
+                device: str = "cpu", allow_damaged: bool = False) -> list[Path]:
+    """The heatmaps of ``video_path`` into ``out_path/heatmaps``, from ``out_path/maps.h5`` when it
+    holds this clip's scores, else scoring the clip first (see :func:`write_heatmaps`)."""
+    out_path = Path(out_path)
+    maps_path = out_path / "maps.h5"
+    if maps_source(maps_path) != str(Path(video_path).resolve()):
+        score_video(video_path, models_path, out_path, device=device, allow_damaged=allow_damaged)
+    return write_heatmaps(maps_path, video_path, out_path / "heatmaps", frames, n_frames)

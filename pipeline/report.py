@@ -11,7 +11,7 @@
     summary: thresholds, config, training data, processing speed.
 ``report.mp4``
     H.264, three panels per frame: input | reconstruction (what the models
-    rebuild; see :meth:`RegionDetector.reconstruct_frames`) | anomaly map over
+    rebuild, from ``maps.h5``: see ``ensemble.detector.shown_reconstruction``) | anomaly map over
     the input with the region grid, regions above threshold outlined in red.
 ``scores.csv``, ``maps.h5``
     as written by ``score``.
@@ -34,18 +34,16 @@ import matplotlib
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from cuboids.grid import region_cells
-from cuboids.slicing import TubeCutter
+from core.artifacts import atomic_path, open_h5
+from core.config import to_toml
+from core.errors import InputError, UserError
+from core.grid import region_cells
+from core.labels import frame_labels, load_labels
+from core.progress import progress
 from ensemble.anomaly_map import AnomalyMapper
 from ensemble.ensemble import Ensemble
-from ensemble.scoring import SlidingWindowScorer
-from pipeline.artifacts import atomic_path, open_h5
-from pipeline.config import to_toml
-from pipeline.errors import InputError, UserError
-from pipeline.evaluate import frame_labels, load_labels
 from pipeline.ffmpeg_io import ffmpeg_exe, open_clip, read_frames
 from pipeline.heatmaps import MAP_MAX, frame_figure, frame_title, pick_frames, save_figure, timeline_figure
-from pipeline.progress import progress
 from pipeline.score import ScoreResult, score_video
 
 log = logging.getLogger(__name__)
@@ -179,7 +177,8 @@ def _font():
 def write_side_by_side(
     video_path: Path, ens: Ensemble, maps_path: Path, out: Path, chunk_frames: int = 64, keep: tuple[set[int], dict] | None = None
 ) -> Path:
-    """Decode the clip again, rebuild every frame with the models, and encode the three panels as H.264 MP4.
+    """Decode the clip again and encode, beside it, the reconstructions and anomaly maps that
+    scoring wrote into ``maps_path``, as H.264 MP4 (three panels, see :func:`compose_frame`).
 
     ``keep = (wanted, store)``: the decoded frames (0-based) in ``wanted`` are put into ``store``.
     """
@@ -191,8 +190,6 @@ def write_side_by_side(
         k = float(fh.attrs["threshold_sigma"])
         H, W = fh["maps"].shape[1:]
         placer = AnomalyMapper(ens.regions, (H, W), np.ones(len(ens.regions)), blur_sigma=0.0)
-        rebuild = SlidingWindowScorer(ens.reconstructions, cfg.cuboids.clip_length_in_frames, cfg.score.frames_between_clips, ens.needs_previous)
-        cut = TubeCutter.for_config(ens.regions, cfg)
         recon_label = "motion as rebuilt (bright: fast)" if cfg.tube_content == "flow" else "reconstruction"
         width, height = 3 * W * panel_scale(W), HEADER + H * panel_scale(W)
         pad_w, pad_h = width % 2, height % 2  # yuv420p needs even sides
@@ -204,37 +201,29 @@ def write_side_by_side(
         ]  # fmt: skip
         if h264_encoder() == "libx264":
             args += ["-preset", "veryfast", "-crf", "23"]
-        pending: list[np.ndarray] = []  # decoded frames waiting for their reconstruction
         done = 0
         with atomic_path(out) as tmp, tempfile.TemporaryFile() as errlog:
             proc = subprocess.Popen([*args, str(tmp)], stdin=subprocess.PIPE, stderr=errlog)
             try:
                 bar = progress(total=n_frames, desc="report video", unit="frame")
-
-                def emit(recons: np.ndarray) -> None:
-                    nonlocal done
-                    if not len(recons):
-                        return
-                    full = placer(recons)
-                    maps = fh["maps"][done : done + len(recons)].astype(np.float32)
-                    z = fh["region_z"][done : done + len(recons)]
-                    scores = fh["score"][done : done + len(recons)]
-                    for j in range(len(recons)):
+                src = open_clip(video_path, cfg.extract)
+                for frames in read_frames(src, cfg.extract, chunk_frames, allow_damaged=True):
+                    frames = frames[: max(0, n_frames - done)]
+                    if not len(frames):
+                        break
+                    sl = slice(done, done + len(frames))
+                    full = placer(fh["reconstructions"][sl].astype(np.float32) / 255.0)
+                    maps = fh["maps"][sl].astype(np.float32)
+                    z, scores = fh["region_z"][sl], fh["score"][sl]
+                    for j, frame in enumerate(frames):
                         i = done + j
                         hot = z[j] > k
                         caption = f"frame {i + 1}  {i / fps:6.1f} s  score {scores[j]:5.2f}" + ("  ANOMALOUS" if hot.any() else "")
-                        proc.stdin.write(compose_frame(pending[j], full[j], maps[j], boxes, hot, caption, recon_label).tobytes())
+                        proc.stdin.write(compose_frame(frame, full[j], maps[j], boxes, hot, caption, recon_label).tobytes())
                         if keep is not None and i in keep[0]:
-                            keep[1][i] = pending[j].copy()
-                    del pending[: len(recons)]
-                    done += len(recons)
-                    bar.update(len(recons))
-
-                src = open_clip(video_path, cfg.extract)
-                for frames in read_frames(src, cfg.extract, chunk_frames, allow_damaged=True):
-                    pending.extend(frames)
-                    emit(rebuild.push(cut(frames)))
-                emit(rebuild.finish())
+                            keep[1][i] = frame.copy()
+                    done += len(frames)
+                    bar.update(len(frames))
                 bar.close()
                 proc.stdin.close()
             except BaseException:

@@ -11,6 +11,8 @@ Outputs in ``out_path``:
     ``maps`` float16 (n_frames, height, width): per-pixel anomaly map, in units
     of the region's normal 99th-percentile pixel error, rounded to 1/32; ``region_errors``,
     ``region_z`` (n_frames, n_regions); ``score``, ``anomalous`` (n_frames,);
+    ``reconstructions`` uint8 (n_frames, n_regions, P, P): what each region's model
+    rebuilt, as ``ensemble.detector.shown_reconstruction`` draws it, times 255;
     attributes: config, source, fps, region ids and boxes, thresholds.
 """
 
@@ -27,15 +29,16 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from core.arrays import runs
+from core.artifacts import atomic_path, stamp
+from core.config import Config
+from core.errors import InputError
+from core.progress import progress
+from cuboids.slicing import TubeCutter
 from ensemble.anomaly_map import AnomalyMapper
-from ensemble.ensemble import Ensemble
-from ensemble.scoring import ClipScorer, ScoredFrames
-from pipeline.artifacts import atomic_path, stamp
+from ensemble.ensemble import Ensemble, ScoredFrames
 from pipeline.background import Background, prefetch
-from pipeline.config import Config
-from pipeline.errors import InputError
 from pipeline.ffmpeg_io import open_clip, output_fps, read_frames, working_size
-from pipeline.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +75,8 @@ class ScoreResult:
         return len(self.score)
 
     def segments(self) -> list[Segment]:
-        flags = np.concatenate([[False], self.anomalous, [False]]).astype(np.int8)
-        edges = np.flatnonzero(np.diff(flags))
         out = []
-        for a, b in zip(edges[::2], edges[1::2]):
+        for a, b in runs(self.anomalous):
             z = self.region_z[a:b]
             peak = z.max(axis=0)
             fired = [self.region_ids[i] for i in np.argsort(-peak) if peak[i] > self.threshold_sigma]
@@ -110,7 +111,8 @@ def score_video(
             f"{ens.frame_size[1]}x{ens.frame_size[0]}; set extract.frame_width or use footage of the same camera"
         )
     fps = output_fps(src, cfg.extract)
-    scorer = ClipScorer(ens)
+    cut = TubeCutter.for_config(ens.regions, cfg)
+    scorer = ens.scorer()
     mapper = AnomalyMapper(ens.regions, ens.frame_size, ens.stat("pixel_scale")) if maps and out_path else None
     R = len(ens.regions)
     parts: list[ScoredFrames] = []
@@ -121,8 +123,8 @@ def score_video(
         # thread, maps and writing trail in another
         background = stack.enter_context(Background())
         decoded = read_frames(src, cfg.extract, chunk_frames, allow_damaged)
-        for frames, tubes in prefetch((frames, scorer.cut(frames)) for frames in decoded):
-            scored = scorer.push_tubes(tubes)
+        for frames, tubes in prefetch((frames, cut(frames)) for frames in decoded):
+            scored = scorer.push(tubes)
             bar.update(len(frames))
             _collect(scored, parts, writer, mapper, fps, background)
         try:
@@ -154,7 +156,7 @@ def _collect(scored: ScoredFrames, parts: list[ScoredFrames], writer, mapper, fp
     # keep only the small per-frame arrays; pixel errors go to disk or away
     # (copies: a view, even an empty one, would keep the whole chunk's pixel errors alive)
     empty = np.empty((0, *scored.pixel_errors.shape[1:]), np.float32)
-    parts.append(ScoredFrames(scored.first, scored.region_errors.copy(), scored.z.copy(), scored.score.copy(), scored.anomalous.copy(), empty))
+    parts.append(ScoredFrames(scored.first, scored.region_errors.copy(), scored.z.copy(), scored.score.copy(), scored.anomalous.copy(), empty, empty))
     if writer:
         background.submit(lambda: writer.write(scored, mapper(scored.pixel_errors) if mapper else None, fps))
 
@@ -176,6 +178,7 @@ class _Writers:
             self.h5 = stack.enter_context(h5py.File(tmp_h5, "w"))
             H, W = ens.frame_size
             R = len(ens.regions)
+            P = cfg.cuboids.patch_size
             self.ds = {
                 "maps": self.h5.create_dataset(
                     "maps", (0, H, W), np.float16, maxshape=(None, H, W), chunks=(1, H, W), compression="gzip", compression_opts=1, shuffle=True,
@@ -185,6 +188,10 @@ class _Writers:
                 "region_z": self.h5.create_dataset("region_z", (0, R), np.float32, maxshape=(None, R), chunks=(256, R)),
                 "score": self.h5.create_dataset("score", (0,), np.float32, maxshape=(None,), chunks=(1024,)),
                 "anomalous": self.h5.create_dataset("anomalous", (0,), np.uint8, maxshape=(None,), chunks=(1024,)),
+                "reconstructions": self.h5.create_dataset(
+                    "reconstructions", (0, R, P, P), np.uint8, maxshape=(None, R, P, P), chunks=(16, R, P, P), compression="gzip",
+                    compression_opts=1, rdcc_nbytes=0,
+                ),
             }
             stamp(
                 self.h5.attrs,
@@ -207,7 +214,10 @@ class _Writers:
         if self.h5 is not None:
             if maps is not None:  # steps of 1/32 of the normal level: 5x smaller files, invisible in a heatmap
                 maps = np.round(maps * MAP_STEPS) / MAP_STEPS
-            values = {"maps": maps, "region_errors": s.region_errors, "region_z": s.z, "score": s.score, "anomalous": s.anomalous}
+            values = {
+                "maps": maps, "region_errors": s.region_errors, "region_z": s.z, "score": s.score, "anomalous": s.anomalous,
+                "reconstructions": np.round(s.reconstructions * 255.0).astype(np.uint8),
+            }  # fmt: skip
             for name, ds in self.ds.items():
                 n = ds.shape[0]
                 ds.resize(n + len(s), axis=0)

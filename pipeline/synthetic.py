@@ -23,7 +23,8 @@ from pathlib import Path
 import ffmpeg
 import numpy as np
 
-from pipeline.artifacts import atomic_path, write_json
+from core.artifacts import atomic_path, write_json
+from core.labels import label_ranges
 from pipeline.ffmpeg_io import ffmpeg_exe
 
 ANOMALIES = ("fast", "place", "shape")
@@ -184,12 +185,6 @@ def make_dataset(
         cid = f"{j + 1:02d}"
         frames, in_view = render_clip(frames_per_clip, height, width, seed=seed * 1000 + 500 + j, anomaly=kind, anomaly_first=anomaly_first)
         write_video(frames, out_path / "test" / f"{cid}.mkv", fps)
-        labels[cid] = {"frames": frames_per_clip, "anomalous": _ranges(in_view), "kind": kind}
+        labels[cid] = {"frames": frames_per_clip, "anomalous": label_ranges(in_view), "kind": kind}
     write_json(out_path / "labels.json", labels)
     return out_path
-
-
-def _ranges(flags: np.ndarray) -> list[list[int]]:
-    padded = np.concatenate([[False], flags, [False]]).astype(np.int8)
-    edges = np.flatnonzero(np.diff(padded))
-    return [[int(a) + 1, int(b)] for a, b in zip(edges[::2], edges[1::2])]

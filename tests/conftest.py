@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.config import Config
-from pipeline.progress import set_progress
+from core.config import Config
+from core.progress import set_progress
 from pipeline.synthetic import Mover, make_dataset, render_clip, write_video
 
 set_progress(False)
@@ -56,10 +56,10 @@ def tiny_data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def trained_work(tmp_path_factory, tiny_data, tiny_cfg) -> Path:
     """A work folder with frames, cuboids and models of tiny_data, made by the library functions."""
-    from cuboids.store import slice_folder
-    from ensemble.ensemble import train_ensemble
+    from core.workdir import WorkDir
     from pipeline.extract import extract_folder
-    from pipeline.workdir import WorkDir
+    from pipeline.slice import slice_folder
+    from pipeline.train import train_ensemble
 
     wd = WorkDir(tmp_path_factory.mktemp("work"))
     extract_folder(tiny_data / "train", wd.frames, tiny_cfg, n_jobs=2)

@@ -16,8 +16,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from cli import cli
+from core.lock import work_lock
 from pipeline.ffmpeg_io import ffmpeg_exe
-from pipeline.lock import work_lock
 from pipeline.synthetic import render_clip, write_video
 
 
@@ -156,7 +156,7 @@ def test_extract_processes_the_good_clips_and_lists_the_bad_ones(tmp_path, tiny_
     make_noise(data / "train")
     make_short(data / "train")
     cfg = tmp_path / "c.toml"
-    from pipeline.config import to_toml
+    from core.config import to_toml
 
     cfg.write_text(to_toml(tiny_cfg))
     work = tmp_path / "work"

@@ -49,7 +49,7 @@ def test_score_with_models_of_another_config_names_the_difference(runner, traine
 
 
 def test_whole_chain_through_the_cli(runner, tiny_data, tiny_cfg, tmp_path):
-    from pipeline.config import to_toml
+    from core.config import to_toml
 
     cfg = tmp_path / "tiny.toml"
     cfg.write_text(to_toml(tiny_cfg.with_overrides(train={"epochs": 2})))

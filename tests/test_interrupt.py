@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-from cuboids.store import slice_folder
+from core.artifacts import open_h5
+from core.config import to_toml
+from core.frames import iter_frames_file
 from ensemble.detector import read_checkpoint
-from pipeline.artifacts import open_h5
-from pipeline.config import to_toml
-from pipeline.extract import extract_folder, iter_frames_file
+from pipeline.extract import extract_folder
+from pipeline.slice import slice_folder
 from pipeline.synthetic import render_clip, write_video
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,7 +1,7 @@
 import numpy as np
 
 from bench.motion import Baseline, region_motion, region_speed
-from pipeline.evaluate import frame_labels, load_labels
+from core.labels import frame_labels, load_labels
 from pipeline.synthetic import render_clip, write_video
 
 

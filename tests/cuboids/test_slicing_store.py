@@ -4,12 +4,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cuboids.grid import make_grid
-from cuboids.slicing import FLOW_GAIN, TubeCutter, crop_regions, gather_windows, window_index, window_starts
-from cuboids.store import load_region, slice_folder
-from pipeline.config import Config
-from pipeline.errors import ArtifactError
+from core.config import Config
+from core.errors import ArtifactError
+from core.grid import make_grid
+from core.tubes import FLOW_GAIN
+from core.windows import gather_windows, window_index, window_starts
+from cuboids.slicing import TubeCutter, crop_regions
+from cuboids.store import load_region
 from pipeline.extract import extract_folder
+from pipeline.slice import slice_folder
 
 
 def test_tubes_reassemble_the_frames():
@@ -100,8 +103,8 @@ def test_flow_tubes_do_not_depend_on_chunking():
     frames = _moving_texture(n=9, speed=3)
     cfg = Config.from_dict({"cuboids": {"grid_rows": 2, "grid_cols": 3, "patch_size": 16}}).cuboids
     regions = make_grid(64, 96, cfg)
-    whole = TubeCutter(regions, 16, 1.0, "flow")(frames)
-    cut = TubeCutter(regions, 16, 1.0, "flow")
+    whole = TubeCutter(regions, 16, 1.0, "flow", "medium")(frames)
+    cut = TubeCutter(regions, 16, 1.0, "flow", "medium")
     parts = np.concatenate([cut(frames[:4]), cut(frames[4:5]), cut(frames[5:])], axis=1)
     assert np.array_equal(whole, parts)
 

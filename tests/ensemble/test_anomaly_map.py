@@ -1,8 +1,8 @@
 import numpy as np
 
-from cuboids.grid import make_grid
+from core.config import CuboidConfig
+from core.grid import make_grid
 from ensemble.anomaly_map import AnomalyMapper
-from pipeline.config import CuboidConfig
 
 
 def test_overlapping_regions_are_averaged_in_units_of_normal():

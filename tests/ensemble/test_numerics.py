@@ -2,11 +2,12 @@
 
 import numpy as np
 
-from cuboids.store import slice_folder
-from ensemble.ensemble import Ensemble, train_ensemble
+from ensemble.ensemble import Ensemble
 from pipeline.extract import extract_folder
 from pipeline.score import score_video
+from pipeline.slice import slice_folder
 from pipeline.synthetic import render_clip, write_video
+from pipeline.train import train_ensemble
 
 
 def test_all_black_training_video(tmp_path, tiny_cfg):

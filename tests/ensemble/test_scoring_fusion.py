@@ -3,34 +3,50 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from core.config import ScoreConfig
+from core.errors import InputError
 from ensemble.fusion import CausalMean, fuse, normalise, region_errors
-from ensemble.scoring import SlidingWindowScorer, score_tubes
-from pipeline.config import ScoreConfig
-from pipeline.errors import InputError
+from ensemble.sliding import SlidingWindowScorer, score_tubes
 
 
-def window_count_errors(T):
-    def fn(windows):
-        return np.ones(windows.shape[:2] + (T,) + windows.shape[-2:], np.float32)
+def ones(T):
+    def fn(windows):  # (B, T[+1], C, P, P) -> (B, T, 1, P, P)
+        return np.ones((len(windows), T, 1) + windows.shape[-2:], np.float32)
 
     return fn
 
 
+def covering_windows(n: int, T: int, S: int) -> list[list[int]]:
+    """By brute force: the start frames of the windows that score each frame (regular ones,
+    else the one window aligned to the clip's end)."""
+    regular = list(range(0, n - T + 1, S))
+    out = []
+    for f in range(n):
+        starts = [s for s in regular if s <= f < s + T]
+        out.append(starts or [n - T])
+    return out
+
+
 @settings(max_examples=60, deadline=None)
 @given(n=st.integers(8, 70), T=st.integers(2, 8), S=st.integers(1, 8), chunk=st.integers(1, 25), prev=st.booleans())
-def test_every_frame_scored_once_whatever_the_chunking(n, T, S, chunk, prev):
+def test_each_frame_gets_the_mean_of_the_windows_covering_it_whatever_the_chunking(n, T, S, chunk, prev):
     S = min(S, T)
     n = max(n, T)
     tubes = np.arange(n, dtype=np.uint8)[None, :, None, None, None] * np.ones((2, 1, 1, 3, 3), np.uint8)
 
-    def fn(windows):  # error = the frame's own value, so averaging over windows gives it back exactly
-        return windows[:, :, 1:, 0].astype(np.float32) if prev else windows[:, :, :, 0].astype(np.float32)
+    def fn(windows):
+        """A map that tells frames and windows apart: 1000 x the frame + the window's start (+1 in the second map)."""
+        frames = (windows[:, 1:, 0] if prev else windows[:, :, 0]).astype(np.float32)  # (B, T, P, P): frame indices
+        start = frames[:, :1]
+        return np.stack([1000.0 * frames + start, 1000.0 * frames + start + 1], axis=2)  # (B, T, 2, P, P)
 
-    whole = score_tubes(fn, tubes, T, S, prev)
-    chunked = score_tubes(fn, tubes, T, S, prev, chunk_frames=chunk)
-    assert whole.shape == (n, 2, 3, 3)
+    whole = score_tubes([fn, fn], 2, tubes, T, S, prev)
+    chunked = score_tubes([fn, fn], 2, tubes, T, S, prev, chunk_frames=chunk)
+    assert whole.shape == (n, 2, 2, 3, 3)
     assert np.array_equal(whole, chunked)
-    assert np.array_equal(whole[:, 0, 0, 0], np.arange(n))
+    expected = np.array([1000.0 * f + np.mean(starts) for f, starts in enumerate(covering_windows(n, T, S))])
+    np.testing.assert_allclose(whole[:, 0, 0, 0, 0], expected, rtol=0, atol=1e-3)
+    np.testing.assert_allclose(whole[:, 1, 1, 2, 2], expected + 1, rtol=0, atol=1e-3)
 
 
 def test_coverage_counts_regular_windows_and_an_end_window_only_where_needed():
@@ -38,17 +54,17 @@ def test_coverage_counts_regular_windows_and_an_end_window_only_where_needed():
     seen = []
 
     def fn(windows):
-        seen.append(windows[0, :, 0, 0, 0, 0].tolist())
-        return np.ones(windows.shape[:3] + windows.shape[-2:], np.float32)
+        seen.append(windows[:, 0, 0, 0, 0].tolist())
+        return np.ones((len(windows), T, 1) + windows.shape[-2:], np.float32)
 
     tubes = np.arange(n, dtype=np.uint8)[None, :, None, None, None]
-    out = score_tubes(fn, tubes, T, S, False, chunk_frames=3)
+    out = score_tubes([fn], 1, tubes, T, S, False, chunk_frames=3)
     assert sorted(sum(seen, [])) == [0, 2, 4, 6, 7]
-    assert out.shape == (n, 1, 1, 1)
+    assert out.shape == (n, 1, 1, 1, 1)
 
 
 def test_frames_are_released_with_a_latency_of_at_most_one_window():
-    scorer = SlidingWindowScorer(window_count_errors(4), 4, 2)
+    scorer = SlidingWindowScorer([ones(4)], 1, 4, 2)
     tubes = np.zeros((1, 10, 1, 2, 2), np.uint8)
     released = [len(scorer.push(tubes[:, i : i + 1])) for i in range(10)]
     assert sum(released) == 8  # frames 0..7 are final once the window at 6 ran
@@ -56,7 +72,7 @@ def test_frames_are_released_with_a_latency_of_at_most_one_window():
 
 
 def test_a_clip_shorter_than_a_window_is_refused():
-    scorer = SlidingWindowScorer(window_count_errors(8), 8, 4)
+    scorer = SlidingWindowScorer([ones(8)], 1, 8, 4)
     scorer.push(np.zeros((1, 5, 1, 2, 2), np.uint8))
     with pytest.raises(InputError, match="shorter than one window"):
         scorer.finish()

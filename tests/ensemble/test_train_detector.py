@@ -2,14 +2,15 @@ import numpy as np
 import pytest
 import torch
 
-from cuboids.store import RegionTube, load_region
+from core.errors import ArtifactError
+from core.tubes import RegionTube
+from core.workdir import WorkDir
+from cuboids.store import load_region
 from ensemble.detector import RegionDetector, encode_windows
 from ensemble.ensemble import Ensemble
+from ensemble.fit import fit_autoencoder, split_windows, validation_masks
 from ensemble.metrics import equal_error_rate, frame_metrics
 from ensemble.model import SpatioTemporalAutoencoder
-from ensemble.train import fit_autoencoder, split_windows, validation_masks
-from pipeline.errors import ArtifactError
-from pipeline.workdir import WorkDir
 
 
 def test_validation_blocks_hold_out_the_requested_share():
@@ -51,7 +52,7 @@ def _toy(seed=0):
 
 
 def test_training_reduces_the_loss_and_resuming_matches_an_uninterrupted_run():
-    from pipeline.config import TrainConfig
+    from core.config import TrainConfig
 
     frames, tr, va = _toy()
     cfg = TrainConfig(epochs=4, batch_size=8, patience=10, learning_rate=0.01)
@@ -77,7 +78,7 @@ def test_checkpoint_round_trip_gives_the_same_errors(trained_work, tiny_cfg, tmp
     tubes, _, _ = load_region(wd.cuboids, "r0c0", tiny_cfg)
     windows = tubes[0].tube[np.arange(0, 40, 4)[:, None] + np.arange(8)]
     again = RegionDetector.load(det.save(tmp_path / "r0c0.pt", det.training_clips_))
-    assert np.array_equal(det.pixel_errors(windows), again.pixel_errors(windows))
+    assert np.array_equal(det.window_maps(windows), again.window_maps(windows))
     assert again.stats_ == det.stats_ and again.stats_.threshold == pytest.approx(det.stats_.mean + 2 * det.stats_.std)
     with pytest.raises(ArtifactError, match="model.filters"):
         RegionDetector.load(wd.models / "r0c0.pt", tiny_cfg.with_overrides(model={"filters": (4, 8)}))
@@ -91,8 +92,9 @@ def test_calibrate_on_chooses_the_frames_behind_the_statistics(trained_work, tin
     n_held = sum(int(m.sum()) for m in validation_masks([len(x.tube) for x in tubes], t.val_block_frames, t.val_fraction))
     det = RegionDetector.load(wd.models / "r0c0.pt", tiny_cfg)
     assert det.stats_.n_frames == n_all, "the default calibrates on every normal frame"
-    det.cfg = tiny_cfg.with_overrides(score={"calibrate_on": "held_out"})
-    assert det.calibrate(tubes).stats_.n_frames == n_held < n_all
+    held = det.recalibrated(tiny_cfg.with_overrides(score={"calibrate_on": "held_out"}), tubes)
+    assert held.stats_.n_frames == n_held < n_all
+    assert det.stats_.n_frames == n_all and held is not det, "recalibration returns a new detector"
 
 
 def test_foreign_and_truncated_checkpoints_are_refused(trained_work, tmp_path):
@@ -132,7 +134,7 @@ def test_retraining_one_region_reproduces_it_bit_for_bit(trained_work, tiny_cfg,
     import shutil
 
     from ensemble.detector import read_checkpoint
-    from ensemble.ensemble import train_ensemble
+    from pipeline.train import train_ensemble
 
     wd = WorkDir(tmp_path / "w")
     shutil.copytree(WorkDir(trained_work).cuboids, wd.cuboids, copy_function=shutil.copy2)  # mtimes identify the tubes

@@ -4,9 +4,10 @@ import h5py
 import numpy as np
 import pytest
 
-from pipeline.config import Config
-from pipeline.errors import ArtifactError, InputError
-from pipeline.extract import extract_clip, extract_folder, iter_frames_file, read_frames_info
+from core.config import Config
+from core.errors import ArtifactError, InputError
+from core.frames import iter_frames_file, read_frames_info
+from pipeline.extract import extract_clip, extract_folder
 
 CFG = Config.from_dict({"extract": {"frame_height": 48}})
 

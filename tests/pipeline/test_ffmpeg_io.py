@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.config import ExtractConfig
-from pipeline.errors import InputError
+from core.config import ExtractConfig
+from core.errors import InputError
 from pipeline.ffmpeg_io import ffmpeg_exe, list_clips, open_clip, read_frames, working_size
 
 NATIVE = ExtractConfig(frame_height=48)  # the test clips are 64x48: no resize

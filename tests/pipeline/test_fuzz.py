@@ -6,9 +6,10 @@ import time
 import numpy as np
 import pytest
 
-from pipeline.config import Config
-from pipeline.errors import InputError
-from pipeline.extract import extract_clip, read_frames_info
+from core.config import Config
+from core.errors import InputError
+from core.frames import read_frames_info
+from pipeline.extract import extract_clip
 from pipeline.synthetic import render_clip, write_video
 
 FUZZ_SECONDS = 20

@@ -10,13 +10,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from pipeline.artifacts import open_h5
-from pipeline.errors import InputError
-from pipeline.config import ExtractConfig
+from core.artifacts import open_h5
+from core.config import ExtractConfig
+from core.errors import InputError
+from core.workdir import WorkDir
 from pipeline.ffmpeg_io import ffmpeg_exe, open_clip, read_frames
 from pipeline.heatmaps import decode_frames, timeline_figure
 from pipeline.report import compose_frame, overlay, report
-from pipeline.workdir import WorkDir
 
 
 @pytest.fixture(scope="module")

@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from pipeline.evaluate import evaluate, frame_labels, load_labels
+from core.labels import frame_labels, load_labels
+from core.workdir import WorkDir
+from pipeline.evaluate import evaluate
 from pipeline.heatmaps import write_heatmaps
 from pipeline.score import score_video
-from pipeline.workdir import WorkDir
 
 
 @pytest.fixture(scope="module")

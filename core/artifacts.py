@@ -1,10 +1,13 @@
-"""Writing and reading artifacts safely.
+"""Writing and reading artifacts safely, and the one registry of artifact kinds.
 
 Every file the chain writes appears under its final name only when complete
 (written to a hidden temporary name beside it, then atomically renamed), and
 records what made it: its kind and format version, the config, and its inputs.
 Readers refuse a missing, truncated, foreign, older-format or
 differently-configured file with a message that says what to do.
+
+:data:`KINDS` is the only list of which config sections each kind of artifact
+depends on; every reader checks a recorded config through it.
 """
 
 from __future__ import annotations
@@ -14,16 +17,51 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import h5py
 
-from pipeline.config import Config, config_differences
-from pipeline.errors import ArtifactError
+from core.config import SECTIONS, Config, config_differences
+from core.errors import ArtifactError
 
 APP = "cuboid-ad"
-FORMAT_VERSIONS = {"frames": 1, "tube": 1, "checkpoint": 1, "manifest": 1, "maps": 1}
+
+
+@dataclass(frozen=True)
+class ArtifactKind:
+    """A kind of file the chain writes.
+
+    ``sections``: config sections whose change makes the file stale (it must be
+    made again). ``recalibrate``: sections whose change only needs the normal
+    statistics recomputed, not the file remade from scratch.
+    """
+
+    name: str
+    version: int
+    sections: tuple[str, ...]
+    recalibrate: tuple[str, ...] = ()
+
+    @property
+    def tag(self) -> str:
+        return f"{APP}/{self.name}"
+
+    @property
+    def all_sections(self) -> tuple[str, ...]:
+        return self.sections + self.recalibrate
+
+
+KINDS: dict[str, ArtifactKind] = {
+    k.name: k
+    for k in (
+        ArtifactKind("frames", 1, ("extract",)),
+        ArtifactKind("tube", 1, ("extract", "cuboids")),
+        ArtifactKind("checkpoint", 1, ("extract", "cuboids", "model", "train"), recalibrate=("score",)),
+        ArtifactKind("manifest", 1, ("extract", "cuboids", "model", "train", "score")),
+        ArtifactKind("maps", 2, SECTIONS),
+    )
+}
 
 
 def _tmp_name(path: Path) -> Path:
@@ -71,12 +109,15 @@ def write_json(path: str | Path, obj: Any) -> None:
         tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n", encoding="utf-8")
 
 
+def stamp_dict(kind: str, cfg: Config) -> dict[str, Any]:
+    """The stamp of an artifact of ``kind``: its format tag, version and config."""
+    k = KINDS[kind]
+    return {"format": k.tag, "format_version": k.version, "config": cfg.to_json()}
+
+
 def stamp(attrs: h5py.AttributeManager, kind: str, cfg: Config, **extra: Any) -> None:
     """Record kind, format version, config and inputs on an HDF5 file or dataset."""
-    attrs["format"] = f"{APP}/{kind}"
-    attrs["format_version"] = FORMAT_VERSIONS[kind]
-    attrs["config"] = cfg.to_json()
-    for key, value in extra.items():
+    for key, value in {**stamp_dict(kind, cfg), **extra}.items():
         attrs[key] = value
 
 
@@ -98,15 +139,17 @@ def open_h5(path: str | Path, kind: str) -> Iterator[h5py.File]:
 
 
 def check_stamp(attrs: dict[str, Any], kind: str, path: Path) -> None:
+    """Refuse ``attrs`` unless they stamp an artifact of ``kind`` in this program's format version."""
+    k = KINDS[kind]
     fmt = attrs.get("format")
     if isinstance(fmt, bytes):
         fmt = fmt.decode()
-    if fmt != f"{APP}/{kind}":
+    if fmt != k.tag:
         raise ArtifactError(f"{path}: not a {APP} {kind} file (format {fmt!r})")
     version = int(attrs.get("format_version", -1))
-    if version != FORMAT_VERSIONS[kind]:
+    if version != k.version:
         raise ArtifactError(
-            f"{path}: {kind} format version {version}, this program reads version {FORMAT_VERSIONS[kind]}; "
+            f"{path}: {kind} format version {version}, this program reads version {k.version}; "
             "re-run the stage that makes it with --force"
         )
 
@@ -120,8 +163,17 @@ def recorded_config(attrs: dict[str, Any], path: Path) -> Config:
     return Config.from_json(str(text), source=str(path))
 
 
-def require_config(recorded: Config, current: Config, sections: tuple[str, ...], path: Path, remedy: str) -> None:
-    """Refuse an artifact whose config differs from ``current`` in ``sections``."""
-    diffs = config_differences(recorded, current, sections)
+def stale_sections(kind: str, recorded: Config, current: Config) -> list[str]:
+    """What differs between ``recorded`` and ``current`` in the sections an artifact of ``kind`` depends on."""
+    return config_differences(recorded, current, KINDS[kind].sections)
+
+
+def require_config(kind: str, recorded: Config, current: Config, path: Path | str, remedy: str, with_recalibrate: bool = True) -> None:
+    """Refuse an artifact of ``kind`` whose config differs from ``current`` where that kind depends on it.
+
+    ``with_recalibrate``: also in the sections that only need its statistics recomputed.
+    """
+    k = KINDS[kind]
+    diffs = config_differences(recorded, current, k.all_sections if with_recalibrate else k.sections)
     if diffs:
         raise ArtifactError(f"{path} was made with a different config ({'; '.join(diffs)}); {remedy}")

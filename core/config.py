@@ -5,8 +5,9 @@ section (``[extract]``, ``[cuboids]``, ``[model]``, ``[train]``, ``[score]``),
 and may start from a named preset (``preset = "paper"``). Unknown keys and
 impossible values are refused with a message naming them.
 
-Every artifact records ``Config.to_dict()``; a reader compares the sections it
-depends on with :func:`config_differences` and refuses a mismatch.
+Every artifact records ``Config.to_dict()``; a reader compares the sections its
+kind depends on (``core.artifacts.KINDS``) with :func:`config_differences` and
+refuses a mismatch.
 Only settings that change results belong here; how many cores to use, which
 device, or how many frames to hold per chunk are function arguments instead.
 """
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import ConfigError
+from core.errors import ConfigError
 
 SECTIONS = ("extract", "cuboids", "model", "train", "score")
 FLOW_PRESETS = ("medium", "fast", "ultrafast")  # OpenCV's DIS presets, slowest and finest first
@@ -171,16 +172,34 @@ _SECTION_TYPES = {
     "score": ScoreConfig,
 }
 
-# Named starting points; a TOML file names one with `preset = "..."` and may
-# override any key on top. "paper" is the user's reference architecture.
 # Keys whose default changed after artifacts were first written without them:
 # (section, key) -> the behaviour of the code that wrote those artifacts.
 RECORDED_BEFORE: dict[tuple[str, str], Any] = {("score", "calibrate_on"): "held_out"}
 
+# Named starting points; a TOML file names one with `preset = "..."` and may override
+# any key on top. "default" is the defaults above. Every other preset is written out in
+# full, every key of every section, so that changing a default never changes a preset
+# (tests/core/test_config.py checks that none is missing). "paper" is the user's
+# reference architecture: pixels in, 64 then 128 filters, no bottleneck.
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "default": {},
-    "paper": {"model": {"input": "frames", "filters": [64, 128], "bottleneck_channels": 0}},
-}
+    "paper": {
+        "extract": {"color": "gray", "frame_height": 240, "frame_width": 0, "fps": 0.0, "frame_folder_fps": 10.0},
+        "cuboids": {
+            "grid_rows": 3, "grid_cols": 4, "region_overlap": 0.25, "patch_size": 32, "clip_length_in_frames": 10,
+            "frames_between_clips": 2, "blur_sigma": 1.0, "flow_preset": "medium",
+        },
+        "model": {"input": "frames", "filters": [64, 128], "bottleneck_channels": 0},
+        "train": {
+            "epochs": 12, "batch_size": 32, "learning_rate": 1e-3, "weight_decay": 0.0, "val_fraction": 0.2,
+            "val_block_frames": 60, "patience": 5, "max_windows_per_epoch": 0, "seed": 0,
+        },
+        "score": {
+            "frames_between_clips": 5, "region_score": "patch_max", "region_patch": 4, "fusion": "max",
+            "threshold_sigma": 2.0, "smoothing_frames": 5, "calibrate_on": "all",
+        },
+    },
+}  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The spatial grid: which rectangle of the frame each region covers.
+"""The spatial grid: which rectangle of the frame each region covers (the coordinates every floor speaks of).
 
 Regions are named ``r<row>c<col>``. With overlap o, neighbouring regions share
 a fraction o of their size; the boxes always tile the whole frame, so every
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.config import CuboidConfig
-from pipeline.errors import ConfigError
+from core.config import CuboidConfig
+from core.errors import ConfigError
 
 MIN_REGION_PIXELS = 8
 

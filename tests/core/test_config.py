@@ -1,7 +1,7 @@
 import pytest
 
-from pipeline.config import Config, config_differences, load_config, to_toml
-from pipeline.errors import ConfigError
+from core.config import SECTIONS, Config, config_differences, load_config, to_toml
+from core.errors import ConfigError
 
 
 def test_defaults_are_valid_and_round_trip_through_toml(tmp_path):
@@ -71,3 +71,17 @@ def test_differences_name_section_key_and_both_values():
     assert config_differences(a, b, ("cuboids",)) == ["cuboids.grid_rows was 3, now 2"]
     assert config_differences(a, b, ("extract",)) == []
     assert len(config_differences(a, b, ("cuboids", "train"))) == 2
+
+
+def test_every_preset_but_default_is_written_out_in_full():
+    """A preset that left a key to the default would change whenever that default changed."""
+    from core.config import PRESETS
+
+    every = Config().to_dict()
+    for name, preset in PRESETS.items():
+        if name == "default":
+            assert preset == {}
+            continue
+        assert set(preset) == set(SECTIONS), name
+        for section in SECTIONS:
+            assert set(preset[section]) == set(every[section]), f"preset {name} leaves [{section}] keys to the defaults"
