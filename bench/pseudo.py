@@ -14,7 +14,9 @@ fixed walkway camera sees most:
   own height, several times walking speed, alongside the normal crowd
   (a cyclist or skater among pedestrians);
 - ``cart``: the ``object`` box at walking speed (1-2 pixels per frame), an
-  anomaly of appearance rather than speed (a cart pushed or a wheelchair).
+  anomaly of appearance rather than speed (a cart pushed or a wheelchair);
+- ``stray``: a cut-out person at walking speed along the band of rows where the
+  training clips move least, an anomaly of place (someone on the grass, in a closed area).
 
 The untouched held-out clips are included too, as all-normal clips.
 
@@ -106,12 +108,19 @@ def cut_person(frames: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray
     raise ValueError("no person-sized moving blob found")
 
 
-def paste_glider(frames: np.ndarray, rng: np.random.Generator, first: int) -> tuple[np.ndarray, np.ndarray]:
-    """A cut-out person sliding horizontally at 3-5x walking speed."""
+def paste_glider(
+    frames: np.ndarray, rng: np.random.Generator, first: int, speeds: tuple[float, float] = (4, 7), row_motion: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """A cut-out person sliding horizontally at ``speeds`` pixels per frame (4-7: 3-5x walking speed),
+    at its own height, or, given ``row_motion`` (see :func:`row_motion`), along the band of rows
+    below the top quarter of the frame (where the ground usually is) that moves least."""
     n, H, W = frames.shape
     pixels, mask, y = cut_person(frames, rng)
     h, w = mask.shape
-    speed = float(rng.uniform(4, 7)) * (1 if rng.random() < 0.5 else -1)
+    if row_motion is not None:
+        band = np.convolve(row_motion, np.ones(h), mode="valid")
+        y = H // 4 + int(np.argmin(band[H // 4 :]))
+    speed = float(rng.uniform(*speeds)) * (1 if rng.random() < 0.5 else -1)
     out = frames.copy()
     labels = np.zeros(n, bool)
     for t, x, a, b in _sweep(n, W, w, first, speed):
@@ -120,6 +129,15 @@ def paste_glider(frames: np.ndarray, rng: np.random.Generator, first: int) -> tu
         region[m] = pixels[:, a - x : b - x][m]
         labels[t] = True
     return out, labels
+
+
+def row_motion(clips: list[Path], level: int = 20) -> np.ndarray:
+    """Per row of the frame, the share of its pixels whose frame difference exceeds ``level``, over ``clips``."""
+    shares = []
+    for c in clips:
+        frames, _ = _decode(c)
+        shares.append((np.abs(np.diff(frames.astype(np.int16), axis=0)) > level).mean(axis=(0, 2)))
+    return np.mean(shares, axis=0)
 
 
 def motion_share(path: Path, level: int = 20) -> float:
@@ -147,7 +165,9 @@ def make_tuning_set(train_path: Path, out_path: Path, n_holdout: int = 4, seed: 
         if not link.exists():
             os.symlink(c.resolve(), link)
     rng = np.random.default_rng(seed)
-    cart_rng = np.random.default_rng([seed, 1])  # its own stream: the other kinds stay as they were before it
+    cart_rng = np.random.default_rng([seed, 1])  # its own streams: the other kinds stay as they were before these
+    stray_rng = np.random.default_rng([seed, 2])
+    quiet_rows = row_motion(keep)  # where the training clips never move
     labels = {}
     for c in held:
         frames, fps = _decode(c)
@@ -158,6 +178,7 @@ def make_tuning_set(train_path: Path, out_path: Path, n_holdout: int = 4, seed: 
             "object": paste_object(frames, rng, int(rng.integers(n // 6, n // 3))),
             "glide": paste_glider(frames, rng, int(rng.integers(n // 6, n // 3))),
             "cart": paste_object(frames, cart_rng, int(cart_rng.integers(n // 6, n // 3)), speeds=(1, 2)),
+            "stray": paste_glider(frames, stray_rng, int(stray_rng.integers(n // 6, n // 3)), speeds=(1, 2), row_motion=quiet_rows),
         }
         for kind, (f, y) in variants.items():
             cid = f"{c.stem}-{kind}"
