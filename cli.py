@@ -189,10 +189,10 @@ def train(data, work, config_path, preset, force, jobs, device):
     """Fit one autoencoder per region on WORK/cuboids/ and write WORK/models/.
 
     Each region's model is trained on normal windows only, with 20% of the
-    frames held out (in contiguous blocks) for early stopping. Then all the
-    normal frames (or only the held-out ones: score.calibrate_on) set the
-    region's threshold, mean + threshold_sigma x std of its normal errors.
-    Regions train in parallel.
+    frames held out (in contiguous blocks) for early stopping. Then the normal
+    frames set what normal looks like in every cell of every region, and the
+    held-out frames set the alarm threshold (score.false_alarm_rate). Regions
+    train in parallel; with only [score] changed, train recalibrates and keeps the weights.
     """
     from core.workdir import WorkDir
     from pipeline.extract import check_frames_origin
@@ -223,8 +223,9 @@ def score(video, work, out, config_path, preset, heatmaps, no_maps, allow_damage
     """Score VIDEO (a file or a frame folder) with the models in WORK.
 
     Writes OUT/scores.csv (one row per frame: score, anomalous flag, each
-    region's normalised error) and OUT/maps.h5 (per-pixel anomaly maps), and
-    prints the anomalous segments with their times and regions.
+    region's score), OUT/events.csv (the alarms: flagged stretches merged and
+    filtered by score.min_event_seconds and score.event_gap_seconds) and
+    OUT/maps.h5 (anomaly maps), and prints the events with their times and regions.
     """
     from core.workdir import WorkDir
     from pipeline.score import score_video
@@ -237,7 +238,7 @@ def score(video, work, out, config_path, preset, heatmaps, no_maps, allow_damage
     with work_lock(work, exclusive=False):
         result = score_video(video, wd.models, out, _optional_config(config_path, preset), maps=not no_maps,
                              device=resolve_device(device), allow_damaged=allow_damaged)
-    _print_segments(result)
+    _print_events(result)
     if heatmaps:
         from pipeline.heatmaps import (
             write_heatmaps,  # matplotlib takes 0.5 s to import: only when asked
@@ -247,18 +248,19 @@ def score(video, work, out, config_path, preset, heatmaps, no_maps, allow_damage
         click.echo(f"heatmaps: {len(written)} PNG files in {out / 'heatmaps'}")
 
 
-def _print_segments(result) -> None:
-    segs = result.segments()
-    n = result.n_frames
+def _print_events(result) -> None:
+    events = result.events
+    n, fps = result.n_frames, result.fps
     click.echo(
-        f"{result.source.name}: {n} frames ({n / result.fps:.1f} s) scored at {n / result.seconds:.1f} fps; "
-        f"{int(result.anomalous.sum())} anomalous frames in {len(segs)} segments -> {result.out_path}"
+        f"{result.source.name}: {n} frames ({n / fps:.1f} s) scored at {n / result.seconds:.1f} fps; "
+        f"{int(result.anomalous.sum())} anomalous frames, {len(events)} events -> {result.out_path}"
     )
-    for s in segs[:20]:
-        regions = ", ".join(s.regions[:4]) + (" ..." if len(s.regions) > 4 else "")
-        click.echo(f"  frames {s.first_frame}-{s.last_frame}  {s.start_s:.1f}-{s.end_s:.1f} s  peak {s.peak_score:.1f}  regions {regions}")
-    if len(segs) > 20:
-        click.echo(f"  ... {len(segs) - 20} more segments in scores.csv")
+    for e in events[:20]:
+        regions = ", ".join(e.regions[:4]) + (" ..." if len(e.regions) > 4 else "")
+        click.echo(f"  event: frames {e.first + 1}-{e.last + 1}  {e.first / fps:.1f}-{e.last / fps:.1f} s  "
+                   f"peak {e.peak_score:.1f} at {e.peak_frame / fps:.1f} s  regions {regions}")  # fmt: skip
+    if len(events) > 20:
+        click.echo(f"  ... {len(events) - 20} more events in events.csv")
 
 
 @cli.command()
@@ -278,7 +280,8 @@ def evaluate(data, work, labels, out, config_path, preset, allow_damaged, device
     Prints and writes OUT/metrics.json: frame-level ROC AUC of raw scores over
     all frames pooled (the headline), AUC after per-clip min-max normalisation
     (as many papers report), per-clip AUC, average precision, equal error rate,
-    and the confusion matrix at the models' thresholds.
+    the confusion matrix at the alarm threshold, and the events: false alarms
+    per minute of normal video and the labelled anomalous segments they hit.
     """
     from core.workdir import WorkDir
     from pipeline.evaluate import evaluate as run_evaluate
@@ -305,10 +308,16 @@ def format_metrics(m: dict) -> str:
         f"frame AUC, mean of per-clip AUCs:           {f(m['auc_per_clip_mean'])}",
         f"average precision:                          {f(m['average_precision'])}",
         f"equal error rate:                           {f(m['equal_error_rate'])}",
-        f"at threshold (mean + {m['threshold_sigma']:g} std): accuracy {t['accuracy']:.4f}, "
-        f"false-alarm rate {f(t['false_alarm_rate'])}, detection rate {f(t['detection_rate'])}",
+        f"at the alarm threshold ({m['threshold']:.2f}): false-alarm rate {f(t['false_alarm_rate'])} of normal frames, "
+        f"detection rate {f(t['detection_rate'])} of anomalous frames",
         f"  confusion: TP {t['tp']}  FP {t['fp']}  TN {t['tn']}  FN {t['fn']}",
     ]
+    e = m.get("events")
+    if e:
+        lines.append(
+            f"events: {e['n_events']}; false alarms {e['false_alarm_events']} ({f(e['false_alarm_events_per_minute'])} per minute of normal video); "
+            f"labelled anomalous segments hit {e['segments_hit']} of {e['anomalous_segments']}"
+        )
     return "\n".join(lines)
 
 
@@ -368,7 +377,7 @@ def report_cmd(video, work, out, labels_path, gallery, allow_damaged, device):
     out = out or wd.scores_for(video)
     with work_lock(work, exclusive=False):
         made = report(video, wd.models, out, labels_path, device=resolve_device(device), n_gallery=gallery, allow_damaged=allow_damaged)
-    _print_segments(made.result)
+    _print_events(made.result)
     click.echo(f"report: {made.html}")
 
 

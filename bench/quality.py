@@ -5,9 +5,10 @@
 Trains on DATA/train only (models and thresholds), evaluates on DATA/test
 against DATA/labels.json, and prints one table: pooled frame AUC of raw
 scores (headline), per-clip min-max normalised AUC (labelled), mean per-clip
-AUC, AP, EER, accuracy, confusion matrix and false-alarm rate at the
-threshold, wall time of each stage, scoring fps, commit and config. The same
-for the no-learning ``motion`` and ``speed`` baselines (see bench.motion).
+AUC, AP, EER, the false-alarm and detection rates at the alarm threshold,
+the events (false alarms per minute of normal video, labelled segments hit),
+wall time of each stage, scoring fps, commit and config. The same for the
+no-learning ``motion`` and ``speed`` baselines (see bench.motion).
 Everything also goes to WORK/bench.json.
 """
 
@@ -17,6 +18,7 @@ import argparse
 import json
 import logging
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -25,11 +27,13 @@ import joblib
 from bench.motion import BASELINES, Baseline
 from core.config import load_config, to_toml
 from core.labels import frame_labels, load_labels
+from core.progress import set_progress
 from core.workdir import WorkDir
-from ensemble.metrics import frame_metrics
+from ensemble.events import find_events
+from ensemble.metrics import event_metrics, frame_metrics
 from pipeline.evaluate import evaluate
 from pipeline.extract import extract_folder
-from pipeline.ffmpeg_io import list_clips
+from pipeline.ffmpeg_io import list_clips, open_clip
 from pipeline.slice import slice_folder
 from pipeline.train import train_ensemble
 
@@ -44,14 +48,21 @@ def commit() -> str:
 
 
 def baseline_metrics(name: str, data: Path, cfg) -> dict:
+    """A floor's frame and event metrics, its events made by the models' event rule."""
     t0 = time.perf_counter()
     model = Baseline(cfg, BASELINES[name]).fit(data / "train")
     labels = load_labels(data / "labels.json")
-    clips = {}
+    clips, events = {}, {}
     for p in list_clips(data / "test"):
-        s = model.score(p)
-        clips[p.stem] = (frame_labels(*labels[p.stem]), s, s > cfg.score.threshold_sigma)
+        s = model.score_samples(p)
+        y = frame_labels(*labels[p.stem])
+        fps = open_clip(p, cfg.extract).fps
+        found = find_events(s > model.threshold_, s, s[:, None], ["frame"], model.threshold_,
+                            max(1, round(cfg.score.min_event_seconds * fps)), max(1, round(cfg.score.event_gap_seconds * fps)))
+        clips[p.stem] = (y, s, s > model.threshold_)
+        events[p.stem] = (y, found, fps)
     m = frame_metrics(clips)
+    m["events"] = event_metrics(events)
     m["seconds"] = round(time.perf_counter() - t0, 1)
     return m
 
@@ -91,13 +102,20 @@ def table(result: dict) -> str:
         ("equal error rate", "equal_error_rate"),
     ]:
         rows.append(f"{label:28s} " + " ".join(f"{f(c[key]):>10s}" for c in cols))
-    for label, key in [("accuracy at threshold", "accuracy"), ("false-alarm rate (normal)", "false_alarm_rate"), ("detection rate", "detection_rate")]:
+    for label, key in [("false alarms, normal frames", "false_alarm_rate"), ("detected, anomalous frames", "detection_rate"),
+                       ("accuracy at threshold", "accuracy")]:
         rows.append(f"{label:28s} " + " ".join(f"{f(c['at_threshold'][key]):>10s}" for c in cols))
+    for label, key, d in [("false-alarm events / minute", "false_alarm_events_per_minute", 2), ("anomalous segments hit", "segments_hit_share", 3)]:
+        rows.append(f"{label:28s} " + " ".join(f"{f(c['events'][key], d):>10s}" for c in cols))
     for label, src in zip(names, cols):
         t = src["at_threshold"]
         rows.append(f"confusion ({label}): TP {t['tp']}  FP {t['fp']}  TN {t['tn']}  FN {t['fn']}")
     s = result["stage_seconds"]
     rows.append("wall time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in s.items()) + f", total {sum(s.values()):.0f}")
+    e = m["events"]
+    rows.append(f"model: alarm threshold {m['threshold']:.2f} (false_alarm_rate {m['false_alarm_rate_target']:g} of held-out normal frames); "
+                f"{e['n_events']} events, {e['false_alarm_events']} false over {e['normal_minutes']:.1f} normal minutes, "
+                f"{e['segments_hit']} of {e['anomalous_segments']} labelled segments hit")
     rows.append(f"scoring: {m['score_fps']:.1f} frames/s over {m['n_frames']} test frames ({result['cores']} cores)")
     rows.append(f"commit {result['commit']}, preset {result['config']['preset']}, config file {result['config_file']}")
     return "\n".join(rows)
@@ -113,6 +131,7 @@ def main() -> None:
     ap.add_argument("--force", action="store_true", help="redo every stage (for timings)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    set_progress(sys.stderr.isatty())  # bars only on a terminal, not in a log file
     cfg = load_config(args.config, args.preset)
     jobs = args.jobs or joblib.cpu_count()
     result = run(args.data, args.work, cfg, jobs, args.force)

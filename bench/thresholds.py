@@ -1,11 +1,10 @@
-"""How the frame flag trades false alarms for detections as the threshold rises.
+"""How the frame flag trades false alarms for detections as the threshold on the frame score rises.
 
-    python -m bench.thresholds --data DATA --eval WORK/eval [--sigmas 2,3,4,5,6,8]
+    python -m bench.thresholds --data DATA --eval WORK/eval [--sigmas 5,10,15,20]
 
 Reads the ``scores.csv`` that ``evaluate`` wrote for every clip of DATA/test
-and, for each k, prints the share of normal frames and of anomalous frames whose
-frame score (the largest region z) exceeds k: the flag that
-``score.threshold_sigma = k`` would give, without re-scoring anything.
+and, for each threshold k, prints the share of normal frames and of anomalous
+frames whose frame score exceeds k, without re-scoring anything.
 """
 
 from __future__ import annotations
@@ -34,7 +33,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--eval", type=Path, required=True, help="the evaluate stage's output folder")
-    ap.add_argument("--sigmas", default="2,3,4,5,6,8")
+    ap.add_argument("--sigmas", default="5,10,15,20")
     args = ap.parse_args()
     print(f"{'k':>5s} {'false alarms':>13s} {'detected':>9s}")
     for k, fa, det in flag_rates(args.data, args.eval, [float(v) for v in args.sigmas.split(",")]):

@@ -57,8 +57,9 @@ KINDS: dict[str, ArtifactKind] = {
     for k in (
         ArtifactKind("frames", 1, ("extract",)),
         ArtifactKind("tube", 1, ("extract", "cuboids")),
-        ArtifactKind("checkpoint", 1, ("extract", "cuboids", "model", "train"), recalibrate=("score",)),
-        ArtifactKind("manifest", 1, ("extract", "cuboids", "model", "train", "score")),
+        # checkpoint 2: per-cell statistics and held-out scores; the weights of version 1 still load
+        ArtifactKind("checkpoint", 2, ("extract", "cuboids", "model", "train"), recalibrate=("score",)),
+        ArtifactKind("manifest", 2, ("extract", "cuboids", "model", "train", "score")),
         ArtifactKind("maps", 2, SECTIONS),
     )
 }

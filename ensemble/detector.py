@@ -2,15 +2,19 @@
 
 The scikit-learn / PyOD pattern: ``__init__`` stores settings; ``fit(tubes)``
 trains on normal clips and sets the learned attributes (``model_``,
-``stats_``, ``threshold_``, ``history_``); ``score_samples(tube)`` gives one
-score per frame, higher = more anomalous; ``predict(tube)`` flags the frames
-whose score exceeds ``threshold_``. Both raise until the detector is fitted.
-:meth:`recalibrated` returns a new detector with the same weights and
+``stats_``, ``held_out_scores_``, ``threshold_``, ``history_``);
+``score_samples(tube)`` gives one score per frame, higher = more anomalous (the
+region's largest cell z, see ``ensemble.fusion``); ``predict(tube)`` flags the
+frames whose score exceeds ``threshold_``, the score that ``score.false_alarm_rate``
+of the held-out normal frames exceed (the region on its own; the ensemble sets
+one threshold for all regions together). Both raise until the detector is
+fitted. :meth:`recalibrated` returns a new detector with the same weights and
 statistics computed under other ``[score]`` settings.
 
 Checkpoint (``models/<region_id>.pt``, read with ``torch.load(weights_only=True)``):
 a dict of plain values and tensors: format, format_version, config (JSON),
-region, frame_size, state_dict, stats, history, training_clips.
+region, frame_size, state_dict, stats (per cell), held_out_scores, history,
+training_clips.
 """
 
 from __future__ import annotations
@@ -24,20 +28,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from core.arrays import runs
 from core.artifacts import KINDS, atomic_path, require_config, stamp_dict
 from core.config import Config
 from core.errors import ArtifactError, InputError
 from core.grid import Region
-from core.tubes import FLOW_GAIN, RegionTube
+from core.tubes import FLOW_ZERO, RegionTube, code_to_flow
 from core.windows import window_index
 from ensemble.fit import TrainState, fit_autoencoder, split_windows, validation_masks
-from ensemble.fusion import CausalMean, RegionStats, normal_stats, region_errors
+from ensemble.fusion import CausalMean, CellStats, alarm_threshold, cell_means, fit_slope, normal_spread
 from ensemble.model import SpatioTemporalAutoencoder
 from ensemble.sliding import score_tubes
 
 _INIT_LOCK = threading.Lock()
-MAPS = ("error", "reconstruction")  # what window_maps gives for every pixel, in this order
+MAPS = ("error", "reconstruction", "energy")  # what window_maps gives for every pixel, in this order
 
 
 def encode_windows(windows: np.ndarray, mode: str) -> torch.Tensor:
@@ -45,7 +48,7 @@ def encode_windows(windows: np.ndarray, mode: str) -> torch.Tensor:
 
     ``frames``: pixels / 255 (T' = T). ``diff``: 0.5 + (frame - previous frame) / 2
     (T' = T + 1). ``both``: the two stacked as channels. ``flow``: the stored flow
-    codes / 255, so 0.5 is no motion (T' = T).
+    codes / 255, so 128 / 255 is no motion (T' = T).
     """
     x = torch.from_numpy(windows).to(torch.float32).div_(255.0).permute(0, 2, 1, 3, 4)
     if mode in ("frames", "flow"):
@@ -56,6 +59,19 @@ def encode_windows(windows: np.ndarray, mode: str) -> torch.Tensor:
             out = torch.cat([x[:, :, 1:], out], dim=1)
     # channels-last 3D convolutions run about twice as fast on CPU (oneDNN)
     return out.contiguous(memory_format=torch.channels_last_3d)
+
+
+STILL = {"flow": FLOW_ZERO / 255.0, "diff": 0.5, "both": 0.5}  # the model input of "nothing moves" (encode_windows)
+
+
+def motion_energy(x: torch.Tensor, mode: str) -> torch.Tensor:
+    """Model input ``(B, C', T, P, P)`` -> its motion energy ``(B, T, P, P)``: the squared distance of its
+    motion channels from "nothing moves", channel mean; what a model that rebuilt every window as
+    still would get wrong. ``frames`` input carries no motion: zeros."""
+    if mode == "frames":
+        return torch.zeros_like(x[:, 0])
+    motion = x[:, x.shape[1] // 2 :] if mode == "both" else x  # "both" stacks frames, then differences
+    return ((motion - STILL[mode]) ** 2).mean(dim=1)
 
 
 def shown_reconstruction(y: torch.Tensor, windows: np.ndarray, mode: str) -> torch.Tensor:
@@ -70,7 +86,7 @@ def shown_reconstruction(y: torch.Tensor, windows: np.ndarray, mode: str) -> tor
     y = y.float().cpu()
     C = windows.shape[2]
     if mode == "flow":
-        flow = (y - 0.5) * (255.0 / FLOW_GAIN)  # patch pixels per frame
+        flow = code_to_flow(y * 255.0)  # patch pixels per frame
         return flow.pow(2).sum(dim=1).sqrt().div_(2.0).clamp_(0.0, 1.0)
     if mode == "frames":
         rec = y
@@ -165,31 +181,26 @@ class RegionDetector:
         return other._calibrate(tubes)
 
     def _calibrate(self, tubes: list[RegionTube]) -> "RegionDetector":
-        """Score normal tubes exactly as new video is scored, and keep their statistics.
+        """Score the normal clips exactly as new video is scored, and keep what normal looks like in each cell.
 
-        ``score.calibrate_on``: every frame of the tubes ("all"), or only the
-        blocks held out from training ("held_out"). Errors on training frames
-        run lower, but the held-out fifth leaves regions where normal activity
-        is rare with too few samples of it: on the tuning set, "all" gained
-        0.017 to 0.022 AUC for three model variants (docs/experiments.md).
+        The statistics come from every normal frame (``score.calibrate_on = "all"``) or
+        only from the blocks held out from training (``"held_out"``); the held-out blocks'
+        scores are kept either way (``held_out_scores_``): frames the weights were not
+        fitted on, from which the alarm threshold is set.
         """
-        t = self.cfg.train
-        if self.cfg.score.calibrate_on == "all":
-            masks = [np.ones(len(x.tube), dtype=bool) for x in tubes]
-        else:
-            masks = validation_masks([len(x.tube) for x in tubes], t.val_block_frames, t.val_fraction)
-        T = self.cfg.cuboids.clip_length_in_frames
-        errors, pixels = [], []
-        for x, mask in zip(tubes, masks):
-            for a, b in runs(mask):
-                if b - a >= T:
-                    e, px = self._frame_errors(x.tube[a:b])
-                    errors.append(e)
-                    pixels.append(px)
-        if not errors:
-            raise InputError(f"region {self.region.region_id}: no calibration block is as long as one window ({T} frames)")
-        self.stats_ = normal_stats(np.concatenate(errors), np.concatenate(pixels), self.cfg.score.threshold_sigma)
-        self.threshold_ = self.stats_.threshold
+        s, t = self.cfg.score, self.cfg.train
+        held = validation_masks([len(x.tube) for x in tubes], t.val_block_frames, t.val_fraction)
+        cells = [self._cell_maps(x.tube) for x in tubes]  # per clip: (error, energy), each (n, K)
+        use = held if s.calibrate_on == "held_out" else [np.ones(len(m), bool) for m in held]
+        em, Em, slope = fit_slope(np.concatenate([e[m] for (e, _), m in zip(cells, use)]),
+                                  np.concatenate([E[m] for (_, E), m in zip(cells, use)]), s.explained_motion_max)
+        partial = CellStats(em, Em, slope, np.zeros_like(em), np.ones_like(em))
+        smoothed = [self._smooth(partial.residual(e, E)) for e, E in cells]
+        mean, std = normal_spread(np.concatenate([r[m] for r, m in zip(smoothed, use)]))
+        self.stats_ = CellStats(em, Em, slope, mean, std)
+        scores = [self.stats_.z(r).max(axis=1) for r in smoothed]
+        self.held_out_scores_ = np.concatenate([x[m] for x, m in zip(scores, held)]).astype(np.float32)
+        self.threshold_ = alarm_threshold(self.held_out_scores_, s.false_alarm_rate)
         return self
 
     # -- scoring ----------------------------------------------------------------------------
@@ -200,26 +211,36 @@ class RegionDetector:
 
     @torch.inference_mode()
     def window_maps(self, windows: np.ndarray) -> np.ndarray:
-        """uint8 windows ``(B, T', C, P, P)`` -> float32 ``(B, T, 2, P, P)``: for every pixel the squared
-        reconstruction error (channel mean) and the reconstruction as shown (:func:`shown_reconstruction`)."""
+        """uint8 windows ``(B, T', C, P, P)`` -> float32 ``(B, T, 3, P, P)``: for every pixel (see :data:`MAPS`) the
+        squared reconstruction error (channel mean), the reconstruction as shown (:func:`shown_reconstruction`),
+        and the input's motion energy (:func:`motion_energy`)."""
         self._require_fitted()
         mode = self.cfg.model.input
         x = encode_windows(windows, mode).to(self.device_)
         y = self.model_(x)
         error = ((y - x) ** 2).mean(dim=1).cpu()
-        return torch.stack([error, shown_reconstruction(y, windows, mode)], dim=2).numpy()
+        return torch.stack([error, shown_reconstruction(y, windows, mode), motion_energy(x.cpu(), mode)], dim=2).numpy()
 
-    def _frame_errors(self, tube: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """One clip's tube ``(n, C, P, P)`` -> its region error per frame ``(n,)`` and pixel errors ``(n, P, P)``."""
-        s, T = self.cfg.score, self.cfg.cuboids.clip_length_in_frames
-        px = score_tubes([self.window_maps], len(MAPS), tube[None], T, s.frames_between_clips, self.needs_previous)[:, :, 0]
-        e = region_errors(px, s.region_score, s.region_patch)
-        return CausalMean(s.smoothing_frames)(e)[:, 0], px[:, 0]
+    def _cell_maps(self, tube: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One clip's tube ``(n, C, P, P)`` -> its cell errors and cell motion energies, each ``(n, K)``."""
+        T = self.cfg.cuboids.clip_length_in_frames
+        maps = score_tubes([self.window_maps], len(MAPS), tube[None], T, self.cfg.score.frames_between_clips, self.needs_previous)[:, 0]
+        cells = cell_means(maps, self.cfg.score.cell_size)  # (n, 3, K)
+        return cells[:, MAPS.index("error")], cells[:, MAPS.index("energy")]
+
+    def _smooth(self, residual: np.ndarray) -> np.ndarray:
+        """Causal moving average of one clip's residuals ``(n, K)``, started from the normal level."""
+        return CausalMean(self.cfg.score.smoothing_frames, prior=0.0)(residual)
+
+    def cell_scores(self, tube: np.ndarray) -> np.ndarray:
+        """One clip's tube ``(n, C, P, P)`` uint8 -> every cell's z ``(n, K)``."""
+        self._require_fitted()
+        e, E = self._cell_maps(tube)
+        return self.stats_.z(self._smooth(self.stats_.residual(e, E)))
 
     def score_samples(self, tube: np.ndarray) -> np.ndarray:
-        """One clip's tube ``(n, C, P, P)`` uint8 -> ``(n,)``: each frame's region error, higher = more anomalous."""
-        self._require_fitted()
-        return self._frame_errors(tube)[0]
+        """One clip's tube ``(n, C, P, P)`` uint8 -> ``(n,)``: each frame's largest cell z, higher = more anomalous."""
+        return self.cell_scores(tube).max(axis=1)
 
     def predict(self, tube: np.ndarray) -> np.ndarray:
         """One clip's tube -> ``(n,)`` bool: the frames whose score exceeds ``threshold_``."""
@@ -236,6 +257,7 @@ class RegionDetector:
             "frame_size": list(self.frame_size),
             "state_dict": {k: v.detach().cpu() for k, v in self.model_.state_dict().items()},
             "stats": self.stats_.to_dict(),
+            "held_out_scores": torch.from_numpy(np.asarray(self.held_out_scores_, np.float32)),
             "history": self.history_.to_dict() | {"n_train_windows": int(getattr(self, "n_train_windows_", 0))},
             "training_clips": dict(training_clips),
         }
@@ -247,10 +269,13 @@ class RegionDetector:
 
     @classmethod
     def load(cls, path: str | Path, cfg: Config | None = None, device: str = "cpu", with_score: bool = True) -> "RegionDetector":
-        """Rebuild a fitted detector from its checkpoint alone; with ``cfg``, refuse other settings
-        (``with_score=False``: accept other ``[score]`` settings, for :meth:`recalibrated`)."""
+        """Rebuild a fitted detector from its checkpoint alone; with ``cfg``, refuse other settings.
+
+        ``with_score=False`` accepts other ``[score]`` settings and checkpoints of an older
+        format whose weights still hold (their statistics are not read): for :meth:`recalibrated`.
+        """
         path = Path(path)
-        ck = read_checkpoint(path)
+        ck = read_checkpoint(path, weights_only=not with_score)
         recorded = Config.from_json(ck["config"], source=str(path))
         if cfg is not None:
             require_config("checkpoint", recorded, cfg, path, "re-run `train` with this config", with_recalibrate=with_score)
@@ -262,16 +287,22 @@ class RegionDetector:
             raise ArtifactError(f"{path}: weights do not fit the recorded model ({str(exc).splitlines()[0]})") from None
         det.model_ = model.to(device).eval()
         det.device_ = torch.device(device)
-        det.stats_ = RegionStats(**ck["stats"])
-        det.threshold_ = det.stats_.threshold
+        if ck["format_version"] == KINDS["checkpoint"].version:
+            det.stats_ = CellStats.from_dict(ck["stats"])
+            det.held_out_scores_ = ck["held_out_scores"].numpy()
+            det.threshold_ = alarm_threshold(det.held_out_scores_, recorded.score.false_alarm_rate)
         det.history_ = TrainState(**{k: v for k, v in ck["history"].items() if k in TrainState.__dataclass_fields__})
         det.n_train_windows_ = int(ck["history"].get("n_train_windows", 0))
         det.training_clips_ = dict(ck["training_clips"])
         return det
 
 
-def read_checkpoint(path: Path) -> dict[str, Any]:
-    """A checkpoint dict, loaded without unpickling arbitrary objects, with its stamp checked."""
+WEIGHTS_READABLE = (1,)  # older checkpoint versions whose weights (not statistics) this program reads
+
+
+def read_checkpoint(path: Path, weights_only: bool = False) -> dict[str, Any]:
+    """A checkpoint dict, loaded without unpickling arbitrary objects, with its stamp checked
+    (``weights_only``: an older version whose weights still load is accepted too)."""
     if not path.exists():
         raise ArtifactError(f"{path}: missing; run `train` first")
     try:
@@ -281,6 +312,6 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     kind = KINDS["checkpoint"]
     if not isinstance(ck, dict) or ck.get("format") != kind.tag:
         raise ArtifactError(f"{path}: not a cuboid-ad checkpoint")
-    if ck.get("format_version") != kind.version:
+    if ck.get("format_version") != kind.version and not (weights_only and ck.get("format_version") in WEIGHTS_READABLE):
         raise ArtifactError(f"{path}: checkpoint format version {ck.get('format_version')}, expected {kind.version}; re-run `train --force`")
     return ck

@@ -3,12 +3,17 @@
 Files (``models/``)::
 
     <region_id>.pt   one checkpoint per region (see ensemble.detector)
-    manifest.json    format, config, grid and frame size, thresholds and
-                     statistics per region, training clips, checkpoint files
+    manifest.json    format, config, grid and frame size, the alarm threshold,
+                     each region's own threshold, training clips, checkpoint files
+
+The alarm threshold is the frame score (the largest region score) that a share
+``score.false_alarm_rate`` of the held-out normal frames exceed: blocks of the
+training clips that no model was fitted on, the same frames for every region.
 
 :class:`EnsembleScorer` is the whole scoring chain after the tubes: sliding
-windows through every region's model -> per-frame pixel errors and
-reconstructions -> region errors -> causal smoothing -> z -> fusion. It knows
+windows through every region's model -> per-frame pixel errors, reconstructions
+and motion energies -> cell errors -> the part motion does not explain -> causal
+smoothing -> cell z -> region and frame scores (``ensemble.fusion``). It knows
 nothing of videos: the score stage cuts frames into tubes and feeds it.
 """
 
@@ -27,7 +32,7 @@ from core.config import Config
 from core.errors import ArtifactError
 from core.grid import Region
 from ensemble.detector import MAPS, RegionDetector
-from ensemble.fusion import CausalMean, fuse, normalise, region_errors
+from ensemble.fusion import CausalMean, CellStats, alarm_threshold, cell_means
 from ensemble.sliding import SlidingWindowScorer
 
 
@@ -39,6 +44,7 @@ class Ensemble:
     frame_size: tuple[int, int]  # (height, width)
     detectors: list[RegionDetector]
     manifest: dict[str, Any]
+    threshold_: float  # the alarm threshold on frame scores
 
     @classmethod
     def load(cls, models_path: str | Path, cfg: Config | None = None, device: str = "cpu") -> "Ensemble":
@@ -65,7 +71,7 @@ class Ensemble:
             detectors.append(RegionDetector.load(models_path / name, recorded, device))
         if [d.region.region_id for d in detectors] != recorded.cuboids.region_ids:
             raise ArtifactError(f"{path}: regions do not match the recorded grid")
-        return cls(recorded, tuple(manifest["frame_size"]), detectors, manifest)
+        return cls(recorded, tuple(manifest["frame_size"]), detectors, manifest, float(manifest["threshold"]))
 
     @property
     def regions(self) -> list[Region]:
@@ -75,9 +81,10 @@ class Ensemble:
     def region_ids(self) -> list[str]:
         return [r.region_id for r in self.regions]
 
-    def stat(self, name: str) -> np.ndarray:
-        """A statistic of every region as an array ``(R,)``: mean, std, threshold, pixel_scale."""
-        return np.array([getattr(d.stats_, name) for d in self.detectors], dtype=np.float64)
+    @property
+    def grid_cells(self) -> int:
+        """Cells per region side: the cell scores of a region form a grid_cells x grid_cells grid."""
+        return self.cfg.cuboids.patch_size // self.cfg.score.cell_size
 
     @property
     def needs_previous(self) -> bool:
@@ -87,18 +94,25 @@ class Ensemble:
         return EnsembleScorer(self, batch_windows)
 
 
+def frame_threshold(detectors: list[RegionDetector], false_alarm_rate: float) -> float:
+    """The alarm threshold: from the frame scores (largest region score) of the held-out normal frames."""
+    held = np.stack([d.held_out_scores_ for d in detectors])  # (R, n): every region scored the same frames
+    return alarm_threshold(held.max(axis=0), false_alarm_rate)
+
+
 def write_manifest(models_path: Path, cfg: Config) -> Path:
-    """Summarise the region checkpoints (all must share ``cfg``) into manifest.json."""
-    regions, frame_sizes, clips = [], set(), None
+    """Summarise the region checkpoints (all must share ``cfg``) into manifest.json, with the alarm threshold."""
+    regions, frame_sizes, clips, detectors = [], set(), None, []
     for rid in cfg.cuboids.region_ids:
         det = RegionDetector.load(models_path / f"{rid}.pt", cfg)
+        detectors.append(det)
         r = det.region
         regions.append(
             {
                 "region_id": rid, "row": r.row, "col": r.col, "top": r.top, "left": r.left, "height": r.height, "width": r.width,
                 "checkpoint": f"{rid}.pt",
                 "threshold": det.threshold_,
-                "stats": det.stats_.to_dict(),
+                "held_out_max": float(det.held_out_scores_.max()),
                 "best_epoch": det.history_.best_epoch,
                 "epochs_run": det.history_.epoch + 1,
                 "train_seconds": round(det.history_.seconds, 2),
@@ -116,6 +130,8 @@ def write_manifest(models_path: Path, cfg: Config) -> Path:
             "config": cfg.to_dict(),
             "grid": {"rows": cfg.cuboids.grid_rows, "cols": cfg.cuboids.grid_cols},
             "frame_size": list(frame_sizes.pop()),
+            "threshold": frame_threshold(detectors, cfg.score.false_alarm_rate),
+            "n_held_out_frames": int(len(detectors[0].held_out_scores_)),
             "regions": regions,
             "training_clips": clips,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -129,11 +145,10 @@ class ScoredFrames:
     """Scores of consecutive frames ``first .. first + n - 1`` (0-based)."""
 
     first: int
-    region_errors: np.ndarray  # (n, R) after smoothing
-    z: np.ndarray  # (n, R) normalised region errors
-    score: np.ndarray  # (n,) fused frame score
-    anomalous: np.ndarray  # (n,) bool: some region above its threshold
-    pixel_errors: np.ndarray  # (n, R, P, P)
+    cell_z: np.ndarray  # (n, R, K): every cell's z
+    region_z: np.ndarray  # (n, R): each region's score, its largest cell z
+    score: np.ndarray  # (n,) frame score: the largest region score
+    anomalous: np.ndarray  # (n,) bool: the frame score is above the alarm threshold
     reconstructions: np.ndarray  # (n, R, P, P) in [0, 1], as ensemble.detector.shown_reconstruction draws them
 
     def __len__(self) -> int:
@@ -154,9 +169,9 @@ class EnsembleScorer:
             ensemble.needs_previous,
             batch_windows,
         )
-        self.smooth = CausalMean(cfg.score.smoothing_frames)
-        self.mean = ensemble.stat("mean")
-        self.std = ensemble.stat("std")
+        self.stats = CellStats.stack([d.stats_ for d in ensemble.detectors])  # arrays (R, K)
+        self.smooth = CausalMean(cfg.score.smoothing_frames, prior=0.0)
+        self.threshold = ensemble.threshold_
         self.n_done = 0
 
     def push(self, tubes: np.ndarray) -> ScoredFrames:
@@ -167,11 +182,11 @@ class EnsembleScorer:
         return self._post(self.windows.finish())
 
     def _post(self, maps: np.ndarray) -> ScoredFrames:
-        s = self.cfg.score
-        pixel = maps[:, :, MAPS.index("error")]
-        errors = self.smooth(region_errors(pixel, s.region_score, s.region_patch))
-        z = normalise(errors, self.mean, self.std)
-        score, anomalous = fuse(z, s)
-        out = ScoredFrames(self.n_done, errors, z, score, anomalous, pixel, maps[:, :, MAPS.index("reconstruction")])
-        self.n_done += len(pixel)
+        cells = cell_means(maps, self.cfg.score.cell_size)  # (n, R, 3, K)
+        residual = self.stats.residual(cells[:, :, MAPS.index("error")], cells[:, :, MAPS.index("energy")])
+        cell_z = self.stats.z(self.smooth(residual))
+        region_z = cell_z.max(axis=2)
+        score = region_z.max(axis=1)
+        out = ScoredFrames(self.n_done, cell_z, region_z, score, score > self.threshold, maps[:, :, MAPS.index("reconstruction")])
+        self.n_done += len(maps)
         return out

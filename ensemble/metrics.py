@@ -12,6 +12,9 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
+from core.arrays import runs
+from ensemble.events import Event
+
 
 def equal_error_rate(labels: np.ndarray, scores: np.ndarray) -> float:
     """The rate at which false alarms and misses are equal, interpolated on the ROC curve."""
@@ -64,4 +67,31 @@ def frame_metrics(clips: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]) -
             "false_alarm_rate": fp / (fp + tn) if fp + tn else None,
             "detection_rate": tp / (tp + fn) if tp + fn else None,
         },
+    }
+
+
+def event_metrics(clips: dict[str, tuple[np.ndarray, list[Event], float]]) -> dict:
+    """clips: id -> (labels bool (n,), events, fps). What an operator would have seen:
+
+    - false-alarm events: events that overlap no labelled anomalous frame, per minute of
+      normal video (the clips' unlabelled frames);
+    - labelled anomalous segments (runs of labelled frames) that some event overlaps.
+    """
+    false_events = segments = hit = 0
+    normal_minutes = 0.0
+    for labels, events, fps in clips.values():
+        labels = np.asarray(labels, bool)
+        false_events += sum(1 for e in events if not labels[e.first : e.last + 1].any())
+        normal_minutes += float((~labels).sum()) / fps / 60.0
+        for a, b in runs(labels):
+            segments += 1
+            hit += any(e.first < b and e.last >= a for e in events)
+    return {
+        "n_events": sum(len(c[1]) for c in clips.values()),
+        "false_alarm_events": false_events,
+        "normal_minutes": normal_minutes,
+        "false_alarm_events_per_minute": false_events / normal_minutes if normal_minutes else None,
+        "anomalous_segments": segments,
+        "segments_hit": hit,
+        "segments_hit_share": hit / segments if segments else None,
     }

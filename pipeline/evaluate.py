@@ -1,6 +1,6 @@
 """Stage 5, evaluate: score every test clip and compare with frame labels (core.labels).
 
-Writes ``metrics.json`` (see
+Writes ``metrics.json`` (frame and event metrics, see
 ensemble.metrics), ``roc.png`` and ``pr.png`` (pooled frame scores, the threshold's
 operating point marked) and every clip's ``scores.csv`` under ``out_path/<clip_id>/``.
 """
@@ -19,7 +19,7 @@ from core.errors import InputError
 from core.labels import frame_labels, load_labels
 from core.progress import progress
 from ensemble.ensemble import Ensemble
-from ensemble.metrics import frame_metrics
+from ensemble.metrics import event_metrics, frame_metrics
 from pipeline.ffmpeg_io import list_clips
 from pipeline.heatmaps import curves_figures, save_figure
 from pipeline.score import ScoreResult, score_video
@@ -57,13 +57,15 @@ def evaluate(
         raise InputError(f"{labels_path}: frame counts do not match the clips: {', '.join(mismatched)}")
     data = {cid: (frame_labels(*labels[cid]), r.score, r.anomalous) for cid, r in results.items()}
     metrics = frame_metrics(data)
+    metrics["events"] = event_metrics({cid: (data[cid][0], r.events, r.fps) for cid, r in results.items()})
     n_frames = sum(r.n_frames for r in results.values())
     metrics.update(
         {
             "clips": ids,
             "labels": str(Path(labels_path).resolve()),
             "models": str(Path(models_path).resolve()),
-            "threshold_sigma": ens.cfg.score.threshold_sigma,
+            "threshold": ens.threshold_,
+            "false_alarm_rate_target": ens.cfg.score.false_alarm_rate,
             "config": ens.cfg.to_dict(),
             "score_seconds": round(seconds, 2),
             "score_fps": round(n_frames / seconds, 1),

@@ -1,10 +1,9 @@
 """Stage 6, inspect: pictures of where and when a clip is anomalous (matplotlib, Agg backend).
 
 For chosen frames, ``frame_NNNNNN.png``: the frame with its anomaly map
-overlaid (inferno colormap, transparent where the map is below the normal
-level, colour bar in multiples of the normal 99th-percentile pixel error) and
-beside it the frame with the region grid, each region labelled with its
-normalised error z and outlined in red when above its threshold.
+overlaid (inferno colormap, in the units of the cell scores, transparent below
+half the alarm threshold) and beside it the frame with the region grid, each
+region labelled with its score and outlined in red when above the threshold.
 
 For the clip, ``regions_time.png``: the regions x time matrix of z, under the
 frame score with its threshold and the flagged (and, given labels, the truly
@@ -33,7 +32,10 @@ from core.grid import region_cells  # noqa: E402
 from pipeline.ffmpeg_io import open_clip, read_frames  # noqa: E402
 from pipeline.score import score_video  # noqa: E402
 
-MAP_MAX = 6.0  # colour scale top, in multiples of the normal 99th-percentile pixel error
+
+def map_range(threshold: float) -> tuple[float, float]:
+    """Where an anomaly map is drawn: from half the alarm threshold (transparent below) to twice it (the colour scale's top)."""
+    return 0.5 * threshold, 2.0 * threshold
 
 
 def pick_frames(score: np.ndarray, anomalous: np.ndarray, n: int = 6, spacing: int = 10) -> list[int]:
@@ -87,14 +89,16 @@ def save_figure(fig, path: Path | None = None, fmt: str = "png") -> Path | bytes
         plt.close(fig)
 
 
-def frame_figure(frame: np.ndarray, amap: np.ndarray, boxes: np.ndarray, region_ids: list[str], z: np.ndarray, threshold_sigma: float, title: str):
+def frame_figure(frame: np.ndarray, amap: np.ndarray, boxes: np.ndarray, region_ids: list[str], z: np.ndarray, threshold: float, title: str):
     """One frame: overlay of the anomaly map | region grid with z."""
     H, W = amap.shape
     fig, (a, b) = plt.subplots(1, 2, figsize=(2 * 4.2 * W / max(H, W) + 1.2, 4.2 * H / max(H, W) + 0.9), dpi=110, layout="constrained")
     _show(a, frame)
-    shown = np.ma.masked_less(amap, 1.0)
-    im = a.imshow(shown, cmap="inferno", norm=Normalize(0, MAP_MAX), alpha=0.65, interpolation="bilinear")
-    fig.colorbar(im, ax=a, shrink=0.8, label="pixel error / normal p99")
+    lo, hi = map_range(threshold)
+    shown = np.ma.masked_less(amap, lo)
+    im = a.imshow(shown, cmap="inferno", norm=Normalize(0, hi), alpha=0.65, interpolation="bilinear")
+    bar = fig.colorbar(im, ax=a, shrink=0.8, label="cell score (z)")
+    bar.ax.axhline(threshold, color="red", lw=1.5)
     a.set_title("anomaly map")
     _show(b, frame)
     # thin: each region's cell (overlaps split down the middle); thick red: the whole box of a region above threshold
@@ -102,46 +106,46 @@ def frame_figure(frame: np.ndarray, amap: np.ndarray, boxes: np.ndarray, region_
     for (top, left, h, w), rid, zi in zip(cells, region_ids, z):
         b.add_patch(Rectangle((left - 0.5, top - 0.5), w, h, fill=False, lw=0.8, ec="white", alpha=0.9))
         b.text(left + w / 2, top + h / 2, f"{rid}\n{zi:.1f}", ha="center", va="center", fontsize=7, color="white",
-               bbox={"facecolor": "red" if zi > threshold_sigma else "black", "alpha": 0.55, "pad": 1.5, "lw": 0})
+               bbox={"facecolor": "red" if zi > threshold else "black", "alpha": 0.55, "pad": 1.5, "lw": 0})
     for (top, left, h, w), zi in zip(boxes, z):
-        if zi > threshold_sigma:
+        if zi > threshold:
             b.add_patch(Rectangle((left - 0.5, top - 0.5), w, h, fill=False, lw=2.2, ec="red", alpha=0.9))
-    b.set_title(f"regions: z (red: above {threshold_sigma:g})")
+    b.set_title(f"regions: score (red: above {threshold:.1f})")
     fig.suptitle(title, fontsize=10)
     return fig
 
 
-def _symlog_score_axis(ax, score: np.ndarray, threshold_sigma: float) -> None:
+def _symlog_score_axis(ax, score: np.ndarray, threshold: float) -> None:
     """Linear up to twice the threshold, decades above it; ticks at 0, the threshold and the decades only.
 
     matplotlib's default symlog ticks crowd 0 and +-1 together and pad the axis
     down to empty negative decades, although z rarely falls below -3.
     """
-    linthresh = 2 * threshold_sigma
+    linthresh = 2 * threshold
     ax.set_yscale("symlog", linthresh=linthresh)
     top = float(score.max())
     decades = [10.0**k for k in range(1, int(np.ceil(np.log10(top))) + 1) if 10.0**k > linthresh]
-    ax.yaxis.set_major_locator(FixedLocator([0.0, threshold_sigma, *decades]))
+    ax.yaxis.set_major_locator(FixedLocator([0.0, threshold, *decades]))
     ax.yaxis.set_major_formatter(ScalarFormatter())
     ax.yaxis.set_minor_locator(NullLocator())
     ax.set_ylim(min(float(score.min()), 0.0) - 0.5, top * 1.5)
 
 
-def timeline_figure(region_z: np.ndarray, score: np.ndarray, anomalous: np.ndarray, region_ids: list[str], fps: float, threshold_sigma: float, truth: np.ndarray | None = None, title: str = ""):
+def timeline_figure(region_z: np.ndarray, score: np.ndarray, anomalous: np.ndarray, region_ids: list[str], fps: float, threshold: float, truth: np.ndarray | None = None, title: str = ""):
     """The regions x time matrix of z under the frame score; returns the figure and its two axes."""
     n, R = region_z.shape
     t = np.arange(n) / fps
     fig, (top, mat) = plt.subplots(2, 1, figsize=(10, 2.2 + 0.22 * R), dpi=110, sharex=True, height_ratios=[1, max(1.2, R / 6)], layout="constrained")
     top.plot(t, score, lw=1, color="black", label="frame score")
-    top.axhline(threshold_sigma, color="red", lw=1, ls="--", label=f"threshold ({threshold_sigma:g})")
+    top.axhline(threshold, color="red", lw=1, ls="--", label=f"threshold ({threshold:.1f})")
     _shade(top, anomalous, fps, "red", 0.15, "flagged")
     if truth is not None:
         _shade(top, truth, fps, "tab:blue", 0.15, "ground truth")
-    if score.size and score.max() > 10 * threshold_sigma:  # one huge peak would flatten the rest
-        _symlog_score_axis(top, score, threshold_sigma)
+    if score.size and score.max() > 10 * threshold:  # one huge peak would flatten the rest
+        _symlog_score_axis(top, score, threshold)
     top.set_ylabel("score (z)")
     top.legend(loc="upper left", fontsize=7, ncols=4)
-    vmax = max(2 * threshold_sigma, float(np.percentile(region_z, 99.5)) if region_z.size else 1.0)
+    vmax = max(2 * threshold, float(np.percentile(region_z, 99.5)) if region_z.size else 1.0)
     im = mat.imshow(region_z.T, aspect="auto", cmap="magma", vmin=0, vmax=vmax, interpolation="nearest",
                     extent=(-0.5 / fps, (n - 0.5) / fps, R - 0.5, -0.5))
     mat.set_yticks(range(R), region_ids, fontsize=7)
@@ -192,7 +196,7 @@ def write_heatmaps(maps_path: str | Path, video_path: str | Path, out_path: str 
         region_ids = json.loads(fh.attrs["region_ids"])
         boxes = fh.attrs["boxes"]
         fps = float(fh.attrs["fps"])
-        k = float(fh.attrs["threshold_sigma"])
+        k = float(fh.attrs["threshold"])
         chosen = [f - 1 for f in frames if 1 <= f <= len(score)] if frames else pick_frames(score, anomalous, n_frames)
         amaps = {i: fh["maps"][i].astype(np.float32) for i in chosen}
     pictures = decode_frames(video_path, cfg, chosen)

@@ -7,7 +7,7 @@
     the video beside it. The score timeline over the regions x time matrix
     (threshold line, flagged frames shaded, ground truth shaded when labels
     are given; a click seeks the video), the side-by-side video, the anomalous
-    segments (click to seek), a gallery of the most anomalous frames, and a
+    events (click to seek), a gallery of the most anomalous frames, and a
     summary: thresholds, config, training data, processing speed.
 ``report.mp4``
     H.264, three panels per frame: input | reconstruction (what the models
@@ -43,7 +43,7 @@ from core.progress import progress
 from ensemble.anomaly_map import AnomalyMapper
 from ensemble.ensemble import Ensemble
 from pipeline.ffmpeg_io import ffmpeg_exe, open_clip, read_frames
-from pipeline.heatmaps import MAP_MAX, frame_figure, frame_title, pick_frames, save_figure, timeline_figure
+from pipeline.heatmaps import frame_figure, frame_title, map_range, pick_frames, save_figure, timeline_figure
 from pipeline.score import ScoreResult, score_video
 
 log = logging.getLogger(__name__)
@@ -112,11 +112,12 @@ def h264_encoder() -> str:
 _INFERNO = (matplotlib.colormaps["inferno"](np.linspace(0.0, 1.0, 256))[:, :3] * 255).astype(np.float32)
 
 
-def overlay(gray_rgb: np.ndarray, amap: np.ndarray) -> np.ndarray:
-    """The anomaly map over an RGB frame: inferno colours where the map is above the normal level (1)."""
-    level = np.clip(amap / MAP_MAX, 0.0, 1.0)
+def overlay(gray_rgb: np.ndarray, amap: np.ndarray, threshold: float) -> np.ndarray:
+    """The anomaly map over an RGB frame: inferno colours from half the alarm threshold up (see ``map_range``)."""
+    lo, hi = map_range(threshold)
+    level = np.clip(amap / hi, 0.0, 1.0)
     colour = _INFERNO[(level * 255).astype(np.uint8)]
-    alpha = np.where(amap >= 1.0, 0.35 + 0.45 * np.clip((amap - 1.0) / (MAP_MAX - 1.0), 0.0, 1.0), 0.0)[..., None]
+    alpha = np.where(amap >= lo, 0.35 + 0.45 * np.clip((amap - lo) / (hi - lo), 0.0, 1.0), 0.0)[..., None]
     return (gray_rgb * (1.0 - alpha) + colour * alpha).astype(np.uint8)
 
 
@@ -143,13 +144,14 @@ def panel_scale(width: int) -> int:
 
 
 def compose_frame(
-    frame: np.ndarray, recon: np.ndarray, amap: np.ndarray, boxes: np.ndarray, hot: np.ndarray, caption: str, recon_label: str = "reconstruction"
+    frame: np.ndarray, recon: np.ndarray, amap: np.ndarray, threshold: float, boxes: np.ndarray, hot: np.ndarray, caption: str,
+    recon_label: str = "reconstruction",
 ) -> np.ndarray:
     """input | reconstruction | overlay under a two-line caption: uint8 RGB (HEADER + s H, 3 s W, 3), s = panel_scale(W)."""
     H, W = amap.shape
     base = _rgb(frame)
     rec = np.repeat((np.clip(recon, 0.0, 1.0) * 255).astype(np.uint8)[..., None], 3, axis=-1)
-    ov = overlay(base.astype(np.float32), amap)
+    ov = overlay(base.astype(np.float32), amap, threshold)
     draw_grid(ov, boxes, hot)
     panels = np.concatenate([base, rec, ov], axis=1)
     k = panel_scale(W)
@@ -187,9 +189,9 @@ def write_side_by_side(
         n_frames = fh["maps"].shape[0]
         fps = float(fh.attrs["fps"])
         boxes = fh.attrs["boxes"]
-        k = float(fh.attrs["threshold_sigma"])
+        k = float(fh.attrs["threshold"])
         H, W = fh["maps"].shape[1:]
-        placer = AnomalyMapper(ens.regions, (H, W), np.ones(len(ens.regions)), blur_sigma=0.0)
+        placer = AnomalyMapper(ens.regions, (H, W))
         recon_label = "motion as rebuilt (bright: fast)" if cfg.tube_content == "flow" else "reconstruction"
         width, height = 3 * W * panel_scale(W), HEADER + H * panel_scale(W)
         pad_w, pad_h = width % 2, height % 2  # yuv420p needs even sides
@@ -219,7 +221,7 @@ def write_side_by_side(
                         i = done + j
                         hot = z[j] > k
                         caption = f"frame {i + 1}  {i / fps:6.1f} s  score {scores[j]:5.2f}" + ("  ANOMALOUS" if hot.any() else "")
-                        proc.stdin.write(compose_frame(frame, full[j], maps[j], boxes, hot, caption, recon_label).tobytes())
+                        proc.stdin.write(compose_frame(frame, full[j], maps[j], k, boxes, hot, caption, recon_label).tobytes())
                         if keep is not None and i in keep[0]:
                             keep[1][i] = frame.copy()
                     done += len(frames)
@@ -256,7 +258,7 @@ def render_html(
     video_path: Path, ens: Ensemble, result: ScoreResult, truth: np.ndarray | None, maps_path: Path, video_name: str, pictures: dict[int, np.ndarray]
 ) -> str:
     """The page; ``pictures``: the gallery's frames (0-based frame -> decoded frame)."""
-    fps, k, n = result.fps, result.threshold_sigma, result.n_frames
+    fps, k, n = result.fps, result.threshold, result.n_frames
     name = video_path.name
     fig, (top, mat) = timeline_figure(result.region_z, result.score, result.anomalous, result.region_ids, fps, k, truth)
     fig.set_size_inches(11, fig.get_size_inches()[1])
@@ -276,19 +278,18 @@ def render_html(
             gallery.append(
                 f'<figure data-t="{(i + 0.5) / fps:.3f}"><img alt="frame {i + 1}" src="{_data_uri(png, "image/png")}">'
                 f"<figcaption>frame {i + 1} · {i / fps:.1f} s · score {result.score[i]:.2f} · "
-                f"strongest region <b>{top_region}</b> (z {z.max():.1f})</figcaption></figure>"
+                f"strongest region <b>{top_region}</b> ({z.max():.1f})</figcaption></figure>"
             )
 
-    segments = result.segments()
+    events = result.events
     seg_rows = "".join(
-        f'<tr data-t="{(s.first_frame - 0.5) / fps:.3f}"><td>{s.first_frame}–{s.last_frame}</td><td>{s.start_s:.1f}–{s.end_s:.1f} s</td>'
-        f"<td>{s.peak_score:.2f}</td><td>{html.escape(', '.join(s.regions))}</td></tr>"
-        for s in segments
-    ) or '<tr><td colspan="4">no anomalous frames</td></tr>'
-    stats = ens.stat("mean"), ens.stat("std"), ens.stat("threshold")
+        f'<tr data-t="{(e.first + 0.5) / fps:.3f}"><td>{e.first + 1}–{e.last + 1}</td><td>{e.first / fps:.1f}–{e.last / fps:.1f} s</td>'
+        f"<td>{e.peak_score:.2f} at {e.peak_frame / fps:.1f} s</td><td>{html.escape(', '.join(e.regions))}</td></tr>"
+        for e in events
+    ) or '<tr><td colspan="4">no events</td></tr>'
     thr_rows = "".join(
-        f"<tr><td>{rid}</td><td>{m:.4g}</td><td>{s:.4g}</td><td>{t:.4g}</td><td>{result.region_z[:, j].max():.2f}</td></tr>"
-        for j, (rid, m, s, t) in enumerate(zip(result.region_ids, *stats))
+        f"<tr><td>{r['region_id']}</td><td>{r['held_out_max']:.2f}</td><td>{r['threshold']:.2f}</td><td>{result.region_z[:, j].max():.2f}</td></tr>"
+        for j, r in enumerate(ens.manifest["regions"])
     )
     manifest = ens.manifest
     flagged = int(result.anomalous.sum())
@@ -298,11 +299,11 @@ def render_html(
         fa = int((~truth & result.anomalous).sum())
         truth_line = f"<li>ground truth: {int(truth.sum())} anomalous frames; {hit} of them flagged; {fa} false alarms among {int((~truth).sum())} normal frames</li>"
     summary = f"""<ul>
-<li>{n} frames, {n / fps:.1f} s at {fps:g} fps; <b>{flagged}</b> flagged ({flagged / max(n, 1):.0%}) in {len(segments)} segment(s)</li>
+<li>{n} frames, {n / fps:.1f} s at {fps:g} fps; <b>{flagged}</b> flagged ({flagged / max(n, 1):.0%}); <b>{len(events)}</b> event(s)</li>
 {truth_line}
 <li>scored at {n / max(result.seconds, 1e-9):.1f} frames/s ({n / fps / max(result.seconds, 1e-9):.1f}× real time) on {html.escape(str(ens.detectors[0].device_))}</li>
 <li>models: {len(result.region_ids)} regions ({manifest['grid']['rows']}×{manifest['grid']['cols']}), trained {html.escape(str(manifest.get('created', '?')))} on {len(manifest['training_clips'])} clip(s): {html.escape(', '.join(manifest['training_clips']))}</li>
-<li>a region is anomalous when its normalised error z = (error − μ) / σ exceeds {k:g}; the frame score is the {ens.cfg.score.fusion} over regions of z</li>
+<li>a frame is flagged when its score, the largest cell z of any region, exceeds the alarm threshold {k:.2f}: the score that a share {ens.cfg.score.false_alarm_rate:g} of the held-out normal frames exceed. A cell's z measures its reconstruction error beyond what the amount of motion there explains, against its own normal frames</li>
 </ul>"""
     return _PAGE.format(
         title=html.escape(f"Anomaly report: {name}"),
@@ -345,12 +346,12 @@ pre {{ background: #f6f6f6; padding: 8px; font-size: 12px; max-height: 260px; ov
 <video id="video" controls muted playsinline preload="auto" src="{video}"></video>
 <h2>Score over time (click to seek)</h2>
 <div id="timeline">{svg}<div id="playhead"></div></div>
-<h2>Anomalous segments</h2>
+<h2>Events</h2>
 <table><tr><th>frames</th><th>time</th><th>peak score</th><th>regions above threshold</th></tr>{seg_rows}</table>
 <h2>Most anomalous frames</h2>
 <div class="gallery">{gallery}</div>
 <h2>Regions and thresholds</h2>
-<table><tr><th>region</th><th>μ (normal)</th><th>σ (normal)</th><th>threshold μ+kσ</th><th>max z here</th></tr>{thr_rows}</table>
+<table><tr><th>region</th><th>highest score on held-out normal frames</th><th>threshold of the region alone</th><th>highest score here</th></tr>{thr_rows}</table>
 <h2>Config</h2>
 <pre>{config}</pre>
 <script>

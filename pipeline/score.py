@@ -3,17 +3,21 @@
 Outputs in ``out_path``:
 
 ``scores.csv``
-    one row per decoded frame: ``frame`` (1-based), ``time_s``, ``score``
-    (max over regions of the normalised error z), ``anomalous`` (0/1: some
-    region above its threshold, i.e. z > threshold_sigma), then one column per
-    region id holding that region's z.
+    one row per decoded frame: ``frame`` (1-based), ``time_s``, ``score`` (the
+    largest region score), ``anomalous`` (0/1: the score is above the alarm
+    threshold), then one column per region id holding that region's score (its
+    largest cell z, see ``ensemble.fusion``).
+``events.csv``
+    one row per event (``ensemble.events``): ``event``, ``first_frame``,
+    ``last_frame`` (1-based, inclusive), ``start_s``, ``end_s``, ``peak_frame``,
+    ``peak_s``, ``peak_score``, ``regions`` (those above the threshold, strongest first).
 ``maps.h5`` (unless ``maps=False``)
-    ``maps`` float16 (n_frames, height, width): per-pixel anomaly map, in units
-    of the region's normal 99th-percentile pixel error, rounded to 1/32; ``region_errors``,
-    ``region_z`` (n_frames, n_regions); ``score``, ``anomalous`` (n_frames,);
-    ``reconstructions`` uint8 (n_frames, n_regions, P, P): what each region's model
-    rebuilt, as ``ensemble.detector.shown_reconstruction`` draws it, times 255;
-    attributes: config, source, fps, region ids and boxes, thresholds.
+    ``maps`` float16 (n_frames, height, width): the anomaly map, every cell's z placed
+    in the frame (overlapping regions averaged), in steps of 1/8; ``region_z``
+    (n_frames, n_regions); ``score``, ``anomalous`` (n_frames,); ``reconstructions``
+    uint8 (n_frames, n_regions, P, P): what each region's model rebuilt, as
+    ``ensemble.detector.shown_reconstruction`` draws it, times 255; attributes:
+    config, source, fps, region ids and boxes, the alarm threshold.
 """
 
 from __future__ import annotations
@@ -29,7 +33,6 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from core.arrays import runs
 from core.artifacts import atomic_path, stamp
 from core.config import Config
 from core.errors import InputError
@@ -37,24 +40,19 @@ from core.progress import progress
 from cuboids.slicing import TubeCutter
 from ensemble.anomaly_map import AnomalyMapper
 from ensemble.ensemble import Ensemble, ScoredFrames
+from ensemble.events import Event, EventTracker
 from pipeline.background import Background, prefetch
 from pipeline.ffmpeg_io import open_clip, output_fps, read_frames, working_size
 
 log = logging.getLogger(__name__)
 
-MAP_STEPS = 32  # maps.h5 stores anomaly maps rounded to 1/MAP_STEPS
+MAP_STEPS = 8  # maps.h5 stores anomaly maps rounded to 1/MAP_STEPS of a z unit
 
 
-@dataclass(frozen=True)
-class Segment:
-    """A run of consecutive anomalous frames (1-based, inclusive)."""
-
-    first_frame: int
-    last_frame: int
-    start_s: float
-    end_s: float
-    peak_score: float
-    regions: tuple[str, ...]  # regions above threshold in the segment, strongest first
+def event_tracker(ens: Ensemble, fps: float) -> EventTracker:
+    """The event rule of the models' config (``score.min_event_seconds``, ``score.event_gap_seconds``) at ``fps``."""
+    s = ens.cfg.score
+    return EventTracker(ens.region_ids, ens.threshold_, max(1, round(s.min_event_seconds * fps)), max(1, round(s.event_gap_seconds * fps)))
 
 
 @dataclass
@@ -65,7 +63,8 @@ class ScoreResult:
     score: np.ndarray  # (n_frames,)
     anomalous: np.ndarray  # (n_frames,) bool
     region_z: np.ndarray  # (n_frames, R)
-    threshold_sigma: float
+    threshold: float
+    events: list[Event]
     seconds: float
     out_path: Path | None = None
     files: list[Path] = field(default_factory=list)
@@ -73,15 +72,6 @@ class ScoreResult:
     @property
     def n_frames(self) -> int:
         return len(self.score)
-
-    def segments(self) -> list[Segment]:
-        out = []
-        for a, b in runs(self.anomalous):
-            z = self.region_z[a:b]
-            peak = z.max(axis=0)
-            fired = [self.region_ids[i] for i in np.argsort(-peak) if peak[i] > self.threshold_sigma]
-            out.append(Segment(int(a + 1), int(b), a / self.fps, (b - 1) / self.fps, float(self.score[a:b].max()), tuple(fired)))
-        return out
 
 
 def score_video(
@@ -113,7 +103,8 @@ def score_video(
     fps = output_fps(src, cfg.extract)
     cut = TubeCutter.for_config(ens.regions, cfg)
     scorer = ens.scorer()
-    mapper = AnomalyMapper(ens.regions, ens.frame_size, ens.stat("pixel_scale")) if maps and out_path else None
+    events = event_tracker(ens, fps)
+    mapper = AnomalyMapper(ens.regions, ens.frame_size) if maps and out_path else None
     R = len(ens.regions)
     parts: list[ScoredFrames] = []
     with ExitStack() as stack:
@@ -126,13 +117,16 @@ def score_video(
         for frames, tubes in prefetch((frames, cut(frames)) for frames in decoded):
             scored = scorer.push(tubes)
             bar.update(len(frames))
-            _collect(scored, parts, writer, mapper, fps, background)
+            _collect(scored, parts, events, writer, mapper, ens.grid_cells, fps, background)
         try:
             last = scorer.finish()
         except InputError as exc:
             raise InputError(f"{src.path.name}: {exc}") from None
-        _collect(last, parts, writer, mapper, fps, background)
+        _collect(last, parts, events, writer, mapper, ens.grid_cells, fps, background)
+        events.finish()
         background.close()
+        if writer:
+            writer.write_events(events.done, fps)
         files = writer.files if writer else []
     result = ScoreResult(
         source=src.path,
@@ -140,8 +134,9 @@ def score_video(
         region_ids=ens.region_ids,
         score=np.concatenate([p.score for p in parts]) if parts else np.zeros(0),
         anomalous=np.concatenate([p.anomalous for p in parts]) if parts else np.zeros(0, bool),
-        region_z=np.concatenate([p.z for p in parts]) if parts else np.zeros((0, R)),
-        threshold_sigma=cfg.score.threshold_sigma,
+        region_z=np.concatenate([p.region_z for p in parts]) if parts else np.zeros((0, R)),
+        threshold=ens.threshold_,
+        events=list(events.done),
         seconds=time.perf_counter() - t0,
         out_path=Path(out_path) if out_path else None,
         files=files,
@@ -150,22 +145,26 @@ def score_video(
     return result
 
 
-def _collect(scored: ScoredFrames, parts: list[ScoredFrames], writer, mapper, fps: float, background: Background) -> None:
+def _collect(scored: ScoredFrames, parts: list[ScoredFrames], events: EventTracker, writer, mapper, g: int, fps: float, background: Background) -> None:
     if not len(scored):
         return
-    # keep only the small per-frame arrays; pixel errors go to disk or away
-    # (copies: a view, even an empty one, would keep the whole chunk's pixel errors alive)
-    empty = np.empty((0, *scored.pixel_errors.shape[1:]), np.float32)
-    parts.append(ScoredFrames(scored.first, scored.region_errors.copy(), scored.z.copy(), scored.score.copy(), scored.anomalous.copy(), empty, empty))
+    # keep only the small per-frame arrays; cell scores and reconstructions go to disk or away
+    # (copies: a view, even an empty one, would keep the whole chunk's arrays alive)
+    parts.append(ScoredFrames(scored.first, scored.cell_z[:0].copy(), scored.region_z.copy(), scored.score.copy(), scored.anomalous.copy(),
+                              scored.reconstructions[:0].copy()))  # fmt: skip
+    events.push(scored.anomalous, scored.score, scored.region_z)
     if writer:
-        background.submit(lambda: writer.write(scored, mapper(scored.pixel_errors) if mapper else None, fps))
+        n, R, _ = scored.cell_z.shape
+        background.submit(lambda: writer.write(scored, mapper(scored.cell_z.reshape(n, R, g, g)) if mapper else None, fps))
 
 
 class _Writers:
-    """scores.csv and maps.h5 written row by row to temporary names, renamed when the clip is done."""
+    """scores.csv and maps.h5 written row by row to temporary names, renamed when the clip is done; events.csv at the end."""
 
     def __init__(self, stack: ExitStack, out_path: Path, cfg: Config, ens: Ensemble, source: Path, fps: float, with_maps: bool):
         out_path.mkdir(parents=True, exist_ok=True)
+        self.out_path = out_path
+        self.region_ids = ens.region_ids
         self.files = [out_path / "scores.csv"]
         tmp_csv = stack.enter_context(atomic_path(self.files[0]))
         self.csv_file = stack.enter_context(open(tmp_csv, "w", newline="", encoding="utf-8"))
@@ -184,7 +183,6 @@ class _Writers:
                     "maps", (0, H, W), np.float16, maxshape=(None, H, W), chunks=(1, H, W), compression="gzip", compression_opts=1, shuffle=True,
                     rdcc_nbytes=0,  # written in whole chunks: a cache only holds memory (see cuboids.store)
                 ),
-                "region_errors": self.h5.create_dataset("region_errors", (0, R), np.float32, maxshape=(None, R), chunks=(256, R)),
                 "region_z": self.h5.create_dataset("region_z", (0, R), np.float32, maxshape=(None, R), chunks=(256, R)),
                 "score": self.h5.create_dataset("score", (0,), np.float32, maxshape=(None,), chunks=(1024,)),
                 "anomalous": self.h5.create_dataset("anomalous", (0,), np.uint8, maxshape=(None,), chunks=(1024,)),
@@ -192,7 +190,7 @@ class _Writers:
                     "reconstructions", (0, R, P, P), np.uint8, maxshape=(None, R, P, P), chunks=(16, R, P, P), compression="gzip",
                     compression_opts=1, rdcc_nbytes=0,
                 ),
-            }
+            }  # fmt: skip
             stamp(
                 self.h5.attrs,
                 "maps",
@@ -201,24 +199,31 @@ class _Writers:
                 fps=fps,
                 region_ids=json.dumps(ens.region_ids),
                 boxes=np.array([[r.top, r.left, r.height, r.width] for r in ens.regions]),
-                thresholds=ens.stat("threshold"),
-                threshold_sigma=cfg.score.threshold_sigma,
+                threshold=ens.threshold_,
             )
 
     def write(self, s: ScoredFrames, maps: np.ndarray | None, fps: float) -> None:
         for i in range(len(s)):
             f = s.first + i
-            self.csv.writerow(
-                [f + 1, f"{f / fps:.3f}", f"{s.score[i]:.4f}", int(s.anomalous[i]), *(f"{v:.4f}" for v in s.z[i])]
-            )
+            self.csv.writerow([f + 1, f"{f / fps:.3f}", f"{s.score[i]:.4f}", int(s.anomalous[i]), *(f"{v:.4f}" for v in s.region_z[i])])
         if self.h5 is not None:
-            if maps is not None:  # steps of 1/32 of the normal level: 5x smaller files, invisible in a heatmap
+            if maps is not None:  # steps of 1/8 of a z unit: smaller files, invisible in a heatmap
                 maps = np.round(maps * MAP_STEPS) / MAP_STEPS
             values = {
-                "maps": maps, "region_errors": s.region_errors, "region_z": s.z, "score": s.score, "anomalous": s.anomalous,
+                "maps": maps, "region_z": s.region_z, "score": s.score, "anomalous": s.anomalous,
                 "reconstructions": np.round(s.reconstructions * 255.0).astype(np.uint8),
             }  # fmt: skip
             for name, ds in self.ds.items():
                 n = ds.shape[0]
                 ds.resize(n + len(s), axis=0)
                 ds[n:] = values[name]
+
+    def write_events(self, events: list[Event], fps: float) -> None:
+        path = self.out_path / "events.csv"
+        with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(["event", "first_frame", "last_frame", "start_s", "end_s", "peak_frame", "peak_s", "peak_score", "regions"])
+            for k, e in enumerate(events, 1):
+                w.writerow([k, e.first + 1, e.last + 1, f"{e.first / fps:.3f}", f"{e.last / fps:.3f}", e.peak_frame + 1,
+                            f"{e.peak_frame / fps:.3f}", f"{e.peak_score:.4f}", " ".join(e.regions)])  # fmt: skip
+        self.files.append(path)

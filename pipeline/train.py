@@ -22,7 +22,7 @@ import joblib
 import torch
 from joblib import Parallel, delayed
 
-from core.artifacts import atomic_path, remove_stale_temporaries, stale_sections
+from core.artifacts import KINDS, atomic_path, remove_stale_temporaries, stale_sections
 from core.config import Config, config_differences
 from core.errors import ArtifactError, UserError
 from core.progress import progress
@@ -54,13 +54,15 @@ def plan_workers(n_regions: int, n_jobs: int, device: str) -> tuple[int, int]:
 def region_status(path: Path, cfg: Config, clips: dict[str, str]) -> str:
     """'fresh', 'recalibrate' or 'train' for one region's checkpoint."""
     try:
-        ck = read_checkpoint(path)
+        ck = read_checkpoint(path, weights_only=True)
         recorded = Config.from_json(ck["config"], source=str(path))
     except UserError:
         return "train"
     if ck.get("training_clips") != clips or stale_sections("checkpoint", recorded, cfg):
         return "train"
-    return "recalibrate" if config_differences(recorded, cfg, ("score",)) else "fresh"
+    # an older format's weights are kept, its statistics made anew
+    old = ck["format_version"] != KINDS["checkpoint"].version
+    return "recalibrate" if old or config_differences(recorded, cfg, ("score",)) else "fresh"
 
 
 def partial_path(models_path: Path, region_id: str) -> Path:

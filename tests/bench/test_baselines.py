@@ -14,7 +14,7 @@ def test_speed_of_a_still_clip_is_zero(tmp_path, tiny_cfg):
 
 def test_motion_scores_a_mover_where_nothing_goes_above_the_normal_frames(tiny_data, tiny_cfg):
     y = frame_labels(*load_labels(tiny_data / "labels.json")["01"])
-    score = Baseline(tiny_cfg, region_motion).fit(tiny_data / "train").score(tiny_data / "test" / "01.mkv")
+    score = Baseline(tiny_cfg, region_motion).fit(tiny_data / "train").score_samples(tiny_data / "test" / "01.mkv")
     assert score.shape == y.shape
     assert np.median(score[~y]) < score[y].min()
 
@@ -22,7 +22,7 @@ def test_motion_scores_a_mover_where_nothing_goes_above_the_normal_frames(tiny_d
 def test_speed_scores_a_fast_mover_above_the_normal_frames(tmp_path, tiny_data, tiny_cfg):
     frames, y = render_clip(80, 64, 96, seed=778, anomaly="fast", anomaly_first=30)
     clip = write_video(frames, tmp_path / "fast.mkv")
-    score = Baseline(tiny_cfg, region_speed).fit(tiny_data / "train").score(clip)
+    score = Baseline(tiny_cfg, region_speed).fit(tiny_data / "train").score_samples(clip)
     assert score.shape == y.shape
     before = score[: np.flatnonzero(y)[0]]  # the frames after it leaves carry its smoothed speed for a while
     assert before.max() < np.percentile(score[y], 10)

@@ -19,10 +19,12 @@ def test_all_black_training_video(tmp_path, tiny_cfg):
     slice_folder(tmp_path / "w" / "frames", tmp_path / "w" / "cuboids", cfg)
     train_ensemble(tmp_path / "w" / "cuboids", tmp_path / "w" / "models", cfg, n_jobs=2)
     ens = Ensemble.load(tmp_path / "w" / "models")
-    for name in ("mean", "std", "threshold", "pixel_scale"):
-        values = ens.stat(name)
-        assert np.isfinite(values).all() and (values >= 0).all(), name
-    assert (ens.stat("std") > 0).all(), "zero spread must be floored, or every z is infinite"
+    for d in ens.detectors:
+        for name, values in d.stats_.__dict__.items():
+            assert np.isfinite(values).all(), name
+        assert (d.stats_.std > 0).all(), "zero spread must be floored, or every z is infinite"
+        assert np.isfinite(d.held_out_scores_).all() and np.isfinite(d.threshold_)
+    assert np.isfinite(ens.threshold_)
     same = score_video(tmp_path / "train" / "0.mkv", tmp_path / "w" / "models", tmp_path / "o1")
     assert np.isfinite(same.score).all()
     frames, _ = render_clip(30, 64, 96, seed=1)

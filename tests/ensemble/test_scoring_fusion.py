@@ -3,9 +3,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.config import ScoreConfig
 from core.errors import InputError
-from ensemble.fusion import CausalMean, fuse, normalise, region_errors
+from ensemble.fusion import CausalMean, CellStats, alarm_threshold, cell_means, fit_slope, region_errors
 from ensemble.sliding import SlidingWindowScorer, score_tubes
 
 
@@ -94,8 +93,39 @@ def test_causal_mean_is_the_same_in_chunks_and_never_looks_ahead():
     assert np.allclose(whole[10], x[6:11].mean(axis=0)) and np.allclose(whole[0], x[0])
 
 
-def test_fusion_takes_the_max_region_and_flags_any_region_over_threshold():
-    errors = np.array([[1.0, 1.0], [1.0, 3.1], [2.5, 1.0]])
-    z = normalise(errors, np.array([1.0, 1.0]), np.array([0.5, 1.0]))
-    score, flag = fuse(z, ScoreConfig(threshold_sigma=2.0))
-    assert score.tolist() == [0.0, 2.1, 3.0] and flag.tolist() == [False, True, True]
+def test_a_causal_mean_with_a_prior_starts_from_it():
+    """The start-of-clip fix: the first frames average with the normal level instead of averaging fewer frames."""
+    x = np.array([[6.0], [0.0], [3.0], [9.0]])
+    out = CausalMean(3, prior=0.0)(x)
+    assert out[:, 0].tolist() == [2.0, 2.0, 3.0, 4.0]
+    chunked = CausalMean(3, prior=np.array([1.0]))
+    parts = np.concatenate([chunked(x[:1]), chunked(x[1:])])
+    assert parts[:, 0].tolist() == pytest.approx([8 / 3, 7 / 3, 3.0, 4.0])
+
+
+def test_cell_means_split_each_region_row_by_row():
+    maps = np.zeros((1, 2, 4, 4), np.float32)
+    maps[0, 1, 0:2, 2:4] = 1.0  # region 1, top-right 2x2 cell
+    assert cell_means(maps, 2).tolist() == [[[0, 0, 0, 0], [0, 1, 0, 0]]]
+    assert region_errors(maps, "patch_max", 2).tolist() == [[0.0, 1.0]]
+
+
+def test_slope_of_error_on_motion_is_fitted_per_cell_and_kept_below_the_cap():
+    rng = np.random.default_rng(1)
+    E = rng.random((500, 3))
+    e = np.stack([0.3 * E[:, 0] + 0.1, 2.0 * E[:, 1], np.full(500, 0.5)], axis=1) + rng.normal(0, 1e-3, (500, 3))
+    em, Em, slope = fit_slope(e, E, explained_max=0.95)
+    assert slope[0] == pytest.approx(0.3, abs=0.01)  # a crowd's extra error, explained
+    assert slope[1] == 0.95, "never more than the cap: motion the model cannot rebuild at all still counts"
+    assert slope[2] == pytest.approx(0.0, abs=0.01)
+    assert fit_slope(e, np.zeros_like(E), 0.95)[2].tolist() == [0.0, 0.0, 0.0], "no motion, nothing to explain"
+    stats = CellStats(em, Em, slope, np.zeros(3), np.ones(3))
+    r = stats.residual(e, E)
+    assert np.abs(r[:, 0]).max() < 0.01 and abs(r[:, 1].mean()) < 1e-9
+
+
+def test_the_alarm_threshold_lets_through_at_most_the_asked_share():
+    normal = np.arange(1000, dtype=float)
+    t = alarm_threshold(normal, 0.01)
+    assert t in normal and np.mean(normal > t) <= 0.01 and np.mean(normal >= t) <= 0.01 + 1 / len(normal)
+    assert alarm_threshold(np.arange(50.0), 0.001) == 49.0, "fewer frames than 1/rate: the highest one"

@@ -79,22 +79,30 @@ def test_checkpoint_round_trip_gives_the_same_errors(trained_work, tiny_cfg, tmp
     windows = tubes[0].tube[np.arange(0, 40, 4)[:, None] + np.arange(8)]
     again = RegionDetector.load(det.save(tmp_path / "r0c0.pt", det.training_clips_))
     assert np.array_equal(det.window_maps(windows), again.window_maps(windows))
-    assert again.stats_ == det.stats_ and again.stats_.threshold == pytest.approx(det.stats_.mean + 2 * det.stats_.std)
+    assert again.stats_.to_dict() == det.stats_.to_dict() and np.array_equal(again.held_out_scores_, det.held_out_scores_)
+    assert again.threshold_ == det.threshold_ and np.mean(det.held_out_scores_ > det.threshold_) <= tiny_cfg.score.false_alarm_rate
+    tube = tubes[0].tube
+    assert np.array_equal(det.score_samples(tube), again.score_samples(tube))
+    assert np.array_equal(det.predict(tube), det.score_samples(tube) > det.threshold_)
     with pytest.raises(ArtifactError, match="model.filters"):
         RegionDetector.load(wd.models / "r0c0.pt", tiny_cfg.with_overrides(model={"filters": (4, 8)}))
 
 
-def test_calibrate_on_chooses_the_frames_behind_the_statistics(trained_work, tiny_cfg):
+def test_recalibration_returns_a_new_detector_with_the_same_weights(trained_work, tiny_cfg):
     wd = WorkDir(trained_work)
     tubes, _, _ = load_region(wd.cuboids, "r0c0", tiny_cfg)
-    n_all = sum(len(x.tube) for x in tubes)
     t = tiny_cfg.train
     n_held = sum(int(m.sum()) for m in validation_masks([len(x.tube) for x in tubes], t.val_block_frames, t.val_fraction))
     det = RegionDetector.load(wd.models / "r0c0.pt", tiny_cfg)
-    assert det.stats_.n_frames == n_all, "the default calibrates on every normal frame"
+    assert len(det.held_out_scores_) == n_held, "the alarm threshold comes from the held-out blocks only"
+    before = det.stats_.to_dict()
     held = det.recalibrated(tiny_cfg.with_overrides(score={"calibrate_on": "held_out"}), tubes)
-    assert held.stats_.n_frames == n_held < n_all
-    assert det.stats_.n_frames == n_all and held is not det, "recalibration returns a new detector"
+    assert held is not det and held.model_ is det.model_ and det.stats_.to_dict() == before
+    assert held.stats_.to_dict() != before, "statistics from the held-out blocks differ from those of every frame"
+    plain = det.recalibrated(tiny_cfg.with_overrides(score={"explained_motion_max": 0.0}), tubes)
+    assert (plain.stats_.slope == 0).all() and (det.stats_.slope > 0).any()
+    with pytest.raises(ArtifactError, match="train.epochs"):
+        det.recalibrated(tiny_cfg.with_overrides(train={"epochs": 3}), tubes)
 
 
 def test_foreign_and_truncated_checkpoints_are_refused(trained_work, tmp_path):
@@ -113,7 +121,11 @@ def test_foreign_and_truncated_checkpoints_are_refused(trained_work, tmp_path):
 def test_ensemble_manifest_lists_every_region_with_its_threshold(trained_work, tiny_cfg):
     ens = Ensemble.load(WorkDir(trained_work).models, tiny_cfg)
     assert ens.region_ids == tiny_cfg.cuboids.region_ids and ens.frame_size == (64, 96)
-    assert [r["threshold"] for r in ens.manifest["regions"]] == pytest.approx(ens.stat("threshold").tolist())
+    assert [r["threshold"] for r in ens.manifest["regions"]] == pytest.approx([d.threshold_ for d in ens.detectors])
+    # the alarm threshold: held-out frames' largest region score, at the asked share
+    frame_scores = np.stack([d.held_out_scores_ for d in ens.detectors]).max(axis=0)
+    assert np.mean(frame_scores > ens.threshold_) <= tiny_cfg.score.false_alarm_rate
+    assert ens.threshold_ >= max(d.threshold_ for d in ens.detectors), "all regions together flag more than any one alone"
     assert ens.manifest["training_clips"] == ["01", "02", "03", "04"]
 
 

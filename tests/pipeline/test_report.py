@@ -27,7 +27,7 @@ def made(trained_work, tiny_data, tmp_path_factory):
 
 def test_report_writes_a_page_a_video_and_the_scores(made):
     assert made.html.exists() and made.video.exists()
-    assert {p.name for p in made.html.parent.iterdir()} == {"report.html", "report.mp4", "scores.csv", "maps.h5"}
+    assert {p.name for p in made.html.parent.iterdir()} == {"report.html", "report.mp4", "scores.csv", "events.csv", "maps.h5"}
     page = made.html.read_text(encoding="utf-8")
     assert '<video id="video"' in page and 'src="report.mp4"' in page and "<svg" in page
     assert page.count("<figure") == 3
@@ -58,7 +58,7 @@ def test_overlay_hottest_pixel_sits_in_the_injected_region(made, tiny_data, tiny
     with open_h5(made.html.parent / "maps.h5", "maps") as fh:
         for i in flagged:
             base = np.repeat(frames[i], 3, axis=-1).astype(np.float32)
-            ov = overlay(base, fh["maps"][i].astype(np.float32)).astype(np.float32)
+            ov = overlay(base, fh["maps"][i].astype(np.float32), float(fh.attrs["threshold"])).astype(np.float32)
             change = np.abs(ov - base).sum(axis=-1)
             y, x = np.unravel_index(change.argmax(), change.shape)
             inside.append(change.max() > 0 and y >= 32 and x >= 64)
@@ -69,12 +69,13 @@ def test_overlay_hottest_pixel_sits_in_the_injected_region(made, tiny_data, tiny
 def test_composed_frame_has_three_panels_under_a_caption():
     frame = np.full((64, 96, 1), 100, np.uint8)
     amap = np.zeros((64, 96), np.float32)
-    amap[40:50, 70:80] = 5.0
-    img = compose_frame(frame, np.full((64, 96), 0.5, np.float32), amap, np.array([[32, 64, 32, 32]]), np.array([True]), "frame 1")
+    amap[40:50, 70:80] = 5.0  # above the threshold of 4
+    img = compose_frame(frame, np.full((64, 96), 0.5, np.float32), amap, 4.0, np.array([[32, 64, 32, 32]]), np.array([True]), "frame 1")
     k = 320 // 96 + 1  # small frames are enlarged
     assert img.shape == (34 + 64 * k, 3 * 96 * k, 3)
     panel = img[34:, 2 * 96 * k :]
     assert (panel[45 * k, 75 * k] != 100).any(), "the hot spot is coloured"
+    assert (panel[10 * k, 10 * k] == 100).all(), "below half the threshold, the frame shows through unchanged"
     assert tuple(panel[32 * k + 1, 80 * k]) == (230, 30, 30), "the region above threshold is outlined in red"
 
 
