@@ -85,6 +85,24 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise
 
 
+@contextmanager
+def new_folder(path: str | Path) -> Iterator[Path]:
+    """Create ``path`` (and missing parents) for the writes inside; if they fail, remove again
+    the folders this created, so that a refused input leaves nothing behind."""
+    path = Path(path)
+    created = [p for p in (path, *path.parents) if not p.exists()]
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        yield path
+    except BaseException:
+        for p in created:  # innermost first
+            try:
+                p.rmdir()
+            except OSError:  # not empty (another writer) or already gone
+                break
+        raise
+
+
 def remove_stale_temporaries(folder: str | Path) -> None:
     """Delete temporaries left by a process that was killed mid-write."""
     folder = Path(folder)

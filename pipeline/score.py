@@ -33,7 +33,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from core.artifacts import atomic_path, stamp
+from core.artifacts import atomic_path, new_folder, stamp
 from core.config import Config
 from core.errors import InputError
 from core.progress import progress
@@ -108,6 +108,8 @@ def score_video(
     R = len(ens.regions)
     parts: list[ScoredFrames] = []
     with ExitStack() as stack:
+        if out_path:
+            stack.enter_context(new_folder(out_path))
         writer = _Writers(stack, Path(out_path), cfg, ens, src.path, fps, mapper is not None) if out_path else None
         bar = stack.enter_context(progress(total=src.n_frames_estimate or None, desc=f"score {src.path.name}", unit="frame"))
         # decoding and cutting tubes (optical flow included) run ahead in one helper
@@ -162,7 +164,6 @@ class _Writers:
     """scores.csv and maps.h5 written row by row to temporary names, renamed when the clip is done; events.csv at the end."""
 
     def __init__(self, stack: ExitStack, out_path: Path, cfg: Config, ens: Ensemble, source: Path, fps: float, with_maps: bool):
-        out_path.mkdir(parents=True, exist_ok=True)
         self.out_path = out_path
         self.region_ids = ens.region_ids
         self.files = [out_path / "scores.csv"]

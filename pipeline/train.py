@@ -42,13 +42,13 @@ def resolve_device(device: str = "auto") -> str:
     return device
 
 
-def plan_workers(n_regions: int, n_jobs: int, device: str) -> tuple[int, int]:
-    """(parallel workers, torch threads per worker) so that workers x threads = cores."""
+def plan_workers(n_regions: int, n_jobs: int, device: str, threads: int = 0) -> tuple[int, int]:
+    """(parallel workers, torch threads per worker) so that workers x threads = cores, unless ``threads`` is given."""
     cores = joblib.cpu_count()
     if n_jobs <= 0:
         n_jobs = 2 if device != "cpu" else cores
     n_jobs = max(1, min(n_jobs, n_regions))
-    return n_jobs, max(1, cores // n_jobs)
+    return n_jobs, threads or max(1, cores // n_jobs)
 
 
 def region_status(path: Path, cfg: Config, clips: dict[str, str]) -> str:
@@ -158,8 +158,13 @@ def _sigint_sets(stop: threading.Event):
         signal.signal(signal.SIGINT, previous)
 
 
-def train_ensemble(cuboids_path: str | Path, models_path: str | Path, cfg: Config, n_jobs: int = 0, device: str = "auto", force: bool = False) -> Path:
+def train_ensemble(
+    cuboids_path: str | Path, models_path: str | Path, cfg: Config, n_jobs: int = 0, device: str = "auto", force: bool = False, threads: int = 0
+) -> Path:
     """Fit every region of the grid on the tubes in ``cuboids_path``; returns the manifest's path.
+
+    ``threads``: torch threads per worker (default: the cores shared out between the workers);
+    fixing it makes the arithmetic, hence the weights, the same on any machine.
 
     Regions train in parallel in joblib's threading backend, with torch's
     intra-op threads set so that workers x threads = cores: torch releases the
@@ -187,7 +192,7 @@ def train_ensemble(cuboids_path: str | Path, models_path: str | Path, cfg: Confi
         # threads are planned for the whole grid, not for the regions left: a resumed run
         # then computes with the same thread count, so it ends bit for bit where an
         # uninterrupted run would (a different count changes the float reduction order)
-        workers, threads = plan_workers(len(region_ids), n_jobs, device)
+        workers, threads = plan_workers(len(region_ids), n_jobs, device, threads)
         workers = min(workers, len(todo))
         log.info("train: %d regions, %d in parallel x %d torch threads on %s", len(todo), workers, threads, device)
         n_train = sum(1 for m in todo.values() if m == "train")

@@ -22,8 +22,12 @@ from pipeline.synthetic import render_clip, write_video
 
 
 def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
-    """Every file but the (empty, permanent) lock file, with its size and mtime."""
-    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file() and p.name != ".lock"}
+    """Every file and folder but the (empty, permanent) lock file, with its size and mtime (folders: 0, 0)."""
+    return {
+        str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) if p.is_file() else (0, 0)
+        for p in folder.rglob("*")
+        if p.name != ".lock"
+    }
 
 
 def _clip(path: Path, n: int = 30, seed: int = 3) -> Path:
@@ -120,25 +124,32 @@ SCORE_CASES = [
 
 @pytest.mark.parametrize("what, make, message", SCORE_CASES, ids=[c[0] for c in SCORE_CASES])
 def test_score_bad_input(what, make, message, trained_work, tmp_path):
+    import shutil
+
+    work = tmp_path / "work"  # a copy: valid inputs write their scores into it
+    shutil.copytree(trained_work, work)
     video = make(tmp_path)
-    before = snapshot(trained_work)
-    out = tmp_path / "out"
-    res = CliRunner().invoke(cli, ["score", str(video), "--work", str(trained_work), "--out", str(out), "-q"])
+    before = snapshot(work)
+    res = CliRunner().invoke(cli, ["score", str(video), "--work", str(work), "-q"])  # into WORK/scores/<clip>, the default
     if message is None:  # awkward but valid
         assert res.exit_code == 0, res.output
-        assert (out / "scores.csv").exists()
+        assert len(list((work / "scores").glob("*/scores.csv"))) == 1
         return
     assert res.exit_code == 1, res.output
     line = res.output.strip()
     assert "\n" not in line and line.startswith("error: ") and message in line, res.output
     assert "Traceback" not in res.output
-    assert snapshot(trained_work) == before
-    assert not out.exists() or not any(out.iterdir()), "something was written for a refused input"
+    assert snapshot(work) == before, "something was written (or left) in the work folder for a refused input"
 
 
 def test_debug_shows_the_traceback(trained_work, tmp_path):
-    res = CliRunner().invoke(cli, ["score", str(tmp_path / "missing.mkv"), "--work", str(trained_work), "--debug"])
-    assert res.exit_code != 0 and res.exception is not None
+    from core.errors import InputError
+
+    args = ["score", str(tmp_path / "missing.mkv"), "--work", str(trained_work)]
+    res = CliRunner().invoke(cli, [*args, "--debug"])
+    assert isinstance(res.exception, InputError), "--debug lets the original error through, with its traceback"
+    res = CliRunner().invoke(cli, args)
+    assert type(res.exception) is SystemExit and res.exit_code == 1 and res.output.startswith("error: ")
 
 
 def test_truncated_video_is_usable_with_allow_damaged(trained_work, tmp_path):

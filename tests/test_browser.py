@@ -56,7 +56,11 @@ def test_video_plays_and_the_timeline_seeks_it(page_in_browser):
         if (v.readyState < 1) await new Promise((ok) => { v.onloadedmetadata = ok; v.onerror = ok; });
         if (v.error) return {error: v.error.code};
         await v.play();
-        await new Promise((ok) => setTimeout(ok, 700));
+        // wait for playback to pass 0.2 s, however slow the machine (up to 20 s)
+        const start = performance.now();
+        while (v.currentTime <= 0.2 && !v.ended && performance.now() - start < 20000) {
+            await new Promise((ok) => setTimeout(ok, 50));
+        }
         return {t: v.currentTime, duration: v.duration, width: v.videoWidth};
     }"""
     )

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -55,12 +56,18 @@ def test_whole_chain_through_the_cli(runner, tiny_data, tiny_cfg, tmp_path):
     cfg.write_text(to_toml(tiny_cfg.with_overrides(train={"epochs": 2})))
     work = tmp_path / "work"
     common = ["--data", str(tiny_data), "--work", str(work), "--config", str(cfg), "-q", "--jobs", "2"]
+    outputs = {"extract": work / "frames" / "01.h5", "cuboids": work / "cuboids" / "r0c0" / "01.h5", "train": work / "models" / "r0c0.pt"}
     for stage in ("extract", "cuboids", "train"):
         res = runner.invoke(cli, [stage, *common])
         assert res.exit_code == 0, res.output
-    stamp = (work / "models" / "r0c0.pt").stat().st_mtime_ns
-    res = runner.invoke(cli, ["train", *common])
-    assert res.exit_code == 0 and (work / "models" / "r0c0.pt").stat().st_mtime_ns == stamp, "up-to-date models retrained"
+    for stage, path in outputs.items():  # up to date: kept
+        stamp = path.stat().st_mtime_ns
+        res = runner.invoke(cli, [stage, *common])
+        assert res.exit_code == 0 and path.stat().st_mtime_ns == stamp, f"{stage} redid up-to-date work"
+    for stage, path in outputs.items():  # --force: made again (and so the later stages' inputs change too)
+        stamp = path.stat().st_mtime_ns
+        res = runner.invoke(cli, [stage, *common, "--force"])
+        assert res.exit_code == 0 and path.stat().st_mtime_ns != stamp, f"{stage} --force kept its output"
     res = runner.invoke(cli, ["score", str(tiny_data / "test" / "01.mkv"), "--work", str(work), "--heatmaps", "-q"])
     assert res.exit_code == 0, res.output
     assert "80 frames" in res.output and "heatmaps:" in res.output
@@ -76,3 +83,81 @@ def test_whole_chain_through_the_cli(runner, tiny_data, tiny_cfg, tmp_path):
 def test_cuboids_refuses_frames_from_another_data_folder(runner, trained_work, tmp_path):
     res = runner.invoke(cli, ["cuboids", "--data", str(tmp_path), "--work", str(trained_work), "-q"])
     assert res.exit_code == 1 and "was extracted from" in res.output
+
+
+def test_heatmap_draws_the_frames_asked_for(runner, trained_work, tiny_data, tmp_path):
+    video, out = str(tiny_data / "test" / "01.mkv"), tmp_path / "h"
+    res = runner.invoke(cli, ["heatmap", video, "--work", str(trained_work), "--out", str(out), "--top", "2", "-q"])
+    assert res.exit_code == 0, res.output
+    drawn = sorted(p.name for p in (out / "heatmaps").glob("frame_*.png"))
+    assert len(drawn) == 2, drawn
+    with open(out / "scores.csv", newline="") as fh:
+        import csv
+
+        scores = {int(r["frame"]): float(r["score"]) for r in csv.DictReader(fh)}
+    assert int(drawn[-1][6:12]) in sorted(scores, key=scores.get)[-12:], "--top draws high-scoring frames"
+    res = runner.invoke(cli, ["heatmap", video, "--work", str(trained_work), "--out", str(out), "--frames", "3,x", "-q"])
+    assert res.exit_code == 2 and "use frame numbers like 12,40,97" in res.output
+
+
+def test_score_refuses_a_clip_of_another_frame_size(runner, trained_work, tmp_path):
+    from pipeline.synthetic import render_clip, write_video
+
+    frames, _ = render_clip(20, 64, 128, seed=5)  # wider than the models' 96 pixels at the same height
+    res = runner.invoke(cli, ["score", str(write_video(frames, tmp_path / "wide.mkv")), "--work", str(trained_work), "-q"])
+    assert res.exit_code == 1 and "decodes to 128x64 frames but the models were trained on 96x64" in res.output
+
+
+def test_score_prints_its_events_and_stops_listing_after_twenty(runner, trained_work, tiny_data, capsys):
+    from cli import _print_events
+    from ensemble.events import Event
+    from pipeline.score import ScoreResult
+
+    res = runner.invoke(cli, ["score", str(tiny_data / "test" / "01.mkv"), "--work", str(trained_work), "--no-maps", "-q"])
+    assert res.exit_code == 0, res.output
+    lines = res.output.strip().splitlines()
+    assert lines[0].startswith("01.mkv: 80 frames (8.0 s)") and "events" in lines[0]
+    assert len(lines) > 1 and lines[1].startswith("  event: frames ") and "r1c2" in lines[1], "the injected anomaly is an event in r1c2"
+    many = [Event(10 * k, 10 * k + 3, 10 * k + 1, 30.0 + k, ("r0c0",)) for k in range(25)]
+    result = ScoreResult(tiny_data / "x.mkv", 10.0, ["r0c0"], np.zeros(300), np.zeros(300, bool), np.zeros((300, 1)), 20.0, many, 1.0)
+    _print_events(result)
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1 + 20 + 1 and out[-1] == "  ... 5 more events in events.csv"
+    assert out[1] == "  event: frames 1-4  0.0-0.3 s  peak 30.0 at 0.1 s  regions r0c0"
+
+
+def test_report_and_demo_data_through_the_cli(runner, trained_work, tiny_data, tmp_path):
+    res = runner.invoke(cli, ["report", str(tiny_data / "test" / "01.mkv"), "--work", str(trained_work), "--out", str(tmp_path / "r"),
+                              "--labels", str(tiny_data / "labels.json"), "--gallery", "2", "-q"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert res.output.strip().endswith(f"report: {tmp_path / 'r' / 'report.html'}") and (tmp_path / "r" / "report.mp4").exists()
+    res = runner.invoke(cli, ["demo-data", "--out", str(tmp_path / "d"), "--size", "96x64", "--frames", "30", "--train-clips", "2", "-q"])
+    assert res.exit_code == 0, res.output
+    labels = json.loads((tmp_path / "d" / "labels.json").read_text())
+    assert sorted(p.name for p in (tmp_path / "d" / "train").iterdir()) == ["01.mkv", "02.mkv"]
+    assert set(labels) == {"01", "02", "03"} and all(v["frames"] == 30 for v in labels.values())
+    res = runner.invoke(cli, ["demo-data", "--out", str(tmp_path / "e"), "--size", "96by64"])
+    assert res.exit_code == 2 and "use WIDTHxHEIGHT" in res.output
+
+
+def test_evaluate_pools_clips_and_allows_an_all_normal_one(runner, trained_work, tiny_data, tmp_path):
+    import shutil
+
+    from pipeline.synthetic import render_clip, write_video
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    frames, _ = render_clip(60, 64, 96, seed=901)
+    write_video(frames, data / "test" / "02.mkv")
+    labels = json.loads((data / "labels.json").read_text())
+    labels["02"] = {"frames": 60, "anomalous": []}
+    (data / "labels.json").write_text(json.dumps(labels))
+    res = runner.invoke(cli, ["evaluate", "--data", str(data), "--work", str(trained_work), "--out", str(tmp_path / "e"), "-q"])
+    assert res.exit_code == 0, res.output
+    m = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert m["n_frames"] == 140 and m["clips"] == ["01", "02"]
+    assert m["auc_per_clip"]["02"] is None and m["auc_per_clip_mean"] == m["auc_per_clip"]["01"]
+    assert m["at_threshold"]["tp"] + m["at_threshold"]["fn"] == m["n_anomalous_frames"] < m["n_frames"]
+    (data / "labels.json").write_text("{not json")
+    res = runner.invoke(cli, ["evaluate", "--data", str(data), "--work", str(trained_work), "-q"])
+    assert res.exit_code == 1 and "labels.json: not valid JSON" in res.output

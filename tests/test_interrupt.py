@@ -31,15 +31,32 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+DEADLINE_S = 300  # no step of these tests waits longer: a hang fails the test instead of blocking CI
+
+
 def start(args: list[str]) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "cli.py", *args, "-q"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_default_sigint
+        [sys.executable, "cli.py", *args, "-q"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=_default_sigint
     )
 
 
 def finish(args: list[str]) -> None:
-    res = subprocess.run([sys.executable, "cli.py", *args, "-q"], cwd=ROOT, capture_output=True, text=True)
+    res = subprocess.run([sys.executable, "cli.py", *args, "-q"], cwd=ROOT, capture_output=True, text=True, timeout=DEADLINE_S)
     assert res.returncode == 0, res.stderr
+
+
+def wait_for(condition, proc: subprocess.Popen, what: str) -> None:
+    """Poll ``condition`` until it holds while ``proc`` runs; fail after DEADLINE_S."""
+    deadline = time.monotonic() + DEADLINE_S
+    while proc.poll() is None and not condition():
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"waited {DEADLINE_S} s for {what}")
+        time.sleep(0.01)
+
+
+def temporaries(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob(".*.tmp-*")] if folder.exists() else []
 
 
 def visible_files(folder: Path) -> list[Path]:
@@ -89,11 +106,10 @@ def test_train_killed_repeatedly_resumes_to_the_uninterrupted_result(train_setup
         proc = start([*args, "--work", str(work)])
         # each kill lands inside training, however long start-up takes against training
         # (on a GPU the training is the short part): once this run has saved an epoch
-        while proc.poll() is None and not _saved_since(work / "models", started):
-            time.sleep(0.02)
+        wait_for(lambda: _saved_since(work / "models", started), proc, "an epoch to be saved")
         time.sleep(float(rng.uniform(0.0, 0.5)) * training)
         proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        proc.wait(timeout=DEADLINE_S)
         for path in visible_files(work / "models"):  # whatever is there is complete and loadable
             if path.name.endswith(".partial.pt"):
                 partial_seen = True
@@ -103,6 +119,7 @@ def test_train_killed_repeatedly_resumes_to_the_uninterrupted_result(train_setup
     finish([*args, "--work", str(work)])
     assert partial_seen, "no kill landed during training: the test proved nothing"
     assert not list((work / "models").glob("*.partial.pt"))
+    assert not temporaries(work), "temporaries of the killed runs are left"
     for rid in tiny_cfg.cuboids.region_ids:
         a = read_checkpoint(reference / "models" / f"{rid}.pt")
         b = read_checkpoint(work / "models" / f"{rid}.pt")
@@ -117,8 +134,7 @@ def test_sigint_stops_with_a_message_and_the_run_resumes(train_setup):
     args = ["train", "--config", str(root / "cfg.toml"), "--jobs", "2", "--work", str(work)]
     proc = start(args)
     # interrupt once the first epoch's snapshot is written, so it lands mid-training on any machine
-    while proc.poll() is None and not list((work / "models").glob("*.partial.pt")):
-        time.sleep(0.05)
+    wait_for(lambda: bool(list((work / "models").glob("*.partial.pt"))), proc, "the first epoch's snapshot")
     assert proc.poll() is None, "training ended before it could be interrupted"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
@@ -136,17 +152,23 @@ def test_extract_killed_repeatedly_ends_with_the_same_frames(tmp_path):
     args = ["extract", "--data", str(data), "--config", str(tmp_path / "cfg.toml"), "--jobs", "1"]
     finish([*args, "--work", str(tmp_path / "reference")])
     work = tmp_path / "killed"
+    mid_write = 0
     rng = np.random.default_rng(3)
-    for _ in range(5):
+    for _ in range(4):
         proc = start([*args, "--work", str(work)])
-        time.sleep(float(rng.uniform(1.0, 3.0)))
+        # kill while a frames file is being written: a moment after a temporary appears
+        wait_for(lambda: bool(temporaries(work / "frames")), proc, "a frames file to be written")
+        time.sleep(float(rng.uniform(0.0, 0.8)))
+        mid_write += bool(temporaries(work / "frames"))
         proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        proc.wait(timeout=DEADLINE_S)
         for path in visible_files(work):
             if path.suffix == ".h5":
                 with open_h5(path, "frames"):
                     pass
+    assert mid_write >= 2, f"only {mid_write} of 4 kills landed while a file was being written: the test proved little"
     finish([*args, "--work", str(work)])
+    assert not temporaries(work), "temporaries of the killed runs are left"
     names = [p.name for p in visible_files(tmp_path / "reference" / "frames")]
     assert [p.name for p in visible_files(work / "frames")] == names and len(names) == 5
     for name in names:

@@ -133,12 +133,60 @@ def test_metrics_on_known_cases():
     y = np.array([0, 0, 0, 1, 1, 1], bool)
     s = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
     m = frame_metrics({"a": (y, s, s > 0.35)})
-    assert m["auc_pooled_raw"] == 1.0 and m["equal_error_rate"] == 0.0
-    assert m["at_threshold"] == {"tp": 3, "fp": 0, "tn": 3, "fn": 0, "accuracy": 1.0, "false_alarm_rate": 0.0, "detection_rate": 1.0}
+    assert m["auc_pooled_raw"] == 1.0 and m["equal_error_rate"] == 0.0 and m["average_precision"] == 1.0
     assert equal_error_rate(y, s[::-1]) == 1.0
     # per-clip min-max normalisation can rescue clips scored on different scales
     m2 = frame_metrics({"a": (y, s, y), "b": (y, s + 10, y)})
     assert m2["auc_pooled_raw"] < 1.0 and m2["auc_pooled_minmax_per_clip"] == 1.0 and m2["auc_per_clip_mean"] == 1.0
+
+
+def test_metrics_on_a_mixed_case_worked_by_hand():
+    # normal frames score 1, 2, 3, 6; anomalous ones 4, 5, 7, 8, 9, 0.5
+    y = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1], bool)
+    s = np.array([1, 2, 3, 6, 4, 5, 7, 8, 9, 0.5])
+    flagged = s > 4.5  # normal 6 (a false alarm); anomalous 5, 7, 8, 9 (4 detected), 4 and 0.5 missed
+    m = frame_metrics({"a": (y, s, flagged)})
+    assert m["at_threshold"] == {"tp": 4, "fp": 1, "tn": 3, "fn": 2, "accuracy": 0.7, "false_alarm_rate": 0.25, "detection_rate": 4 / 6}
+    # pairs (anomalous, normal) ranked right: 4 > 1,2,3 (3); 5 > 1,2,3 (3); 7, 8, 9 > all (12); 0.5 > none
+    assert m["auc_pooled_raw"] == pytest.approx(18 / 24)
+    # precision at each anomalous frame, from the top: 9 1/1, 8 2/2, 7 3/3, 5 4/5, 4 5/6, 0.5 6/10
+    assert m["average_precision"] == pytest.approx((1 + 1 + 1 + 4 / 5 + 5 / 6 + 6 / 10) / 6)
+
+
+def test_equal_error_rate_interpolates_between_roc_points():
+    # ROC points (fpr, fnr): thresholds 4 -> (0, 0.5), 2 -> (0.5, 0.5)... a known crossing
+    y = np.array([0, 0, 1, 1], bool)
+    s = np.array([1.0, 3.0, 2.0, 4.0])
+    # thresholds: >=4: fpr 0, fnr .5; >=3: fpr .5, fnr .5; crossing at fpr = fnr = 0.5
+    assert equal_error_rate(y, s) == pytest.approx(0.5)
+    y2 = np.array([0, 0, 0, 1, 1, 1], bool)
+    s2 = np.array([1.0, 2.0, 5.0, 3.0, 4.0, 6.0])
+    # (fpr, fnr) at thresholds 6: (0, 2/3); 5: (1/3, 2/3); 4: (1/3, 1/3): they meet at 1/3 exactly
+    assert equal_error_rate(y2, s2) == pytest.approx(1 / 3)
+    # between points: (0, 1) and (1, 0) joined by a straight line cross at 0.5
+    assert equal_error_rate(np.array([0, 1], bool), np.array([1.0, 1.0])) == pytest.approx(0.5)
+
+
+def test_metrics_agree_with_scikit_learn_on_random_clips():
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    rng = np.random.default_rng(3)
+    clips = {}
+    for cid in "abcd":
+        y = rng.random(60) < 0.4
+        s = rng.normal(size=60) + 1.2 * y
+        clips[cid] = (y, s, s > 0.5)
+    m = frame_metrics(clips)
+    y = np.concatenate([c[0] for c in clips.values()])
+    s = np.concatenate([c[1] for c in clips.values()])
+    assert m["auc_pooled_raw"] == pytest.approx(roc_auc_score(y, s))
+    assert m["average_precision"] == pytest.approx(average_precision_score(y, s))
+    assert m["auc_per_clip_mean"] == pytest.approx(np.mean([roc_auc_score(c[0], c[1]) for c in clips.values()]))
+    f = s > 0.5
+    assert m["at_threshold"]["false_alarm_rate"] == pytest.approx(f[~y].mean())
+    assert m["at_threshold"]["detection_rate"] == pytest.approx(f[y].mean())
+    clips["e"] = (np.zeros(30, bool), rng.normal(size=30), np.zeros(30, bool))  # an all-normal clip
+    assert frame_metrics(clips)["auc_per_clip"]["e"] is None, "a clip without anomalous frames has no AUC of its own"
 
 
 def test_retraining_one_region_reproduces_it_bit_for_bit(trained_work, tiny_cfg, tmp_path):
@@ -153,7 +201,7 @@ def test_retraining_one_region_reproduces_it_bit_for_bit(trained_work, tiny_cfg,
     shutil.copytree(WorkDir(trained_work).models, wd.models, copy_function=shutil.copy2)
     rid = tiny_cfg.cuboids.region_ids[0]
     (wd.models / f"{rid}.pt").unlink()
-    train_ensemble(wd.cuboids, wd.models, tiny_cfg, n_jobs=2)
+    train_ensemble(wd.cuboids, wd.models, tiny_cfg, n_jobs=2, threads=1)
     a = read_checkpoint(WorkDir(trained_work).models / f"{rid}.pt")
     b = read_checkpoint(wd.models / f"{rid}.pt")
     for key, tensor in a["state_dict"].items():
