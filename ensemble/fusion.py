@@ -8,8 +8,8 @@ For every frame and region (``cell_size`` patch pixels per cell side, K cells):
 2. residual ``r = e - (mean_e + slope * (E - mean_E))``: the error that the amount
    of motion does not explain. ``slope`` is the cell's least-squares fit of ``e`` on
    ``E`` over normal frames, kept in ``[0, explained_motion_max]``: a crowd makes
-   more error than a lone walker without being unusual, but where the model never
-   learned to rebuild any motion (slope near 1) motion must not all be explained away;
+   more error than a lone walker without being unusual (a cap below 1 keeps motion
+   where the model never learned to rebuild any, slope 1, from being explained away);
 3. a causal moving average over ``smoothing_frames`` frames, started from the
    normal level (0), so that a clip's first frames are no noisier than the rest;
 4. cell z = (smoothed r - mean) / std against the cell's normal frames;
