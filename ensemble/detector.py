@@ -35,7 +35,7 @@ from core.grid import Region
 from core.tubes import FLOW_ZERO, RegionTube, code_to_flow
 from core.windows import window_index
 from ensemble.fit import TrainState, fit_autoencoder, split_windows, validation_masks
-from ensemble.fusion import CausalMean, CellStats, alarm_threshold, cell_means, fit_slope, normal_spread
+from ensemble.fusion import CausalMean, CellStats, alarm_threshold, cell_means, fit_cell_stats
 from ensemble.model import SpatioTemporalAutoencoder
 from ensemble.sliding import score_tubes
 
@@ -192,12 +192,9 @@ class RegionDetector:
         held = validation_masks([len(x.tube) for x in tubes], t.val_block_frames, t.val_fraction)
         cells = [self._cell_maps(x.tube) for x in tubes]  # per clip: (error, energy), each (n, K)
         use = held if s.calibrate_on == "held_out" else [np.ones(len(m), bool) for m in held]
-        em, Em, slope = fit_slope(np.concatenate([e[m] for (e, _), m in zip(cells, use)]),
-                                  np.concatenate([E[m] for (_, E), m in zip(cells, use)]), s.explained_motion_max)
-        partial = CellStats(em, Em, slope, np.zeros_like(em), np.ones_like(em))
-        smoothed = [self._smooth(partial.residual(e, E)) for e, E in cells]
-        mean, std = normal_spread(np.concatenate([r[m] for r, m in zip(smoothed, use)]))
-        self.stats_ = CellStats(em, Em, slope, mean, std)
+        self.stats_, smoothed = fit_cell_stats(
+            [e for e, _ in cells], [E for _, E in cells], use, s.statistics, s.explained_motion_max, s.smoothing_frames
+        )
         scores = [self.stats_.z(r).max(axis=1) for r in smoothed]
         self.held_out_scores_ = np.concatenate([x[m] for x, m in zip(scores, held)]).astype(np.float32)
         self.threshold_ = alarm_threshold(self.held_out_scores_, s.false_alarm_rate)
@@ -228,15 +225,12 @@ class RegionDetector:
         cells = cell_means(maps, self.cfg.score.cell_size)  # (n, 3, K)
         return cells[:, MAPS.index("error")], cells[:, MAPS.index("energy")]
 
-    def _smooth(self, residual: np.ndarray) -> np.ndarray:
-        """Causal moving average of one clip's residuals ``(n, K)``, started from the normal level."""
-        return CausalMean(self.cfg.score.smoothing_frames, prior=0.0)(residual)
-
     def cell_scores(self, tube: np.ndarray) -> np.ndarray:
         """One clip's tube ``(n, C, P, P)`` uint8 -> every cell's z ``(n, K)``."""
         self._require_fitted()
         e, E = self._cell_maps(tube)
-        return self.stats_.z(self._smooth(self.stats_.residual(e, E)))
+        smooth = CausalMean(self.cfg.score.smoothing_frames, prior=self.stats_.prior)
+        return self.stats_.z(smooth(self.stats_.residual(e, E)))
 
     def score_samples(self, tube: np.ndarray) -> np.ndarray:
         """One clip's tube ``(n, C, P, P)`` uint8 -> ``(n,)``: each frame's largest cell z, higher = more anomalous."""

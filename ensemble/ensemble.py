@@ -170,7 +170,7 @@ class EnsembleScorer:
             batch_windows,
         )
         self.stats = CellStats.stack([d.stats_ for d in ensemble.detectors])  # arrays (R, K)
-        self.smooth = CausalMean(cfg.score.smoothing_frames, prior=0.0)
+        self.smooth = CausalMean(cfg.score.smoothing_frames, prior=self.stats.prior)
         self.threshold = ensemble.threshold_
         self.n_done = 0
 

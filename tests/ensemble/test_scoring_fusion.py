@@ -4,7 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.errors import InputError
-from ensemble.fusion import CausalMean, CellStats, alarm_threshold, cell_means, fit_slope, region_errors
+from ensemble.fusion import CausalMean, CellStats, alarm_threshold, cell_means, fit_cell_stats, fit_slope, region_errors
 from ensemble.sliding import SlidingWindowScorer, score_tubes
 
 
@@ -119,9 +119,30 @@ def test_slope_of_error_on_motion_is_fitted_per_cell_and_kept_below_the_cap():
     assert slope[1] == 0.95, "never more than the cap: motion the model cannot rebuild at all still counts"
     assert slope[2] == pytest.approx(0.0, abs=0.01)
     assert fit_slope(e, np.zeros_like(E), 0.95)[2].tolist() == [0.0, 0.0, 0.0], "no motion, nothing to explain"
-    stats = CellStats(em, Em, slope, np.zeros(3), np.ones(3))
+    stats = CellStats(em, Em, slope, np.zeros(3), np.zeros(3), np.ones(3))
     r = stats.residual(e, E)
     assert np.abs(r[:, 0]).max() < 0.01 and abs(r[:, 1].mean()) < 1e-9
+
+
+def test_region_statistics_measure_every_cell_on_one_scale_cell_statistics_on_its_own():
+    """The same error in a cell that never moved and in a busy one: one score with "region",
+    a far higher one in the quiet cell with "cell" (what lost on Ped2's test split)."""
+    rng = np.random.default_rng(2)
+    busy = rng.gamma(2.0, 1.0, 400)  # a walkway cell
+    quiet = rng.normal(0.05, 0.01, 400)  # a cell where nothing ever moved
+    e = [np.stack([busy, quiet], axis=1)]
+    E = [np.zeros((400, 2))]
+    use = [np.ones(400, bool)]
+    new = np.array([[3.0, 3.0]])  # the same error in both
+    for statistics in ("region", "cell"):
+        stats, smoothed = fit_cell_stats(e, E, use, statistics, 1.0, smoothing=1)
+        z = stats.z(stats.residual(new, np.zeros((1, 2))))[0]
+        if statistics == "region":
+            assert z[0] == z[1] and stats.z(smoothed[0]).max(axis=1).mean() == pytest.approx(0.0, abs=1e-9)
+            assert (stats.offset == 0).all() and (stats.slope == 0).all() and np.allclose(stats.prior, [busy.mean(), quiet.mean()])
+        else:
+            assert z[1] > 50 * z[0], "a quiet cell's tiny spread makes anything there extreme"
+            assert np.allclose(stats.z(smoothed[0]).mean(axis=0), 0.0)
 
 
 def test_the_alarm_threshold_lets_through_at_most_the_asked_share():

@@ -99,8 +99,10 @@ def test_recalibration_returns_a_new_detector_with_the_same_weights(trained_work
     held = det.recalibrated(tiny_cfg.with_overrides(score={"calibrate_on": "held_out"}), tubes)
     assert held is not det and held.model_ is det.model_ and det.stats_.to_dict() == before
     assert held.stats_.to_dict() != before, "statistics from the held-out blocks differ from those of every frame"
-    plain = det.recalibrated(tiny_cfg.with_overrides(score={"explained_motion_max": 0.0}), tubes)
-    assert (plain.stats_.slope == 0).all() and (det.stats_.slope > 0).any()
+    per_cell = det.recalibrated(tiny_cfg.with_overrides(score={"statistics": "cell"}), tubes)
+    plain = det.recalibrated(tiny_cfg.with_overrides(score={"statistics": "cell", "explained_motion_max": 0.0}), tubes)
+    assert (plain.stats_.slope == 0).all() and (per_cell.stats_.slope > 0).any() and (det.stats_.slope == 0).all()
+    assert len(set(det.stats_.std)) == 1 and len(set(per_cell.stats_.std)) > 1, "one scale per region, or one per cell"
     with pytest.raises(ArtifactError, match="train.epochs"):
         det.recalibrated(tiny_cfg.with_overrides(train={"epochs": 3}), tubes)
 
