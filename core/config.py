@@ -166,7 +166,7 @@ class ScoreConfig:
     explained_motion_max: float = 1.0
     smoothing_frames: int = 5  # causal moving average of cell errors; a clip starts from the normal level
     calibrate_on: str = "all"  # normal frames that set each cell's mean and std: "all" or "held_out"
-    false_alarm_rate: float = 0.001  # share of held-out normal frames the alarm threshold lets through
+    false_alarm_rate: float = 0.01  # share of held-out normal frames the alarm threshold lets through
     min_event_seconds: float = 0.5  # flagged stretches shorter than this raise no event
     event_gap_seconds: float = 1.0  # an event ends after this long without a flagged frame
 
@@ -218,7 +218,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         },
         "score": {
             "frames_between_clips": 5, "cell_size": 4, "statistics": "region", "explained_motion_max": 1.0, "smoothing_frames": 5,
-            "calibrate_on": "all", "false_alarm_rate": 0.001, "min_event_seconds": 0.5, "event_gap_seconds": 1.0,
+            "calibrate_on": "all", "false_alarm_rate": 0.01, "min_event_seconds": 0.5, "event_gap_seconds": 1.0,
         },
     },
 }  # fmt: skip
