@@ -100,3 +100,21 @@ def test_a_clip_starts_at_the_normal_level(trained_work, tmp_path):
         assert first.max() <= max(whole.score[cut : cut + 5].max(), np.percentile(whole.score, 90)), (
             f"cut at {cut}: first frames score {np.round(first, 1)} against {np.round(whole.score[cut : cut + 5], 1)} in the whole clip"
         )
+
+
+def test_a_region_detector_alone_scores_like_the_streaming_ensemble(trained_work, tiny_data):
+    """score_samples (one region, one clip at once) and the ensemble's chunked scoring pass agree."""
+    from cuboids.slicing import TubeCutter
+    from ensemble.ensemble import Ensemble
+    from pipeline.ffmpeg_io import open_clip, read_frames
+
+    ens = Ensemble.load(WorkDir(trained_work).models)
+    src = open_clip(tiny_data / "test" / "01.mkv", ens.cfg.extract)
+    frames = np.concatenate(list(read_frames(src, ens.cfg.extract)))
+    tubes = TubeCutter.for_config(ens.regions, ens.cfg)(frames)
+    scorer = ens.scorer()
+    parts = [scorer.push(tubes[:, i : i + 16]) for i in range(0, tubes.shape[1], 16)] + [scorer.finish()]
+    streamed = np.concatenate([p.cell_z for p in parts])  # (n, R, K)
+    for r, det in enumerate(ens.detectors):
+        np.testing.assert_allclose(det.cell_scores(tubes[r]), streamed[:, r], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(det.score_samples(tubes[r]), streamed[:, r].max(axis=1), rtol=1e-5, atol=1e-5)
