@@ -253,7 +253,7 @@ def _print_events(result) -> None:
     n, fps = result.n_frames, result.fps
     click.echo(
         f"{result.source.name}: {n} frames ({n / fps:.1f} s) scored at {n / result.seconds:.1f} fps; "
-        f"{int(result.anomalous.sum())} anomalous frames, {len(events)} events -> {result.out_path}"
+        f"{int(result.anomalous.sum())} anomalous frames, {len(events)} event{'' if len(events) == 1 else 's'} -> {result.out_path}"
     )
     for e in events[:20]:
         regions = ", ".join(e.regions[:4]) + (" ..." if len(e.regions) > 4 else "")

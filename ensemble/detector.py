@@ -81,13 +81,13 @@ def shown_reconstruction(y: torch.Tensor, windows: np.ndarray, mode: str) -> tor
     frame differences; its frame is the previous (real) frame plus the rebuilt
     difference, so whatever motion it cannot reproduce is missing or smeared.
     A ``both`` model's frame channels are shown. A ``flow`` model rebuilds
-    motion, shown as its speed: 0 black, 2 patch pixels per frame or more white.
+    motion, shown as its speed: 0 black, 1 patch pixel per frame or more white.
     """
     y = y.float().cpu()
     C = windows.shape[2]
     if mode == "flow":
         flow = code_to_flow(y * 255.0)  # patch pixels per frame
-        return flow.pow(2).sum(dim=1).sqrt().div_(2.0).clamp_(0.0, 1.0)
+        return flow.pow(2).sum(dim=1).sqrt().clamp_(0.0, 1.0)
     if mode == "frames":
         rec = y
     elif mode == "both":

@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import Normalize  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
-from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter  # noqa: E402
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
 
 from core.arrays import runs  # noqa: E402
 from core.artifacts import atomic_path, open_h5, recorded_config  # noqa: E402
@@ -126,7 +126,7 @@ def _symlog_score_axis(ax, score: np.ndarray, threshold: float) -> None:
     top = float(score.max())
     decades = [10.0**k for k in range(1, int(np.ceil(np.log10(top))) + 1) if 10.0**k > linthresh]
     ax.yaxis.set_major_locator(FixedLocator([0.0, threshold, *decades]))
-    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))  # the threshold to 3 digits, decades as 10, 100, ...
     ax.yaxis.set_minor_locator(NullLocator())
     ax.set_ylim(min(float(score.min()), 0.0) - 0.5, top * 1.5)
 

@@ -303,7 +303,7 @@ def render_html(
 {truth_line}
 <li>scored at {n / max(result.seconds, 1e-9):.1f} frames/s ({n / fps / max(result.seconds, 1e-9):.1f}× real time) on {html.escape(str(ens.detectors[0].device_))}</li>
 <li>models: {len(result.region_ids)} regions ({manifest['grid']['rows']}×{manifest['grid']['cols']}), trained {html.escape(str(manifest.get('created', '?')))} on {len(manifest['training_clips'])} clip(s): {html.escape(', '.join(manifest['training_clips']))}</li>
-<li>a frame is flagged when its score, the largest cell z of any region, exceeds the alarm threshold {k:.2f}: the score that a share {ens.cfg.score.false_alarm_rate:g} of the held-out normal frames exceed. A cell's z measures its reconstruction error beyond what the amount of motion there explains, against its own normal frames</li>
+<li>a frame is flagged when its score, the largest cell z of any region, exceeds the alarm threshold {k:.2f}: the score that a share {ens.cfg.score.false_alarm_rate:g} of the held-out normal frames exceed. {_CELL_Z[ens.cfg.score.statistics]}</li>
 </ul>"""
     return _PAGE.format(
         title=html.escape(f"Anomaly report: {name}"),
@@ -319,6 +319,11 @@ def render_html(
         geometry=json.dumps({"x0": x0, "x1": x1, "t0": t0, "t1": t1, "fps": fps}),
     )
 
+
+_CELL_Z = {
+    "region": "A cell's z measures its reconstruction error against its region's errors on normal frames.",
+    "cell": "A cell's z measures its reconstruction error beyond what the amount of motion there explains, against its own normal frames.",
+}
 
 _PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
