@@ -95,6 +95,8 @@ damaged_option = click.option("--allow-damaged", is_flag=True,
                               help="Keep the frames that decode from a truncated or damaged clip instead of refusing it.")
 device_option = click.option("--device", default="auto", show_default=True,
                              help="Torch device: auto (CUDA when available), cpu, cuda, cuda:1, ...")
+stream_option = click.option("--stream", type=click.IntRange(0, None), default=0, show_default=True,
+                             help="Which video stream of a file to read, counting from 0 (audio, subtitle and data streams are ignored).")
 
 
 def data_option(required: bool):
@@ -132,8 +134,9 @@ def _jobs(jobs: int) -> int:
 @force_option
 @jobs_option
 @damaged_option
+@stream_option
 @run_options
-def extract(data, work, config_path, preset, force, jobs, allow_damaged):
+def extract(data, work, config_path, preset, force, jobs, allow_damaged, stream):
     """Decode DATA/train's clips into WORK/frames/ (one HDF5 file of frames per clip).
 
     Frames are converted to the working size and colour of the config
@@ -144,7 +147,7 @@ def extract(data, work, config_path, preset, force, jobs, allow_damaged):
 
     cfg = _config(config_path, preset)
     with work_lock(work, exclusive=True):
-        paths = extract_folder(data / "train", WorkDir(work).frames, cfg, n_jobs=_jobs(jobs), force=force, allow_damaged=allow_damaged)
+        paths = extract_folder(data / "train", WorkDir(work).frames, cfg, n_jobs=_jobs(jobs), force=force, allow_damaged=allow_damaged, stream=stream)
     click.echo(f"extract: {len(paths)} clips in {WorkDir(work).frames}")
 
 
@@ -217,9 +220,10 @@ def train(data, work, config_path, preset, force, jobs, device):
 @click.option("--heatmaps", is_flag=True, help="Also write PNG heatmaps of the strongest anomalous frames.")
 @click.option("--no-maps", is_flag=True, help="Skip maps.h5 (per-pixel maps); scores.csv only.")
 @damaged_option
+@stream_option
 @device_option
 @run_options
-def score(video, work, out, config_path, preset, heatmaps, no_maps, allow_damaged, device):
+def score(video, work, out, config_path, preset, heatmaps, no_maps, allow_damaged, stream, device):
     """Score VIDEO (a file or a frame folder) with the models in WORK.
 
     Writes OUT/scores.csv (one row per frame: score, anomalous flag, each
@@ -237,7 +241,7 @@ def score(video, work, out, config_path, preset, heatmaps, no_maps, allow_damage
         raise click.UsageError("--heatmaps needs the maps: drop --no-maps")
     with work_lock(work, exclusive=False):
         result = score_video(video, wd.models, out, _optional_config(config_path, preset), maps=not no_maps,
-                             device=resolve_device(device), allow_damaged=allow_damaged)
+                             device=resolve_device(device), allow_damaged=allow_damaged, stream=stream)
     _print_events(result)
     if heatmaps:
         from pipeline.heatmaps import (
@@ -250,15 +254,16 @@ def score(video, work, out, config_path, preset, heatmaps, no_maps, allow_damage
 
 def _print_events(result) -> None:
     events = result.events
-    n, fps = result.n_frames, result.fps
+    n = result.n_frames
+    duration = float(result.times[-1]) + 1.0 / result.fps if n else 0.0
     click.echo(
-        f"{result.source.name}: {n} frames ({n / fps:.1f} s) scored at {n / result.seconds:.1f} fps; "
+        f"{result.source.name}: {n} frames ({duration:.1f} s at {result.fps:.3g} fps) scored at {n / result.seconds:.1f} frames/s; "
         f"{int(result.anomalous.sum())} anomalous frames, {len(events)} event{'' if len(events) == 1 else 's'} -> {result.out_path}"
     )
     for e in events[:20]:
         regions = ", ".join(e.regions[:4]) + (" ..." if len(e.regions) > 4 else "")
-        click.echo(f"  event: frames {e.first + 1}-{e.last + 1}  {e.first / fps:.1f}-{e.last / fps:.1f} s  "
-                   f"peak {e.peak_score:.1f} at {e.peak_frame / fps:.1f} s  regions {regions}")  # fmt: skip
+        click.echo(f"  event: frames {e.first + 1}-{e.last + 1}  {e.start_s:.1f}-{e.end_s:.1f} s  "
+                   f"peak {e.peak_score:.1f} at {e.peak_s:.1f} s  regions {regions}")  # fmt: skip
     if len(events) > 20:
         click.echo(f"  ... {len(events) - 20} more events in events.csv")
 
@@ -272,9 +277,10 @@ def _print_events(result) -> None:
 @config_option
 @preset_option
 @damaged_option
+@stream_option
 @device_option
 @run_options
-def evaluate(data, work, labels, out, config_path, preset, allow_damaged, device):
+def evaluate(data, work, labels, out, config_path, preset, allow_damaged, stream, device):
     """Score every clip of DATA/test and compare with the frame labels.
 
     Prints and writes OUT/metrics.json: frame-level ROC AUC of raw scores over
@@ -291,7 +297,7 @@ def evaluate(data, work, labels, out, config_path, preset, allow_damaged, device
     out = out or wd.eval
     with work_lock(work, exclusive=False):
         metrics = run_evaluate(data / "test", labels or data / "labels.json", wd.models, out, _optional_config(config_path, preset),
-                               resolve_device(device), allow_damaged)
+                               resolve_device(device), allow_damaged, stream)
     click.echo(format_metrics(metrics))
     click.echo(f"metrics: {out / 'metrics.json'}")
 
@@ -329,9 +335,10 @@ def format_metrics(m: dict) -> str:
 @click.option("--frames", default=None, help="Comma-separated frame numbers (1-based) to draw [default: the strongest anomalous peaks].")
 @click.option("--top", type=int, default=6, show_default=True, help="How many peak frames to draw when --frames is not given.")
 @damaged_option
+@stream_option
 @device_option
 @run_options
-def heatmap(video, work, out, frames, top, allow_damaged, device):
+def heatmap(video, work, out, frames, top, allow_damaged, stream, device):
     """Draw PNG heatmaps of VIDEO: chosen frames with their anomaly maps, and the regions x time matrix.
 
     Uses OUT/maps.h5 from an earlier `score` of the same clip, or scores the clip first.
@@ -346,7 +353,7 @@ def heatmap(video, work, out, frames, top, allow_damaged, device):
     except ValueError:
         raise click.BadParameter("use frame numbers like 12,40,97", param_hint="--frames") from None
     with work_lock(work, exclusive=False):
-        written = heatmaps_of(video, wd.models, out or wd.scores_for(video), wanted, top, resolve_device(device), allow_damaged)
+        written = heatmaps_of(video, wd.models, out or wd.scores_for(video), wanted, top, resolve_device(device), allow_damaged, stream)
     for p in written:
         click.echo(str(p))
 
@@ -360,9 +367,10 @@ def heatmap(video, work, out, frames, top, allow_damaged, device):
               help="labels.json with this clip's anomalous frames, shaded on the timeline.")
 @click.option("--gallery", type=click.IntRange(0, 50), default=6, show_default=True, help="How many top frames to show.")
 @damaged_option
+@stream_option
 @device_option
 @run_options
-def report_cmd(video, work, out, labels_path, gallery, allow_damaged, device):
+def report_cmd(video, work, out, labels_path, gallery, allow_damaged, stream, device):
     """Score VIDEO and write OUT/report.html: timeline, side-by-side video, regions x time, gallery, summary.
 
     The page needs no network: everything is inline except the video,
@@ -376,7 +384,7 @@ def report_cmd(video, work, out, labels_path, gallery, allow_damaged, device):
     wd = WorkDir(work)
     out = out or wd.scores_for(video)
     with work_lock(work, exclusive=False):
-        made = report(video, wd.models, out, labels_path, device=resolve_device(device), n_gallery=gallery, allow_damaged=allow_damaged)
+        made = report(video, wd.models, out, labels_path, device=resolve_device(device), n_gallery=gallery, allow_damaged=allow_damaged, stream=stream)
     _print_events(made.result)
     click.echo(f"report: {made.html}")
 

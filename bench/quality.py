@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import joblib
+import numpy as np
 
 from bench.motion import BASELINES, Baseline
 from core.config import load_config, to_toml
@@ -57,8 +58,8 @@ def baseline_metrics(name: str, data: Path, cfg) -> dict:
         s = model.score_samples(p)
         y = frame_labels(*labels[p.stem])
         fps = open_clip(p, cfg.extract).fps
-        found = find_events(s > model.threshold_, s, s[:, None], ["frame"], model.threshold_,
-                            max(1, round(cfg.score.min_event_seconds * fps)), max(1, round(cfg.score.event_gap_seconds * fps)))
+        found = find_events(s > model.threshold_, s, s[:, None], np.arange(len(s)) / fps, ["frame"], model.threshold_,
+                            cfg.score.min_event_seconds, cfg.score.event_gap_seconds, 1.0 / fps)
         clips[p.stem] = (y, s, s > model.threshold_)
         events[p.stem] = (y, found, fps)
     m = frame_metrics(clips)

@@ -55,12 +55,12 @@ class ArtifactKind:
 KINDS: dict[str, ArtifactKind] = {
     k.name: k
     for k in (
-        ArtifactKind("frames", 1, ("extract",)),
+        ArtifactKind("frames", 2, ("extract",)),  # 2: each frame's time
         ArtifactKind("tube", 1, ("extract", "cuboids")),
         # checkpoint 2: per-cell statistics and held-out scores; the weights of version 1 still load
         ArtifactKind("checkpoint", 2, ("extract", "cuboids", "model", "train"), recalibrate=("score",)),
         ArtifactKind("manifest", 2, ("extract", "cuboids", "model", "train", "score")),
-        ArtifactKind("maps", 2, SECTIONS),
+        ArtifactKind("maps", 3, SECTIONS),  # 3: each frame's time, the video stream
     )
 }
 

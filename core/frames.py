@@ -3,8 +3,9 @@
 File layout (``frames/<clip_id>.h5``)::
 
     frames   uint8 (n_frames, height, width, channels), chunked along time
-    attrs    format, format_version, config, source_path, source_size,
-             source_mtime, fps, original_width, original_height, n_frames
+    time_s   float64 (n_frames,): each frame's time, seconds since the first frame (its timestamp)
+    attrs    format, format_version, config, source_path, source_size, source_mtime,
+             stream, fps (nominal), original_width, original_height (as displayed), n_frames
 """
 
 from __future__ import annotations
@@ -26,14 +27,15 @@ FRAME_CHUNK = 16  # frames per HDF5 chunk: small enough for streaming reads, lar
 
 def write_frames(
     path: str | Path,
-    chunks: Iterable[np.ndarray],
+    chunks: Iterable[tuple[np.ndarray, np.ndarray]],
     size: tuple[int, int, int],
     cfg: Config,
     on_frames: Callable[[int], object] = lambda n: None,
     **attrs: Any,
 ) -> int:
-    """Write uint8 chunks ``(n, height, width, channels)`` of ``size`` = (height, width, channels)
-    into a frames file, atomically; ``attrs`` (fps, source, …) are recorded with the stamp. Returns the frame count."""
+    """Write chunks of frames, uint8 ``(n, height, width, channels)`` of ``size`` = (height, width, channels),
+    with their times ``(n,)``, into a frames file, atomically; ``attrs`` (fps, source, …) are recorded
+    with the stamp. Returns the frame count."""
     height, width, channels = size
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as fh:
         ds = fh.create_dataset(
@@ -45,10 +47,13 @@ def write_frames(
             compression="gzip",
             compression_opts=1,
         )
+        times = fh.create_dataset("time_s", shape=(0,), maxshape=(None,), dtype=np.float64, chunks=(1024,))
         n = 0
-        for chunk in chunks:
+        for chunk, stamps in chunks:
             ds.resize(n + len(chunk), axis=0)
             ds[n : n + len(chunk)] = chunk
+            times.resize(n + len(chunk), axis=0)
+            times[n : n + len(chunk)] = stamps
             n += len(chunk)
             on_frames(len(chunk))
         stamp(fh.attrs, "frames", cfg, n_frames=n, **attrs)

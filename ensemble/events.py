@@ -1,10 +1,12 @@
 """Flagged frames -> events: what an operator is alerted to.
 
-An event is a stretch of flagged frames in which no quiet gap (a run of
-unflagged frames) lasts ``gap_frames`` or more; it counts only once it has
-lasted ``min_frames`` (first to last flagged frame). The rule is applied
-incrementally, frame chunk by frame chunk, so a file and a live stream give
-the same events: an event is final once ``gap_frames`` quiet frames follow it.
+An event is a stretch of flagged frames in which no quiet gap (time without a
+flagged frame) lasts ``gap_seconds`` or more; it counts only once it has lasted
+``min_seconds`` (from its first flagged frame to the end of its last). Times are
+the frames' own (their timestamps), so a variable frame rate or a recording's
+gap is measured as it happened. The rule is applied incrementally, chunk by
+chunk, so a file and a live stream give the same events: an event is final once
+``gap_seconds`` have passed after it without a flagged frame.
 """
 
 from __future__ import annotations
@@ -13,16 +15,21 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+_EPS = 1e-6  # seconds: times are sums of decimals, 0.6 - 0.4 < 0.2 in floating point
+
 
 @dataclass(frozen=True)
 class Event:
-    """An alarm: frames ``first .. last`` (0-based, inclusive), its peak, and the regions that fired."""
+    """An alarm: frames ``first .. last`` (0-based, inclusive) and their times, its peak, and the regions that fired."""
 
     first: int
     last: int
+    start_s: float
+    end_s: float  # the time of the last flagged frame
     peak_frame: int
+    peak_s: float
     peak_score: float
-    regions: tuple[str, ...]  # regions above their threshold during the event, strongest first
+    regions: tuple[str, ...]  # regions above the threshold during the event, strongest first
 
     @property
     def n_frames(self) -> int:
@@ -33,47 +40,54 @@ class Event:
 class _Open:
     first: int
     last: int
+    start_s: float
+    end_s: float
     peak_frame: int
+    peak_s: float
     peak_score: float
     region_peak: np.ndarray  # (R,) strongest score of each region while above threshold (-inf if never)
 
 
 @dataclass
 class EventTracker:
-    """Feed per-frame flags, frame scores and region scores; collect finished events.
+    """Feed per-frame flags, frame scores, region scores and times; collect finished events.
 
     ``region_ids`` name the columns of the region scores; a region counts as having
-    fired when its score exceeds ``threshold``.
+    fired when its score exceeds ``threshold``. ``frame_seconds``: how long one frame
+    lasts (1 / the frame rate), so that a one-frame event lasts one frame.
     """
 
     region_ids: list[str]
     threshold: float
-    min_frames: int
-    gap_frames: int
+    min_seconds: float
+    gap_seconds: float
+    frame_seconds: float
     n_seen: int = 0
     current: _Open | None = None
     done: list[Event] = field(default_factory=list)
 
-    def push(self, flags: np.ndarray, score: np.ndarray, region_score: np.ndarray) -> list[Event]:
-        """The next frames' flags ``(n,)``, scores ``(n,)`` and region scores ``(n, R)``; returns the events now final."""
+    def push(self, flags: np.ndarray, score: np.ndarray, region_score: np.ndarray, times: np.ndarray) -> list[Event]:
+        """The next frames' flags ``(n,)``, scores ``(n,)``, region scores ``(n, R)`` and times ``(n,)``;
+        returns the events now final."""
         before = len(self.done)
         for i in range(len(flags)):
-            t = self.n_seen + i
-            if self.current is not None and not flags[i] and t - self.current.last >= self.gap_frames:
-                self._close()  # frames last+1 .. t are quiet: gap_frames of them
+            t, now = self.n_seen + i, float(times[i])
+            # quiet time since the last flagged frame: the quiet frames so far (this one too, if quiet),
+            # or a recording's gap before this flagged frame
+            quiet = now - self.current.end_s - (self.frame_seconds if flags[i] else 0.0) if self.current is not None else 0.0
+            if self.current is not None and quiet >= self.gap_seconds - _EPS:
+                self._close()
             if flags[i]:
                 fired = np.where(region_score[i] > self.threshold, region_score[i], -np.inf)
                 if self.current is None:
-                    self.current = _Open(t, t, t, float(score[i]), fired.astype(np.float64))
+                    self.current = _Open(t, t, now, now, t, now, float(score[i]), fired.astype(np.float64))
                 else:
                     c = self.current
-                    c.last = t
+                    c.last, c.end_s = t, now
                     c.region_peak = np.maximum(c.region_peak, fired)
                     if score[i] > c.peak_score:
-                        c.peak_frame, c.peak_score = t, float(score[i])
+                        c.peak_frame, c.peak_s, c.peak_score = t, now, float(score[i])
         self.n_seen += len(flags)
-        if self.current is not None and self.n_seen - 1 - self.current.last >= self.gap_frames:
-            self._close()
         return self.done[before:]
 
     def finish(self) -> list[Event]:
@@ -85,16 +99,17 @@ class EventTracker:
 
     def _close(self) -> None:
         c, self.current = self.current, None
-        if c.last - c.first + 1 < self.min_frames:
+        if c.end_s - c.start_s + self.frame_seconds < self.min_seconds - _EPS:
             return
         order = [i for i in np.argsort(-c.region_peak, kind="stable") if np.isfinite(c.region_peak[i])]
-        self.done.append(Event(c.first, c.last, c.peak_frame, c.peak_score, tuple(self.region_ids[i] for i in order)))
+        regions = tuple(self.region_ids[i] for i in order)
+        self.done.append(Event(c.first, c.last, c.start_s, c.end_s, c.peak_frame, c.peak_s, c.peak_score, regions))
 
 
-def find_events(flags: np.ndarray, score: np.ndarray, region_score: np.ndarray, region_ids: list[str], threshold: float,
-                min_frames: int, gap_frames: int) -> list[Event]:
+def find_events(flags: np.ndarray, score: np.ndarray, region_score: np.ndarray, times: np.ndarray, region_ids: list[str],
+                threshold: float, min_seconds: float, gap_seconds: float, frame_seconds: float) -> list[Event]:
     """The events of a whole clip at once (see :class:`EventTracker`)."""
-    tracker = EventTracker(list(region_ids), threshold, min_frames, gap_frames)
-    tracker.push(flags, score, region_score)
+    tracker = EventTracker(list(region_ids), threshold, min_seconds, gap_seconds, frame_seconds)
+    tracker.push(flags, score, region_score, times)
     tracker.finish()
     return tracker.done

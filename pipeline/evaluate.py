@@ -35,6 +35,7 @@ def evaluate(
     cfg: Config | None = None,
     device: str = "cpu",
     allow_damaged: bool = False,
+    stream: int = 0,
 ) -> dict:
     """Score every clip of ``clips_path`` and compute frame-level metrics; returns them (also in metrics.json)."""
     out_path = Path(out_path)
@@ -50,7 +51,7 @@ def evaluate(
     t0 = time.perf_counter()
     results: dict[str, ScoreResult] = {}
     for clip, cid in zip(progress(clips, desc="evaluate", unit="clip"), ids):
-        results[cid] = score_video(clip, models_path, out_path / cid, maps=False, ensemble=ens, allow_damaged=allow_damaged)
+        results[cid] = score_video(clip, models_path, out_path / cid, maps=False, ensemble=ens, allow_damaged=allow_damaged, stream=stream)
     seconds = time.perf_counter() - t0
     mismatched = [f"{cid} ({r.n_frames} decoded, {labels[cid][0]} labelled)" for cid, r in results.items() if r.n_frames != labels[cid][0]]
     if mismatched:

@@ -36,15 +36,16 @@ def extract_clip(
     chunk_frames: int = 64,
     on_frames: Callable[[int], object] | None = None,
     allow_damaged: bool = False,
+    stream: int = 0,
 ) -> Path:
-    """Decode one clip into ``dst_path`` (written atomically). Returns ``dst_path``.
+    """Decode one clip (its video ``stream``) into ``dst_path`` (written atomically). Returns ``dst_path``.
 
     ``on_frames(n)`` is called after every chunk of n frames; without it the
     clip gets a progress bar of its own. ``allow_damaged``: keep what decodes
     of a truncated or damaged clip instead of refusing it.
     """
     src_path, dst_path = Path(src_path), Path(dst_path)
-    src = open_clip(src_path, cfg.extract)
+    src = open_clip(src_path, cfg.extract, stream)
     width, height = working_size(src, cfg.extract)
     bar = None
     if on_frames is None:
@@ -53,13 +54,14 @@ def extract_clip(
     try:
         n = write_frames(
             dst_path,
-            read_frames(src, cfg.extract, chunk_frames, allow_damaged),
+            read_frames(src, cfg.extract, chunk_frames, allow_damaged, with_times=True),
             (height, width, cfg.extract.channels),
             cfg,
             on_frames,
             fps=output_fps(src, cfg.extract),
             original_width=src.width,
             original_height=src.height,
+            stream=stream,
             **source_signature(src_path),
         )
     finally:
@@ -69,8 +71,8 @@ def extract_clip(
     return dst_path
 
 
-def is_up_to_date(src_path: Path, dst_path: Path, cfg: Config) -> bool:
-    """True when ``dst_path`` is a complete frames file of this source and extract config."""
+def is_up_to_date(src_path: Path, dst_path: Path, cfg: Config, stream: int = 0) -> bool:
+    """True when ``dst_path`` is a complete frames file of this source, video stream and extract config."""
     if not dst_path.exists():
         return False
     try:
@@ -80,7 +82,7 @@ def is_up_to_date(src_path: Path, dst_path: Path, cfg: Config) -> bool:
     except UserError:
         return False
     signature = source_signature(src_path)
-    same_source = all(attrs.get(k) == v for k, v in signature.items())
+    same_source = all(attrs.get(k) == v for k, v in signature.items()) and int(attrs.get("stream", 0)) == stream
     return same_source and not stale_sections("frames", recorded, cfg)
 
 
@@ -91,8 +93,9 @@ def extract_folder(
     n_jobs: int = 1,
     force: bool = False,
     allow_damaged: bool = False,
+    stream: int = 0,
 ) -> list[Path]:
-    """Extract every clip of ``clips_path`` into ``frames_path``; returns the frames files.
+    """Extract every clip of ``clips_path`` (their video ``stream``) into ``frames_path``; returns the frames files.
 
     Clips already extracted from the same source with the same extract config
     are skipped unless ``force``. Frames files whose clip has gone are
@@ -110,7 +113,7 @@ def extract_folder(
         if old not in targets.values():
             log.info("removing %s: its clip is no longer in %s", old.name, clips_path)
             old.unlink()
-    todo = [c for c in clips if force or not is_up_to_date(c, targets[c], cfg)]
+    todo = [c for c in clips if force or not is_up_to_date(c, targets[c], cfg, stream)]
     if len(todo) < len(clips):
         log.info("extract: %d of %d clips already up to date", len(clips) - len(todo), len(clips))
     failures: list[str] = []
@@ -118,7 +121,7 @@ def extract_folder(
         total = sum(_frames_estimate(c, cfg) for c in todo)
         bar = progress(total=total or None, desc=f"extract {len(todo)} clips", unit="frame")
         jobs = Parallel(n_jobs=min(n_jobs, len(todo)), prefer="threads", return_as="generator_unordered")(
-            delayed(_extract_or_report)(c, targets[c], cfg, bar.update, allow_damaged) for c in todo
+            delayed(_extract_or_report)(c, targets[c], cfg, bar.update, allow_damaged, stream) for c in todo
         )
         failures = [error for error in jobs if error]
         bar.close()
@@ -128,9 +131,9 @@ def extract_folder(
     return [targets[c] for c in clips]
 
 
-def _extract_or_report(src: Path, dst: Path, cfg: Config, on_frames: Callable[[int], object], allow_damaged: bool) -> str | None:
+def _extract_or_report(src: Path, dst: Path, cfg: Config, on_frames: Callable[[int], object], allow_damaged: bool, stream: int) -> str | None:
     try:
-        extract_clip(src, dst, cfg, on_frames=on_frames, allow_damaged=allow_damaged)
+        extract_clip(src, dst, cfg, on_frames=on_frames, allow_damaged=allow_damaged, stream=stream)
     except UserError as exc:
         return str(exc)
     return None

@@ -2,13 +2,20 @@
 
 A clip is a video file in any container ffmpeg reads, or a folder holding one
 numbered image sequence (UCSD's ``001.tif`` …, ``000.jpg`` …). Both go through
-the same ffmpeg filter chain (optional fps resampling, then an area-averaging
-resize to the working size, then gray or RGB), so a folder and a lossless video
-of the same frames decode to the same pixels.
+the same ffmpeg filter chain (de-interlacing when the stream says it is
+interlaced, optional fps resampling, then an area-averaging resize to the working
+size at the display aspect ratio, then gray or RGB), so a folder and a lossless
+video of the same frames decode to the same pixels. ffmpeg turns frames as the
+file's rotation metadata says, as players do; audio, subtitle and data streams
+are ignored; the first video stream is read unless another is asked for.
 
 Frames come out of ffmpeg's stdout in bounded chunks, so memory does not grow
-with the length of the clip. ffprobe is not needed: size and rate are read
-from ffmpeg's own description of the input.
+with the length of the clip, every decoded frame once (no frame duplicated or
+dropped to fit a nominal rate). Each frame's time comes from its own
+presentation timestamp (ffmpeg's ``showinfo`` filter), counted from the first
+frame, so variable frame rates and gaps in a recording keep their true times.
+ffprobe is not needed: size, aspect, rotation and rate are read from ffmpeg's
+own description of the input.
 """
 
 from __future__ import annotations
@@ -64,12 +71,15 @@ class ClipSource:
 
     path: Path
     kind: str  # "video" or "folder"
-    width: int
+    width: int  # as displayed: after rotation, square pixels
     height: int
-    fps: float
+    fps: float  # nominal rate (the frames' own timestamps give their times)
     n_frames_estimate: int  # exact for folders, from the duration for videos (0 = unknown)
     input_url: str  # what follows ffmpeg's -i
     input_options: tuple[tuple[str, str], ...] = ()
+    stream: int = 0  # which video stream of the file (0 = the first)
+    interlaced: bool = False  # the stream says its frames are interlaced
+    rotation: float = 0.0  # degrees, from the file's display matrix
 
     @property
     def clip_id(self) -> str:
@@ -100,16 +110,21 @@ def list_clips(folder: str | Path) -> list[Path]:
     return clips
 
 
-def open_clip(path: str | Path, cfg: ExtractConfig) -> ClipSource:
-    """Describe a clip without decoding it; raises InputError for anything unusable."""
+def open_clip(path: str | Path, cfg: ExtractConfig, stream: int = 0) -> ClipSource:
+    """Describe a clip without decoding it; raises InputError for anything unusable.
+
+    ``stream``: which of a video file's video streams to read (0 = the first).
+    """
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file or folder")
     if path.is_dir():
+        if stream:
+            raise InputError(f"{path}: a frame folder has one video stream, not {stream + 1}")
         return _open_folder(path, cfg)
     if path.stat().st_size == 0:
         raise InputError(f"{path}: empty file")
-    return _open_video(path)
+    return _open_video(path, stream)
 
 
 def _open_folder(path: Path, cfg: ExtractConfig) -> ClipSource:
@@ -167,13 +182,41 @@ def _open_folder(path: Path, cfg: ExtractConfig) -> ClipSource:
     )
 
 
-_STREAM = re.compile(r"Stream #\d+:\d+\S*: Video: (?P<rest>.*)")
+_STREAM = re.compile(r"Stream #\d+:\d+\S*: (?P<type>\w+): (?P<rest>.*)")
 _SIZE = re.compile(r"(?:^|[\s,])(\d{1,6})x(\d{1,6})(?=[\s,\[]|$)")
+_SAR = re.compile(r"\[SAR (\d+):(\d+) DAR")
 _FPS = re.compile(r"([\d.]+)(k?) (fps|tbr)")
+_ROTATION = re.compile(r"rotation of (-?[\d.]+) degrees")
+_INTERLACED = re.compile(r"\((?:[^()]*, )?(?:top|bottom)(?: coded)? first")
 _DURATION = re.compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
 
 
-def _open_video(path: Path) -> ClipSource:
+def _video_streams(text: str) -> list[tuple[str, list[str]]]:
+    """ffmpeg's description of each video stream: its "Stream #..." line's text after "Video:", and the lines under it."""
+    streams: list[tuple[str, list[str]]] = []
+    current: list[str] | None = None
+    for line in text.splitlines():
+        m = _STREAM.search(line)
+        if m:
+            current = None
+            if m.group("type") == "Video":
+                current = []
+                streams.append((m.group("rest"), current))
+        elif current is not None and line.startswith("    "):  # side data, metadata: indented under their stream
+            current.append(line.strip())
+        else:
+            current = None
+    return streams
+
+
+def _nominal_fps(rest: str) -> float:
+    """The stream's rate: ffmpeg's ``tbr`` (its guess of the frame rate) before ``fps`` (the container's
+    average, which counts fields or empty frames in some files: "50 fps, 25 tbr")."""
+    rates = {kind: float(value) * (1000 if kilo else 1) for value, kilo, kind in _FPS.findall(rest)}
+    return rates.get("tbr") or rates.get("fps") or 0.0
+
+
+def _open_video(path: Path, stream: int = 0) -> ClipSource:
     url = "file:" + str(path.resolve())
     try:
         proc = subprocess.run(
@@ -184,34 +227,42 @@ def _open_video(path: Path) -> ClipSource:
     except subprocess.TimeoutExpired:
         raise InputError(f"{path}: ffmpeg took too long to read the file header") from None
     text = proc.stderr.decode("utf-8", errors="replace")
-    m = _STREAM.search(text)
-    if not m:
+    streams = _video_streams(text)
+    if not streams:
         if "Input #" in text:
             raise InputError(f"{path}: has no video stream")
         raise InputError(f"{path}: not a video ffmpeg can read ({_last_error(text, url)})")
-    rest = m.group("rest")
+    if stream >= len(streams):
+        raise InputError(f"{path}: has {len(streams)} video stream(s); --stream {stream} asks for stream {stream + 1}")
+    rest, under = streams[stream]
     size = _SIZE.search(rest)
     if not size:
         raise InputError(f"{path}: ffmpeg reports no frame size for its video stream")
     width, height = int(size.group(1)), int(size.group(2))
     _check_size(path, width, height)
-    fps = 0.0
-    for value, kilo, _ in _FPS.findall(rest):
-        try:
-            fps = float(value) * (1000 if kilo else 1)
-        except ValueError:
-            continue
-        if fps > 0:
-            break
+    sar = _SAR.search(rest)
+    if sar and int(sar.group(1)) > 0 and int(sar.group(2)) > 0:  # non-square pixels: shown at their display width
+        width = max(2, int(round(width * int(sar.group(1)) / int(sar.group(2)))))
+    rotation = 0.0
+    for line in under:
+        r = _ROTATION.search(line)
+        if r:
+            rotation = float(r.group(1))
+    if round(rotation / 90) % 2:  # a quarter turn: ffmpeg hands frames over turned, so the sides swap
+        width, height = height, width
+    fps = _nominal_fps(rest)
     if not 0 < fps <= 1000:
-        log.warning("%s: frame rate unknown, assuming 25 fps", path)
+        log.warning("%s: frame rate unknown, assuming 25 fps until the frames' timestamps tell", path)
         fps = 25.0
     n_est = 0
     d = _DURATION.search(text)
     if d:
         seconds = int(d.group(1)) * 3600 + int(d.group(2)) * 60 + float(d.group(3))
         n_est = int(round(seconds * fps))
-    return ClipSource(path=path, kind="video", width=width, height=height, fps=fps, n_frames_estimate=n_est, input_url=url)
+    return ClipSource(
+        path=path, kind="video", width=width, height=height, fps=fps, n_frames_estimate=n_est, input_url=url,
+        stream=stream, interlaced=bool(_INTERLACED.search(rest)), rotation=rotation,
+    )  # fmt: skip
 
 
 def _check_size(path: Path, width: int, height: int) -> None:
@@ -221,7 +272,7 @@ def _check_size(path: Path, width: int, height: int) -> None:
 
 def _last_error(text: str, url: str) -> str:
     """ffmpeg's most specific complaint: its last line that is not a generic summary."""
-    lines = [re.sub(r"^\[[^\]]*@ 0x[0-9a-f]+\] ", "", ln.strip()) for ln in text.splitlines() if ln.strip()]
+    lines = [re.sub(r"^(\[[^\]]*@ 0x[0-9a-f]+\] )?(\[(error|fatal|panic|warning|info)\] )?", "", ln.strip()) for ln in text.splitlines() if ln.strip()]
     lines = [ln for ln in lines if not ln.startswith(("At least one output", "Use -h", "Output #"))]
     specific = [ln for ln in lines if not ln.startswith(("Error opening input", "Error opening output"))]
     msg = (specific or lines or ["ffmpeg gave no reason"])[-1].rstrip(".")
@@ -237,60 +288,156 @@ def working_size(src: ClipSource, cfg: ExtractConfig) -> tuple[int, int]:
 
 
 def output_fps(src: ClipSource, cfg: ExtractConfig) -> float:
+    """The nominal rate of the decoded frames (the resampling rate, or the source's)."""
     return cfg.fps or src.fps
 
 
-def read_frames(src: ClipSource, cfg: ExtractConfig, chunk_frames: int = 64, allow_damaged: bool = False) -> Iterator[np.ndarray]:
-    """Yield the clip's frames as uint8 arrays ``(n, height, width, channels)``, n <= chunk_frames.
+def measured_fps(times: np.ndarray, nominal: float) -> float:
+    """The frame rate the frames' own times show: the reciprocal of their median interval."""
+    steps = np.diff(np.asarray(times, np.float64))
+    steps = steps[steps > 0]
+    return float(1.0 / np.median(steps)) if len(steps) else nominal
 
-    Raises InputError if ffmpeg fails or decodes nothing, and, after the last
-    frame, if ffmpeg reported decoding errors (a truncated or damaged file),
-    unless ``allow_damaged``: then the errors are logged and the frames that
-    could be decoded are kept.
+
+_PTS = re.compile(r"pts_time:\s*(\S+)")
+_SERIOUS = re.compile(r"\[(?:error|fatal|panic)\] ")
+_END_OF_FILE = re.compile(r"ended prematurely|end of file|partial file|truncat", re.IGNORECASE)
+
+
+class _FfmpegLog:
+    """ffmpeg's stderr, read by a helper thread: each frame's presentation time (``showinfo``), and the
+    errors with the number of frames that had come out before each."""
+
+    def __init__(self, pipe):
+        self.times: collections.deque[float] = collections.deque()  # not yet taken
+        self.n_times = 0
+        self.errors: collections.deque[tuple[int, str]] = collections.deque(maxlen=200)
+        self.cond = threading.Condition()
+        self.done = False
+        self.thread = threading.Thread(target=self._read, args=(pipe,), daemon=True)
+        self.thread.start()
+
+    def _read(self, pipe) -> None:
+        for raw in iter(pipe.readline, b""):
+            line = raw.decode("utf-8", errors="replace").rstrip()
+            m = _PTS.search(line) if "showinfo" in line else None
+            with self.cond:
+                if m:
+                    try:
+                        t = float(m.group(1))
+                    except ValueError:  # NOPTS: filled in from the neighbours by take()
+                        t = float("nan")
+                    self.times.append(t)
+                    self.n_times += 1
+                    self.cond.notify_all()
+                elif _SERIOUS.search(line):
+                    self.errors.append((self.n_times, line))
+        pipe.close()
+        with self.cond:
+            self.done = True
+            self.cond.notify_all()
+
+    def take(self, n: int, timeout: float = 60.0) -> list[float]:
+        """The next ``n`` frames' times, waiting for ffmpeg to have logged them (it logs a frame before writing it)."""
+        with self.cond:
+            self.cond.wait_for(lambda: len(self.times) >= n or self.done, timeout)
+            return [self.times.popleft() for _ in range(min(n, len(self.times)))]
+
+
+def read_frames(
+    src: ClipSource, cfg: ExtractConfig, chunk_frames: int = 64, allow_damaged: bool = False, with_times: bool = False
+) -> Iterator[np.ndarray] | Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield the clip's frames as uint8 arrays ``(n, height, width, channels)``, n <= chunk_frames, or
+    with ``with_times`` pairs of those and their times ``(n,)``: seconds since the first frame.
+
+    Raises InputError if ffmpeg fails or decodes nothing, and, after the last frame, if
+    ffmpeg reported errors at the end of the file (truncated), unless ``allow_damaged``:
+    then the frames that decode are kept. Errors in the middle of a file (a damaged
+    stretch ffmpeg decodes past) keep the frames that decode, with a warning that names
+    the stretch.
     """
     width, height = working_size(src, cfg)
     channels = cfg.channels
-    stream = ffmpeg.input(src.input_url, **dict(src.input_options)).video
+    stream = ffmpeg.input(src.input_url, **dict(src.input_options))[f"v:{src.stream}"]
+    if src.interlaced:
+        stream = stream.filter("yadif", mode="send_frame", deint="interlaced")
     if cfg.fps:
         stream = stream.filter("fps", fps=cfg.fps)
-    stream = stream.filter("scale", width, height, flags="area")
-    out = stream.output("pipe:", format="rawvideo", pix_fmt="gray" if channels == 1 else "rgb24")
-    args = out.global_args("-nostdin", "-hide_banner", "-loglevel", "error").compile(cmd=ffmpeg_exe())
+    # showinfo logs each frame's timestamp; the frames are then numbered (in microseconds), so that
+    # no timestamp the file carries (fields, repeats, jumps) makes the raw output refuse a frame
+    stream = stream.filter("scale", width, height, flags="area").filter("showinfo").filter("settb", "AVTB").filter("setpts", "N")
+    out = stream.output("pipe:", format="rawvideo", pix_fmt="gray" if channels == 1 else "rgb24", fps_mode="passthrough")
+    args = out.global_args("-nostdin", "-hide_banner", "-nostats", "-loglevel", "level+info").compile(cmd=ffmpeg_exe())
     proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    errors: collections.deque[str] = collections.deque(maxlen=50)
-    drain = threading.Thread(target=_drain, args=(proc.stderr, errors), daemon=True)
-    drain.start()
+    logged = _FfmpegLog(proc.stderr)
     frame_bytes = width * height * channels
     n_total = 0
+    first_time: float | None = None
+    last_time = 0.0
     try:
         while True:
             buf = bytearray(frame_bytes * chunk_frames)
             got = _read_full(proc.stdout, buf)
             n = got // frame_bytes
             if n:
+                frames = np.frombuffer(buf, dtype=np.uint8, count=n * frame_bytes).reshape(n, height, width, channels)
+                if with_times:
+                    times = np.array(logged.take(n), dtype=np.float64)
+                    if len(times) < n or np.isnan(times).any():  # a frame without a timestamp: its neighbours' spacing
+                        times = _fill_times(times, n, last_time if first_time is not None else None, src.fps)
+                    if first_time is None:
+                        first_time = float(times[0])
+                    last_time = float(times[-1])
+                    yield frames, times - first_time
+                else:
+                    yield frames
                 n_total += n
-                yield np.frombuffer(buf, dtype=np.uint8, count=n * frame_bytes).reshape(n, height, width, channels)
             if got < len(buf):
                 break
         proc.wait()
-        drain.join(timeout=5)
+        logged.thread.join(timeout=5)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
         proc.stdout.close()
-    reason = _last_error("\n".join(errors), src.input_url)
+    errors = list(logged.errors)
+    reason = _last_error("\n".join(e for _, e in errors), src.input_url)
     if proc.returncode != 0:
         raise InputError(f"{src.path}: ffmpeg failed to decode it ({reason})")
     if n_total == 0:
         raise InputError(f"{src.path}: no frames could be decoded ({reason})")
-    if errors and not allow_damaged:
+    # errors among the last frames (decoders hold several back), or the demuxer's, say the file
+    # stops early; earlier ones are a damaged stretch in the middle that ffmpeg decoded past
+    tail = max(8, n_total // 50)
+    at_end = [e for at, e in errors if at >= n_total - tail or _END_OF_FILE.search(e)]
+    inside = [(at, e) for at, e in errors if not (at >= n_total - tail or _END_OF_FILE.search(e))]
+    if at_end and not allow_damaged:
         raise InputError(
-            f"{src.path}: damaged or truncated, decoding stopped after {n_total} frames ({reason}); "
+            f"{src.path}: damaged or truncated, decoding stopped after {n_total} frames ({_last_error(chr(10).join(at_end), src.input_url)}); "
             "use --allow-damaged to keep the frames that decode"
         )
-    if errors:
+    if at_end:
         log.warning("%s: damaged, kept the %d frames that decode (%s)", src.path, n_total, reason)
+    if inside:
+        first, last = inside[0][0], inside[-1][0]
+        log.warning(
+            "%s: %d decoding errors between frames %d and %d (%s); kept the frames that decode, "
+            "the damaged stretch's may be missing or show artefacts",
+            src.path, len(inside), first + 1, last + 1, _last_error(inside[-1][1], src.input_url),
+        )  # fmt: skip
+
+
+def _fill_times(times: np.ndarray, n: int, before: float | None, fps: float) -> np.ndarray:
+    """``n`` times where some are missing (NaN or not logged): from the last known one, a nominal frame apart."""
+    out = np.full(n, np.nan)
+    out[: len(times)] = times
+    prev = before if before is not None else (out[0] - 1.0 / fps if np.isfinite(out[0]) else -1.0 / fps)
+    for i in range(n):
+        if not np.isfinite(out[i]):
+            out[i] = prev + 1.0 / fps
+        prev = out[i]
+    return out
 
 
 def _read_full(pipe, buf: bytearray) -> int:
@@ -302,9 +449,3 @@ def _read_full(pipe, buf: bytearray) -> int:
             break
         got += n
     return got
-
-
-def _drain(pipe, sink: collections.deque) -> None:
-    for raw in iter(pipe.readline, b""):
-        sink.append(raw.decode("utf-8", errors="replace").rstrip())
-    pipe.close()

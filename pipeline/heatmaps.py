@@ -50,11 +50,11 @@ def pick_frames(score: np.ndarray, anomalous: np.ndarray, n: int = 6, spacing: i
     return sorted(chosen)
 
 
-def decode_frames(video_path: str | Path, cfg, wanted: list[int]) -> dict[int, np.ndarray]:
-    """The frames (0-based) ``wanted`` of a clip, decoded with the models' extract settings."""
+def decode_frames(video_path: str | Path, cfg, wanted: list[int], stream: int = 0) -> dict[int, np.ndarray]:
+    """The frames (0-based) ``wanted`` of a clip's video ``stream``, decoded with the models' extract settings."""
     want = set(wanted)
     out: dict[int, np.ndarray] = {}
-    src = open_clip(video_path, cfg.extract)
+    src = open_clip(video_path, cfg.extract, stream)
     start = 0
     for chunk in read_frames(src, cfg.extract, allow_damaged=True):  # these frames were scored already
         for i in range(len(chunk)):
@@ -131,23 +131,44 @@ def _symlog_score_axis(ax, score: np.ndarray, threshold: float) -> None:
     ax.set_ylim(min(float(score.min()), 0.0) - 0.5, top * 1.5)
 
 
-def timeline_figure(region_z: np.ndarray, score: np.ndarray, anomalous: np.ndarray, region_ids: list[str], fps: float, threshold: float, truth: np.ndarray | None = None, title: str = ""):
-    """The regions x time matrix of z under the frame score; returns the figure and its two axes."""
+def frame_spans(times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where each frame sits on a time axis: from half an interval before its time to half after
+    (the median interval, so that a recording's gap stays a gap). Returns (starts, ends)."""
+    times = np.asarray(times, np.float64)
+    steps = np.diff(times)
+    half = 0.5 * (float(np.median(steps[steps > 0])) if (steps > 0).any() else 1.0)
+    return times - half, times + half
+
+
+def timeline_figure(
+    region_z: np.ndarray, score: np.ndarray, anomalous: np.ndarray, region_ids: list[str], times: np.ndarray, threshold: float,
+    truth: np.ndarray | None = None, title: str = "",
+):
+    """The regions x time matrix of scores under the frame score, on the frames' own times; returns the figure and its two axes."""
     n, R = region_z.shape
-    t = np.arange(n) / fps
     fig, (top, mat) = plt.subplots(2, 1, figsize=(10, 2.2 + 0.22 * R), dpi=110, sharex=True, height_ratios=[1, max(1.2, R / 6)], layout="constrained")
-    top.plot(t, score, lw=1, color="black", label="frame score")
+    top.plot(times, score, lw=1, color="black", label="frame score")
     top.axhline(threshold, color="red", lw=1, ls="--", label=f"threshold ({threshold:.1f})")
-    _shade(top, anomalous, fps, "red", 0.15, "flagged")
+    starts, ends = frame_spans(times)
+    _shade(top, anomalous, starts, ends, "red", 0.15, "flagged")
     if truth is not None:
-        _shade(top, truth, fps, "tab:blue", 0.15, "ground truth")
+        _shade(top, truth, starts, ends, "tab:blue", 0.15, "ground truth")
     if score.size and score.max() > 10 * threshold:  # one huge peak would flatten the rest
         _symlog_score_axis(top, score, threshold)
     top.set_ylabel("score (z)")
     top.legend(loc="upper left", fontsize=7, ncols=4)
     vmax = max(2 * threshold, float(np.percentile(region_z, 99.5)) if region_z.size else 1.0)
-    im = mat.imshow(region_z.T, aspect="auto", cmap="magma", vmin=0, vmax=vmax, interpolation="nearest",
-                    extent=(-0.5 / fps, (n - 0.5) / fps, R - 0.5, -0.5))
+    # one column per frame at its own time; where the recording has a gap, an empty column spans it
+    edges, columns = [starts[0]] if n else [0.0], []
+    for i in range(n):
+        if i and starts[i] > edges[-1] + 1e-9:
+            columns.append(np.full(R, np.nan))
+            edges.append(starts[i])
+        columns.append(region_z[i])
+        edges.append(ends[i] if i == n - 1 else max(min(ends[i], starts[i + 1]), edges[-1]))
+    grid = np.ma.masked_invalid(np.array(columns).T) if columns else np.zeros((R, 0))
+    im = mat.pcolormesh(np.array(edges), np.arange(R + 1) - 0.5, grid, cmap="magma", vmin=0, vmax=vmax, shading="flat")
+    mat.set_ylim(R - 0.5, -0.5)
     mat.set_yticks(range(R), region_ids, fontsize=7)
     mat.set_xlabel("time (s)")
     mat.set_ylabel("region")
@@ -182,9 +203,9 @@ def curves_figures(labels: np.ndarray, scores: np.ndarray, flagged: np.ndarray, 
     return roc_fig, pr_fig
 
 
-def _shade(ax, flags: np.ndarray, fps: float, color: str, alpha: float, label: str) -> None:
+def _shade(ax, flags: np.ndarray, starts: np.ndarray, ends: np.ndarray, color: str, alpha: float, label: str) -> None:
     for k, (a, b) in enumerate(runs(flags)):
-        ax.axvspan((a - 0.5) / fps, (b - 0.5) / fps, color=color, alpha=alpha, lw=0, label=label if k == 0 else None)
+        ax.axvspan(starts[a], ends[b - 1], color=color, alpha=alpha, lw=0, label=label if k == 0 else None)
 
 
 def write_heatmaps(maps_path: str | Path, video_path: str | Path, out_path: str | Path, frames: list[int] | None = None, n_frames: int = 6, truth: np.ndarray | None = None) -> list[Path]:
@@ -195,40 +216,42 @@ def write_heatmaps(maps_path: str | Path, video_path: str | Path, out_path: str 
         score, anomalous, region_z = fh["score"][()], fh["anomalous"][()].astype(bool), fh["region_z"][()]
         region_ids = json.loads(fh.attrs["region_ids"])
         boxes = fh.attrs["boxes"]
-        fps = float(fh.attrs["fps"])
+        times = fh["time_s"][()]
+        stream = int(fh.attrs.get("stream", 0))
         k = float(fh.attrs["threshold"])
         chosen = [f - 1 for f in frames if 1 <= f <= len(score)] if frames else pick_frames(score, anomalous, n_frames)
         amaps = {i: fh["maps"][i].astype(np.float32) for i in chosen}
-    pictures = decode_frames(video_path, cfg, chosen)
+    pictures = decode_frames(video_path, cfg, chosen, stream)
     name = Path(video_path).name
-    fig, _ = timeline_figure(region_z, score, anomalous, region_ids, fps, k, truth, title=name)
+    fig, _ = timeline_figure(region_z, score, anomalous, region_ids, times, k, truth, title=name)
     written = [save_figure(fig, out_path / "regions_time.png")]
     for i in chosen:
-        fig = frame_figure(pictures[i], amaps[i], boxes, region_ids, region_z[i], k, frame_title(name, i, fps, score[i], anomalous[i]))
+        fig = frame_figure(pictures[i], amaps[i], boxes, region_ids, region_z[i], k, frame_title(name, i, times[i], score[i], anomalous[i]))
         written.append(save_figure(fig, out_path / f"frame_{i + 1:06d}.png"))
     return written
 
 
-def frame_title(name: str, i: int, fps: float, score: float, anomalous: bool) -> str:
-    """``name  frame N (t s)  score s [ANOMALOUS]`` for 0-based frame ``i``."""
-    return f"{name}  frame {i + 1} ({i / fps:.1f} s)  score {score:.2f}" + ("  ANOMALOUS" if anomalous else "")
+def frame_title(name: str, i: int, time_s: float, score: float, anomalous: bool) -> str:
+    """``name  frame N (t s)  score s [ANOMALOUS]`` for 0-based frame ``i`` at ``time_s``."""
+    return f"{name}  frame {i + 1} ({time_s:.1f} s)  score {score:.2f}" + ("  ANOMALOUS" if anomalous else "")
 
 
-def maps_source(maps_path: Path) -> str | None:
-    """The source path a maps file was scored from, or None if it is missing, unreadable or of another format version."""
+def maps_source(maps_path: Path) -> tuple[str, int] | None:
+    """The source path and video stream a maps file was scored from, or None if it is missing,
+    unreadable or of another format version."""
     try:
         with open_h5(maps_path, "maps") as fh:
-            return str(fh.attrs.get("source_path"))
+            return str(fh.attrs.get("source_path")), int(fh.attrs.get("stream", 0))
     except UserError:
         return None
 
 
 def heatmaps_of(video_path: str | Path, models_path: str | Path, out_path: str | Path, frames: list[int] | None = None, n_frames: int = 6,
-                device: str = "cpu", allow_damaged: bool = False) -> list[Path]:
-    """The heatmaps of ``video_path`` into ``out_path/heatmaps``, from ``out_path/maps.h5`` when it
-    holds this clip's scores, else scoring the clip first (see :func:`write_heatmaps`)."""
+                device: str = "cpu", allow_damaged: bool = False, stream: int = 0) -> list[Path]:
+    """The heatmaps of ``video_path`` (its video ``stream``) into ``out_path/heatmaps``, from ``out_path/maps.h5``
+    when it holds this clip's scores, else scoring the clip first (see :func:`write_heatmaps`)."""
     out_path = Path(out_path)
     maps_path = out_path / "maps.h5"
-    if maps_source(maps_path) != str(Path(video_path).resolve()):
-        score_video(video_path, models_path, out_path, device=device, allow_damaged=allow_damaged)
+    if maps_source(maps_path) != (str(Path(video_path).resolve()), stream):
+        score_video(video_path, models_path, out_path, device=device, allow_damaged=allow_damaged, stream=stream)
     return write_heatmaps(maps_path, video_path, out_path / "heatmaps", frames, n_frames)

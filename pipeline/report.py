@@ -78,16 +78,17 @@ def report(
     device: str = "cpu",
     n_gallery: int = 6,
     allow_damaged: bool = False,
+    stream: int = 0,
 ) -> Report:
-    """Score ``video_path`` with the models in ``models_path`` and write the report into ``out_path``."""
+    """Score ``video_path`` (its video ``stream``) with the models in ``models_path`` and write the report into ``out_path``."""
     video_path, out_path = Path(video_path), Path(out_path)
     ens = Ensemble.load(models_path, device=device)
-    result = score_video(video_path, models_path, out_path, maps=True, ensemble=ens, device=device, allow_damaged=allow_damaged)
+    result = score_video(video_path, models_path, out_path, maps=True, ensemble=ens, device=device, allow_damaged=allow_damaged, stream=stream)
     truth = clip_truth(labels_path, video_path.stem, result.n_frames) if labels_path else None
     t0 = time.perf_counter()
     chosen = pick_frames(result.score, result.anomalous, n_gallery)
     pictures: dict[int, np.ndarray] = {}  # the gallery's frames, kept as the video pass decodes them
-    video = write_side_by_side(video_path, ens, out_path / "maps.h5", out_path / "report.mp4", keep=(set(chosen), pictures))
+    video = write_side_by_side(video_path, ens, out_path / "maps.h5", out_path / "report.mp4", keep=(set(chosen), pictures), stream=stream)
     page = render_html(video_path, ens, result, truth, out_path / "maps.h5", video.name, pictures)
     html_path = out_path / "report.html"
     with atomic_path(html_path) as tmp:
@@ -177,10 +178,12 @@ def _font():
 
 
 def write_side_by_side(
-    video_path: Path, ens: Ensemble, maps_path: Path, out: Path, chunk_frames: int = 64, keep: tuple[set[int], dict] | None = None
+    video_path: Path, ens: Ensemble, maps_path: Path, out: Path, chunk_frames: int = 64, keep: tuple[set[int], dict] | None = None,
+    stream: int = 0,
 ) -> Path:
     """Decode the clip again and encode, beside it, the reconstructions and anomaly maps that
-    scoring wrote into ``maps_path``, as H.264 MP4 (three panels, see :func:`compose_frame`).
+    scoring wrote into ``maps_path``, as H.264 MP4 (three panels, see :func:`compose_frame`),
+    one video frame per decoded frame at the nominal rate (the page maps its times to the clip's).
 
     ``keep = (wanted, store)``: the decoded frames (0-based) in ``wanted`` are put into ``store``.
     """
@@ -208,7 +211,8 @@ def write_side_by_side(
             proc = subprocess.Popen([*args, str(tmp)], stdin=subprocess.PIPE, stderr=errlog)
             try:
                 bar = progress(total=n_frames, desc="report video", unit="frame")
-                src = open_clip(video_path, cfg.extract)
+                times = fh["time_s"][()]
+                src = open_clip(video_path, cfg.extract, stream)
                 for frames in read_frames(src, cfg.extract, chunk_frames, allow_damaged=True):
                     frames = frames[: max(0, n_frames - done)]
                     if not len(frames):
@@ -220,7 +224,7 @@ def write_side_by_side(
                     for j, frame in enumerate(frames):
                         i = done + j
                         hot = z[j] > k
-                        caption = f"frame {i + 1}  {i / fps:6.1f} s  score {scores[j]:5.2f}" + ("  ANOMALOUS" if hot.any() else "")
+                        caption = f"frame {i + 1}  {times[i]:6.1f} s  score {scores[j]:5.2f}" + ("  ANOMALOUS" if hot.any() else "")
                         proc.stdin.write(compose_frame(frame, full[j], maps[j], k, boxes, hot, caption, recon_label).tobytes())
                         if keep is not None and i in keep[0]:
                             keep[1][i] = frame.copy()
@@ -258,9 +262,10 @@ def render_html(
     video_path: Path, ens: Ensemble, result: ScoreResult, truth: np.ndarray | None, maps_path: Path, video_name: str, pictures: dict[int, np.ndarray]
 ) -> str:
     """The page; ``pictures``: the gallery's frames (0-based frame -> decoded frame)."""
-    fps, k, n = result.fps, result.threshold, result.n_frames
+    fps, k, n, times = result.fps, result.threshold, result.n_frames, result.times
     name = video_path.name
-    fig, (top, mat) = timeline_figure(result.region_z, result.score, result.anomalous, result.region_ids, fps, k, truth)
+    duration = float(times[-1]) + 1.0 / fps if n else 0.0
+    fig, (top, mat) = timeline_figure(result.region_z, result.score, result.anomalous, result.region_ids, times, k, truth)
     fig.set_size_inches(11, fig.get_size_inches()[1])
     svg = _svg(fig)  # draws the figure, so the axes' final positions are known below
     x0, x1 = top.get_position().x0, top.get_position().x1
@@ -270,21 +275,22 @@ def render_html(
     chosen = sorted(pictures)
     with open_h5(maps_path, "maps") as fh:
         boxes = fh.attrs["boxes"]
+        video_fps = float(fh.attrs["fps"])  # the report video's rate, one frame per decoded frame
         for i in chosen:
             z = result.region_z[i]
             top_region = result.region_ids[int(np.argmax(z))]
-            fig = frame_figure(pictures[i], fh["maps"][i].astype(np.float32), boxes, result.region_ids, z, k, frame_title(name, i, fps, result.score[i], result.anomalous[i]))
+            fig = frame_figure(pictures[i], fh["maps"][i].astype(np.float32), boxes, result.region_ids, z, k, frame_title(name, i, times[i], result.score[i], result.anomalous[i]))
             png = save_figure(fig)
             gallery.append(
-                f'<figure data-t="{(i + 0.5) / fps:.3f}"><img alt="frame {i + 1}" src="{_data_uri(png, "image/png")}">'
-                f"<figcaption>frame {i + 1} · {i / fps:.1f} s · score {result.score[i]:.2f} · "
+                f'<figure data-frame="{i}"><img alt="frame {i + 1}" src="{_data_uri(png, "image/png")}">'
+                f"<figcaption>frame {i + 1} · {times[i]:.1f} s · score {result.score[i]:.2f} · "
                 f"strongest region <b>{top_region}</b> ({z.max():.1f})</figcaption></figure>"
             )
 
     events = result.events
     seg_rows = "".join(
-        f'<tr data-t="{(e.first + 0.5) / fps:.3f}"><td>{e.first + 1}–{e.last + 1}</td><td>{e.first / fps:.1f}–{e.last / fps:.1f} s</td>'
-        f"<td>{e.peak_score:.2f} at {e.peak_frame / fps:.1f} s</td><td>{html.escape(', '.join(e.regions))}</td></tr>"
+        f'<tr data-frame="{e.first}"><td>{e.first + 1}–{e.last + 1}</td><td>{e.start_s:.1f}–{e.end_s:.1f} s</td>'
+        f"<td>{e.peak_score:.2f} at {e.peak_s:.1f} s</td><td>{html.escape(', '.join(e.regions))}</td></tr>"
         for e in events
     ) or '<tr><td colspan="4">no events</td></tr>'
     thr_rows = "".join(
@@ -299,9 +305,9 @@ def render_html(
         fa = int((~truth & result.anomalous).sum())
         truth_line = f"<li>ground truth: {int(truth.sum())} anomalous frames; {hit} of them flagged; {fa} false alarms among {int((~truth).sum())} normal frames</li>"
     summary = f"""<ul>
-<li>{n} frames, {n / fps:.1f} s at {fps:g} fps; <b>{flagged}</b> flagged ({flagged / max(n, 1):.0%}); <b>{len(events)}</b> event(s)</li>
+<li>{n} frames, {duration:.1f} s at {fps:.3g} fps (the frames' own timestamps); <b>{flagged}</b> flagged ({flagged / max(n, 1):.0%}); <b>{len(events)}</b> event(s)</li>
 {truth_line}
-<li>scored at {n / max(result.seconds, 1e-9):.1f} frames/s ({n / fps / max(result.seconds, 1e-9):.1f}× real time) on {html.escape(str(ens.detectors[0].device_))}</li>
+<li>scored at {n / max(result.seconds, 1e-9):.1f} frames/s ({duration / max(result.seconds, 1e-9):.1f}× real time) on {html.escape(str(ens.detectors[0].device_))}</li>
 <li>models: {len(result.region_ids)} regions ({manifest['grid']['rows']}×{manifest['grid']['cols']}), trained {html.escape(str(manifest.get('created', '?')))} on {len(manifest['training_clips'])} clip(s): {html.escape(', '.join(manifest['training_clips']))}</li>
 <li>a frame is flagged when its score, the largest cell z of any region, exceeds the alarm threshold {k:.2f}: the score that a share {ens.cfg.score.false_alarm_rate:g} of the held-out normal frames exceed. {_CELL_Z[ens.cfg.score.statistics]}</li>
 </ul>"""
@@ -316,7 +322,7 @@ def render_html(
         gallery="".join(gallery) or "<p>no frames</p>",
         thr_rows=thr_rows,
         config=html.escape(to_toml(ens.cfg)),
-        geometry=json.dumps({"x0": x0, "x1": x1, "t0": t0, "t1": t1, "fps": fps}),
+        geometry=json.dumps({"x0": x0, "x1": x1, "t0": t0, "t1": t1, "video_fps": video_fps, "times": [round(float(t), 3) for t in times]}),
     )
 
 
@@ -338,7 +344,7 @@ video {{ width: 100%; background: #000; }}
 #timeline svg {{ width: 100%; height: auto; display: block; }}
 #playhead {{ position: absolute; top: 0; bottom: 0; width: 2px; background: #1a73e8; pointer-events: none; left: -10px; }}
 table {{ border-collapse: collapse; font-size: 13px; }} td, th {{ padding: 2px 10px; border-bottom: 1px solid #eee; text-align: left; }}
-tr[data-t], figure[data-t] {{ cursor: pointer; }} tr[data-t]:hover {{ background: #fdecec; }}
+tr[data-frame], figure[data-frame] {{ cursor: pointer; }} tr[data-frame]:hover {{ background: #fdecec; }}
 .gallery {{ display: grid; grid-template-columns: repeat(auto-fill, minmax(360px, 1fr)); gap: 10px; }}
 figure {{ margin: 0; }} figure img {{ width: 100%; }} figcaption {{ font-size: 12px; color: #444; }}
 pre {{ background: #f6f6f6; padding: 8px; font-size: 12px; max-height: 260px; overflow: auto; }}
@@ -360,27 +366,36 @@ pre {{ background: #f6f6f6; padding: 8px; font-size: 12px; max-height: 260px; ov
 <h2>Config</h2>
 <pre>{config}</pre>
 <script>
+// the video holds one frame per decoded frame at G.video_fps; G.times are the frames' own times
+// in the clip (seconds), which the timeline shows: seeking goes through the frame index
 const G = {geometry};
 const video = document.getElementById("video");
 const tl = document.getElementById("timeline");
 const head = document.getElementById("playhead");
-function seek(t) {{
+function frameAt(t) {{
+  let lo = 0, hi = G.times.length - 1;
+  while (lo < hi) {{ const mid = (lo + hi + 1) >> 1; if (G.times[mid] <= t) lo = mid; else hi = mid - 1; }}
+  return lo;
+}}
+function seekFrame(i) {{
   video.pause();
+  const t = (i + 0.5) / G.video_fps;
   video.currentTime = Math.max(0, isFinite(video.duration) ? Math.min(t, video.duration) : t);
 }}
 tl.addEventListener("click", (e) => {{
   const r = tl.getBoundingClientRect();
   const f = (e.clientX - r.left) / r.width;
-  if (f >= G.x0 && f <= G.x1) seek(G.t0 + (f - G.x0) / (G.x1 - G.x0) * (G.t1 - G.t0));
+  if (f >= G.x0 && f <= G.x1) seekFrame(frameAt(G.t0 + (f - G.x0) / (G.x1 - G.x0) * (G.t1 - G.t0)));
 }});
 function drawHead() {{
-  const f = G.x0 + (video.currentTime - G.t0) / (G.t1 - G.t0) * (G.x1 - G.x0);
+  const i = Math.min(G.times.length - 1, Math.max(0, Math.floor(video.currentTime * G.video_fps)));
+  const f = G.x0 + (G.times[i] - G.t0) / (G.t1 - G.t0) * (G.x1 - G.x0);
   head.style.left = (100 * f) + "%";
 }}
 video.addEventListener("timeupdate", drawHead);
 video.addEventListener("seeked", drawHead);
-document.querySelectorAll("[data-t]").forEach((el) => el.addEventListener("click", () => {{
-  seek(parseFloat(el.dataset.t));
+document.querySelectorAll("[data-frame]").forEach((el) => el.addEventListener("click", () => {{
+  seekFrame(parseInt(el.dataset.frame, 10));
   video.scrollIntoView({{behavior: "smooth", block: "center"}});
 }}));
 </script>

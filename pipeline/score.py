@@ -3,7 +3,8 @@
 Outputs in ``out_path``:
 
 ``scores.csv``
-    one row per decoded frame: ``frame`` (1-based), ``time_s``, ``score`` (the
+    one row per decoded frame: ``frame`` (1-based), ``time_s`` (the frame's own
+    timestamp, seconds since the first frame), ``score`` (the
     largest region score), ``anomalous`` (0/1: the score is above the alarm
     threshold), then one column per region id holding that region's score (its
     largest cell z, see ``ensemble.fusion``).
@@ -14,10 +15,10 @@ Outputs in ``out_path``:
 ``maps.h5`` (unless ``maps=False``)
     ``maps`` float16 (n_frames, height, width): the anomaly map, every cell's z placed
     in the frame (overlapping regions averaged), in steps of 1/8; ``region_z``
-    (n_frames, n_regions); ``score``, ``anomalous`` (n_frames,); ``reconstructions``
+    (n_frames, n_regions); ``score``, ``anomalous``, ``time_s`` (n_frames,); ``reconstructions``
     uint8 (n_frames, n_regions, P, P): what each region's model rebuilt, as
     ``ensemble.detector.shown_reconstruction`` draws it, times 255; attributes:
-    config, source, fps, region ids and boxes, the alarm threshold.
+    config, source and video stream, nominal fps, region ids and boxes, the alarm threshold.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from ensemble.anomaly_map import AnomalyMapper
 from ensemble.ensemble import Ensemble, ScoredFrames
 from ensemble.events import Event, EventTracker
 from pipeline.background import Background, prefetch
-from pipeline.ffmpeg_io import open_clip, output_fps, read_frames, working_size
+from pipeline.ffmpeg_io import measured_fps, open_clip, output_fps, read_frames, working_size
 
 log = logging.getLogger(__name__)
 
@@ -50,16 +51,17 @@ MAP_STEPS = 8  # maps.h5 stores anomaly maps rounded to 1/MAP_STEPS of a z unit
 
 
 def event_tracker(ens: Ensemble, fps: float) -> EventTracker:
-    """The event rule of the models' config (``score.min_event_seconds``, ``score.event_gap_seconds``) at ``fps``."""
+    """The event rule of the models' config (``score.min_event_seconds``, ``score.event_gap_seconds``), frames lasting 1 / ``fps``."""
     s = ens.cfg.score
-    return EventTracker(ens.region_ids, ens.threshold_, max(1, round(s.min_event_seconds * fps)), max(1, round(s.event_gap_seconds * fps)))
+    return EventTracker(ens.region_ids, ens.threshold_, s.min_event_seconds, s.event_gap_seconds, 1.0 / fps)
 
 
 @dataclass
 class ScoreResult:
     source: Path
-    fps: float
+    fps: float  # as the frames' timestamps show it
     region_ids: list[str]
+    times: np.ndarray  # (n_frames,) seconds since the first frame, from the frames' timestamps
     score: np.ndarray  # (n_frames,)
     anomalous: np.ndarray  # (n_frames,) bool
     region_z: np.ndarray  # (n_frames, R)
@@ -84,16 +86,18 @@ def score_video(
     device: str = "cpu",
     ensemble: Ensemble | None = None,
     allow_damaged: bool = False,
+    stream: int = 0,
 ) -> ScoreResult:
     """Score every frame of a clip (video file or frame folder) with the models in ``models_path``.
 
     ``cfg``, when given, must match the models' config. With ``out_path`` None
-    nothing is written (the result is returned only).
+    nothing is written (the result is returned only). ``stream``: which of the
+    file's video streams (0 = the first).
     """
     t0 = time.perf_counter()
     ens = ensemble or Ensemble.load(models_path, cfg, device)
     cfg = ens.cfg
-    src = open_clip(video_path, cfg.extract)
+    src = open_clip(video_path, cfg.extract, stream)
     width, height = working_size(src, cfg.extract)
     if (height, width) != tuple(ens.frame_size):
         raise InputError(
@@ -107,33 +111,37 @@ def score_video(
     mapper = AnomalyMapper(ens.regions, ens.frame_size) if maps and out_path else None
     R = len(ens.regions)
     parts: list[ScoredFrames] = []
+    times = _Times()
     with ExitStack() as stack:
         if out_path:
             stack.enter_context(new_folder(out_path))
-        writer = _Writers(stack, Path(out_path), cfg, ens, src.path, fps, mapper is not None) if out_path else None
+        writer = _Writers(stack, Path(out_path), cfg, ens, src.path, stream, fps, mapper is not None) if out_path else None
         bar = stack.enter_context(progress(total=src.n_frames_estimate or None, desc=f"score {src.path.name}", unit="frame"))
         # decoding and cutting tubes (optical flow included) run ahead in one helper
         # thread, maps and writing trail in another
         background = stack.enter_context(Background())
-        decoded = read_frames(src, cfg.extract, chunk_frames, allow_damaged)
-        for frames, tubes in prefetch((frames, cut(frames)) for frames in decoded):
+        decoded = read_frames(src, cfg.extract, chunk_frames, allow_damaged, with_times=True)
+        for frames, stamps, tubes in prefetch((frames, stamps, cut(frames)) for frames, stamps in decoded):
+            times.push(stamps)
             scored = scorer.push(tubes)
             bar.update(len(frames))
-            _collect(scored, parts, events, writer, mapper, ens.grid_cells, fps, background)
+            _collect(scored, parts, times, events, writer, mapper, ens.grid_cells, background)
         try:
             last = scorer.finish()
         except InputError as exc:
             raise InputError(f"{src.path.name}: {exc}") from None
-        _collect(last, parts, events, writer, mapper, ens.grid_cells, fps, background)
+        _collect(last, parts, times, events, writer, mapper, ens.grid_cells, background)
         events.finish()
         background.close()
         if writer:
-            writer.write_events(events.done, fps)
+            writer.write_events(events.done)
         files = writer.files if writer else []
+    times_s = times.all()
     result = ScoreResult(
         source=src.path,
-        fps=fps,
+        fps=measured_fps(times_s, fps),
         region_ids=ens.region_ids,
+        times=times_s,
         score=np.concatenate([p.score for p in parts]) if parts else np.zeros(0),
         anomalous=np.concatenate([p.anomalous for p in parts]) if parts else np.zeros(0, bool),
         region_z=np.concatenate([p.region_z for p in parts]) if parts else np.zeros((0, R)),
@@ -147,23 +155,46 @@ def score_video(
     return result
 
 
-def _collect(scored: ScoredFrames, parts: list[ScoredFrames], events: EventTracker, writer, mapper, g: int, fps: float, background: Background) -> None:
+class _Times:
+    """The decoded frames' times, handed out again as the scored frames (which trail them) come out."""
+
+    def __init__(self):
+        self.pending: list[np.ndarray] = []
+        self.taken: list[np.ndarray] = []
+
+    def push(self, stamps: np.ndarray) -> None:
+        self.pending.append(stamps)
+
+    def take(self, n: int) -> np.ndarray:
+        have = np.concatenate(self.pending) if len(self.pending) > 1 else (self.pending[0] if self.pending else np.zeros(0))
+        out, rest = have[:n], have[n:]
+        self.pending = [rest] if len(rest) else []
+        self.taken.append(out)
+        return out
+
+    def all(self) -> np.ndarray:
+        return np.concatenate(self.taken) if self.taken else np.zeros(0)
+
+
+def _collect(scored: ScoredFrames, parts: list[ScoredFrames], times: _Times, events: EventTracker, writer, mapper, g: int, background: Background) -> None:
+    """Keep a chunk of scored frames' small arrays, feed the events, hand the rest to the writer."""
     if not len(scored):
         return
     # keep only the small per-frame arrays; cell scores and reconstructions go to disk or away
     # (copies: a view, even an empty one, would keep the whole chunk's arrays alive)
     parts.append(ScoredFrames(scored.first, scored.cell_z[:0].copy(), scored.region_z.copy(), scored.score.copy(), scored.anomalous.copy(),
                               scored.reconstructions[:0].copy()))  # fmt: skip
-    events.push(scored.anomalous, scored.score, scored.region_z)
+    stamps = times.take(len(scored))
+    events.push(scored.anomalous, scored.score, scored.region_z, stamps)
     if writer:
         n, R, _ = scored.cell_z.shape
-        background.submit(lambda: writer.write(scored, mapper(scored.cell_z.reshape(n, R, g, g)) if mapper else None, fps))
+        background.submit(lambda: writer.write(scored, mapper(scored.cell_z.reshape(n, R, g, g)) if mapper else None, stamps))
 
 
 class _Writers:
     """scores.csv and maps.h5 written row by row to temporary names, renamed when the clip is done; events.csv at the end."""
 
-    def __init__(self, stack: ExitStack, out_path: Path, cfg: Config, ens: Ensemble, source: Path, fps: float, with_maps: bool):
+    def __init__(self, stack: ExitStack, out_path: Path, cfg: Config, ens: Ensemble, source: Path, stream: int, fps: float, with_maps: bool):
         self.out_path = out_path
         self.region_ids = ens.region_ids
         self.files = [out_path / "scores.csv"]
@@ -187,6 +218,7 @@ class _Writers:
                 "region_z": self.h5.create_dataset("region_z", (0, R), np.float32, maxshape=(None, R), chunks=(256, R)),
                 "score": self.h5.create_dataset("score", (0,), np.float32, maxshape=(None,), chunks=(1024,)),
                 "anomalous": self.h5.create_dataset("anomalous", (0,), np.uint8, maxshape=(None,), chunks=(1024,)),
+                "time_s": self.h5.create_dataset("time_s", (0,), np.float64, maxshape=(None,), chunks=(1024,)),
                 "reconstructions": self.h5.create_dataset(
                     "reconstructions", (0, R, P, P), np.uint8, maxshape=(None, R, P, P), chunks=(16, R, P, P), compression="gzip",
                     compression_opts=1, rdcc_nbytes=0,
@@ -197,21 +229,22 @@ class _Writers:
                 "maps",
                 cfg,
                 source_path=str(source.resolve()),
+                stream=stream,
                 fps=fps,
                 region_ids=json.dumps(ens.region_ids),
                 boxes=np.array([[r.top, r.left, r.height, r.width] for r in ens.regions]),
                 threshold=ens.threshold_,
             )
 
-    def write(self, s: ScoredFrames, maps: np.ndarray | None, fps: float) -> None:
+    def write(self, s: ScoredFrames, maps: np.ndarray | None, times: np.ndarray) -> None:
         for i in range(len(s)):
             f = s.first + i
-            self.csv.writerow([f + 1, f"{f / fps:.3f}", f"{s.score[i]:.4f}", int(s.anomalous[i]), *(f"{v:.4f}" for v in s.region_z[i])])
+            self.csv.writerow([f + 1, f"{times[i]:.3f}", f"{s.score[i]:.4f}", int(s.anomalous[i]), *(f"{v:.4f}" for v in s.region_z[i])])
         if self.h5 is not None:
             if maps is not None:  # steps of 1/8 of a z unit: smaller files, invisible in a heatmap
                 maps = np.round(maps * MAP_STEPS) / MAP_STEPS
             values = {
-                "maps": maps, "region_z": s.region_z, "score": s.score, "anomalous": s.anomalous,
+                "maps": maps, "region_z": s.region_z, "score": s.score, "anomalous": s.anomalous, "time_s": times,
                 "reconstructions": np.round(s.reconstructions * 255.0).astype(np.uint8),
             }  # fmt: skip
             for name, ds in self.ds.items():
@@ -219,12 +252,12 @@ class _Writers:
                 ds.resize(n + len(s), axis=0)
                 ds[n:] = values[name]
 
-    def write_events(self, events: list[Event], fps: float) -> None:
+    def write_events(self, events: list[Event]) -> None:
         path = self.out_path / "events.csv"
         with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
             w = csv.writer(fh)
             w.writerow(["event", "first_frame", "last_frame", "start_s", "end_s", "peak_frame", "peak_s", "peak_score", "regions"])
             for k, e in enumerate(events, 1):
-                w.writerow([k, e.first + 1, e.last + 1, f"{e.first / fps:.3f}", f"{e.last / fps:.3f}", e.peak_frame + 1,
-                            f"{e.peak_frame / fps:.3f}", f"{e.peak_score:.4f}", " ".join(e.regions)])  # fmt: skip
+                w.writerow([k, e.first + 1, e.last + 1, f"{e.start_s:.3f}", f"{e.end_s:.3f}", e.peak_frame + 1,
+                            f"{e.peak_s:.3f}", f"{e.peak_score:.4f}", " ".join(e.regions)])  # fmt: skip
         self.files.append(path)

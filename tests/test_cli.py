@@ -116,10 +116,11 @@ def test_score_prints_its_events_and_stops_listing_after_twenty(runner, trained_
     res = runner.invoke(cli, ["score", str(tiny_data / "test" / "01.mkv"), "--work", str(trained_work), "--no-maps", "-q"])
     assert res.exit_code == 0, res.output
     lines = res.output.strip().splitlines()
-    assert lines[0].startswith("01.mkv: 80 frames (8.0 s)") and "1 event ->" in lines[0]
+    assert lines[0].startswith("01.mkv: 80 frames (8.0 s at 10 fps)") and "1 event ->" in lines[0]
     assert len(lines) > 1 and lines[1].startswith("  event: frames ") and "r1c2" in lines[1], "the injected anomaly is an event in r1c2"
-    many = [Event(10 * k, 10 * k + 3, 10 * k + 1, 30.0 + k, ("r0c0",)) for k in range(25)]
-    result = ScoreResult(tiny_data / "x.mkv", 10.0, ["r0c0"], np.zeros(300), np.zeros(300, bool), np.zeros((300, 1)), 20.0, many, 1.0)
+    many = [Event(10 * k, 10 * k + 3, k, k + 0.3, 10 * k + 1, k + 0.1, 30.0 + k, ("r0c0",)) for k in range(25)]
+    times = np.arange(300) / 10.0
+    result = ScoreResult(tiny_data / "x.mkv", 10.0, ["r0c0"], times, np.zeros(300), np.zeros(300, bool), np.zeros((300, 1)), 20.0, many, 1.0)
     _print_events(result)
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 1 + 20 + 1 and out[-1] == "  ... 5 more events in events.csv"

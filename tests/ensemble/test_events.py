@@ -1,4 +1,5 @@
-"""Flagged frames become events: merged across short quiet gaps, dropped when too short, the same in any chunking."""
+"""Flagged frames become events: merged across short quiet gaps, dropped when too short, the same in any
+chunking, measured on the frames' own times."""
 
 import numpy as np
 from hypothesis import given, settings
@@ -9,7 +10,8 @@ from ensemble.events import EventTracker, find_events
 
 
 def reference_events(flags: np.ndarray, min_frames: int, gap_frames: int) -> list[tuple[int, int]]:
-    """The rule written the slow way: runs of flags, merged when fewer than gap_frames quiet frames part them, then filtered."""
+    """The rule written the slow way, at a steady frame rate: runs of flags, merged when fewer than
+    gap_frames quiet frames part them, then those shorter than min_frames dropped."""
     merged: list[list[int]] = []
     for a, b in runs(flags):
         if merged and a - merged[-1][1] < gap_frames:
@@ -26,12 +28,24 @@ def test_a_known_sequence():
     region = np.zeros((30, 3))
     region[3, 1], region[8, 2] = 9.0, 10.0  # region b fires at frame 3, region c more strongly at frame 8
     region[8, 1] = 6.0
-    (event,) = find_events(flags, score, region, ["a", "b", "c"], threshold=5.0, min_frames=3, gap_frames=3)
-    assert (event.first, event.last, event.n_frames) == (2, 8, 7), "frames 5-6 (2 quiet frames) do not end it; frame 20 alone is too short"
-    assert (event.peak_frame, event.peak_score) == (8, 8.0)
+    times = np.arange(30) / 10.0  # 10 frames a second
+    (event,) = find_events(flags, score, region, times, ["a", "b", "c"], 5.0, min_seconds=0.3, gap_seconds=0.3, frame_seconds=0.1)
+    assert (event.first, event.last, event.n_frames) == (2, 8, 7), "frames 5-6 (0.2 s quiet) do not end it; frame 20 alone is too short"
+    assert (event.start_s, event.end_s, event.peak_frame, event.peak_s, event.peak_score) == (0.2, 0.8, 8, 0.8, 8.0)
     assert event.regions == ("c", "b"), "regions above the threshold during the event, strongest first"
-    ended = find_events(flags, score, region, ["a", "b", "c"], threshold=5.0, min_frames=1, gap_frames=2)
-    assert [(e.first, e.last) for e in ended] == [(2, 4), (7, 8), (20, 20)], "2 quiet frames end an event when the gap is 2"
+    ended = find_events(flags, score, region, times, ["a", "b", "c"], 5.0, min_seconds=0.1, gap_seconds=0.2, frame_seconds=0.1)
+    assert [(e.first, e.last) for e in ended] == [(2, 4), (7, 8), (20, 20)], "0.2 s without a flag ends an event when the gap is 0.2 s"
+
+
+def test_the_rule_runs_on_the_frames_times_not_their_count():
+    """A recording's gap (frames 0-4, then 60 s later frames 5-9, all flagged) splits an event in two;
+    frames bunched at a high rate take longer to make an event's minimum length."""
+    flags = np.ones(10, bool)
+    times = np.r_[np.arange(5) * 0.1, 60.0 + np.arange(5) * 0.1]
+    found = find_events(flags, np.ones(10), np.ones((10, 1)), times, ["r0c0"], 0.5, min_seconds=0.3, gap_seconds=1.0, frame_seconds=0.1)
+    assert [(e.first, e.last, e.start_s, e.end_s) for e in found] == [(0, 4, 0.0, 0.4), (5, 9, 60.0, 60.4)]
+    fast = np.arange(10) * 0.01  # 100 frames a second: ten frames last 0.1 s, shorter than the minimum
+    assert find_events(flags, np.ones(10), np.ones((10, 1)), fast, ["r0c0"], 0.5, min_seconds=0.3, gap_seconds=1.0, frame_seconds=0.01) == []
 
 
 @settings(max_examples=150, deadline=None)
@@ -46,10 +60,11 @@ def test_events_follow_the_rule_whatever_the_chunking(flags, min_frames, gap_fra
     n = len(flags)
     score = np.random.default_rng(n).random(n)
     region = score[:, None].repeat(2, axis=1)
-    tracker = EventTracker(["x", "y"], 0.5, min_frames, gap_frames)
+    times = np.arange(n) / 10.0
+    tracker = EventTracker(["x", "y"], 0.5, min_frames / 10.0, gap_frames / 10.0, 0.1)
     final = []
     for a, b in zip([0, *sorted(c % n for c in cuts)], [*sorted(c % n for c in cuts), n]):
-        final += tracker.push(flags[a:b], score[a:b], region[a:b])
+        final += tracker.push(flags[a:b], score[a:b], region[a:b], times[a:b])
         # an event is released only once gap_frames quiet frames follow it
         assert all(tracker.n_seen - 1 - e.last >= gap_frames for e in final)
     final += tracker.finish()

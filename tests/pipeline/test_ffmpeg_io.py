@@ -48,10 +48,12 @@ def test_resize_keeps_aspect_and_rgb_has_three_channels(frames_video):
     assert _decode(path, cfg).shape == (40, 24, 32, 3)
 
 
-def test_fps_resampling_changes_the_frame_count(frames_video):
-    _, path = frames_video
+def test_fps_resampling_changes_the_frame_count_and_keeps_true_times(frames_video):
+    _, path = frames_video  # 40 frames at 10 fps
     cfg = ExtractConfig(frame_height=48, fps=5.0)
     assert len(_decode(path, cfg)) == 20
+    times = np.concatenate([t for _, t in read_frames(open_clip(path, cfg), cfg, with_times=True)])
+    np.testing.assert_allclose(times, np.arange(20) * 0.2, atol=1e-6)
 
 
 def test_list_clips_finds_videos_and_image_folders_only(frames_video, tmp_path):

@@ -35,7 +35,8 @@ def test_report_writes_a_page_a_video_and_the_scores(made):
     refs = re.findall(r'(?:src|href)="([^"]*)"', page)
     assert refs and all(r.startswith("data:") or r == "report.mp4" or r.startswith("#") for r in refs), refs
     geometry = json.loads(re.search(r"const G = (\{.*?\});", page).group(1))
-    assert 0 < geometry["x0"] < geometry["x1"] < 1 and geometry["fps"] == 10
+    assert 0 < geometry["x0"] < geometry["x1"] < 1 and geometry["video_fps"] == 10
+    assert geometry["times"] == pytest.approx([i / 10 for i in range(80)]), "the frames' own times, for the timeline's seeking"
 
 
 def test_report_video_is_h264_with_one_frame_per_scored_frame(made):
@@ -92,7 +93,7 @@ def test_labels_that_do_not_describe_the_clip_are_refused(trained_work, tiny_dat
 def test_timeline_with_one_huge_peak_keeps_a_readable_log_axis():
     score = np.array([-1.5, 0.5, 1.0, 3.0, 2500.0, 40.0, 1.2])
     region_z = np.tile(score[:, None], (1, 2))
-    fig, (top, _) = timeline_figure(region_z, score, score > 2, ["r0c0", "r0c1"], 10.0, 2.0)
+    fig, (top, _) = timeline_figure(region_z, score, score > 2, ["r0c0", "r0c1"], np.arange(len(score)) / 10.0, 2.0)
     assert top.get_yscale() == "symlog"
     ticks = list(top.get_yticks())
     assert ticks == [0.0, 2.0, 10.0, 100.0, 1000.0, 10000.0]  # 0, the threshold, then decades only

@@ -8,7 +8,7 @@ from sklearn.metrics import roc_auc_score
 from core.labels import frame_labels, load_labels
 from core.workdir import WorkDir
 from pipeline.evaluate import evaluate
-from pipeline.heatmaps import write_heatmaps
+from pipeline.heatmaps import timeline_figure, write_heatmaps
 from pipeline.score import score_video
 
 
@@ -83,6 +83,19 @@ def test_heatmaps_are_written_as_png(scored, tiny_data, tmp_path):
     written = write_heatmaps(out / "maps.h5", tiny_data / "test" / "01.mkv", tmp_path, n_frames=3)
     assert written[0].name == "regions_time.png" and len(written) == 4
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in written)
+
+
+def test_the_timeline_shows_a_recording_gap_as_a_gap():
+    """Frames 0-9 at 10 fps, then 10-19 a minute later: the matrix spans 0-61 s with an empty stretch."""
+    times = np.r_[np.arange(10) * 0.1, 60 + np.arange(10) * 0.1]
+    z = np.ones((20, 2))
+    fig, (_, mat) = timeline_figure(z, z[:, 0], np.zeros(20, bool), ["r0c0", "r0c1"], times, 2.0)
+    mesh = mat.collections[0]
+    cells = mesh.get_array()
+    assert cells.shape == (2, 21) and cells.mask[:, 10].all() and not cells.mask[:, :10].any()
+    edges = mesh.get_coordinates()[0, :, 0]
+    assert edges[0] == pytest.approx(-0.05) and edges[10] == pytest.approx(0.95) and edges[11] == pytest.approx(59.95)
+    assert edges[-1] == pytest.approx(60.95)
 
 
 def test_a_clip_starts_at_the_normal_level(trained_work, tmp_path):
