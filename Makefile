@@ -7,6 +7,7 @@
 #   make evaluate                    score DATA/test against DATA/labels.json
 #   make bench-ped2                  the quality benchmark on UCSD Ped2 (BENCH_DATA=, PRESET=, CONFIG=)
 #   make bench-speed                 speed and memory figures, with the models bench-ped2 trained
+#   make bench-watch                 live scoring of Ped2's test clips streamed in real time (after bench-ped2)
 #
 # Variables: DATA, WORK (default work), CONFIG (optional TOML), VIDEO, JOBS.
 # The stage targets are phony on purpose: the CLI compares each output's recorded
@@ -30,7 +31,7 @@ CLI := $(PY) cli.py
 OPTS := --work $(WORK) $(if $(CONFIG),--config $(CONFIG)) --jobs $(JOBS)
 DATA_DEP := $(if $(filter $(DEMO_DATA),$(DATA)),$(DEMO_DATA)/labels.json)
 
-.PHONY: extract cuboids train score evaluate demo test clean-demo bench-ped2 bench-speed
+.PHONY: extract cuboids train score evaluate demo test clean-demo bench-ped2 bench-speed bench-watch
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -63,12 +64,17 @@ demo: $(STAMP) $(DEMO_DATA)/labels.json
 	$(MAKE) --no-print-directory extract cuboids train evaluate DATA=$(DEMO_DATA) WORK=$(DEMO_WORK) CONFIG=configs/demo.toml
 	$(CLI) score $(DEMO_DATA)/test/02.mkv --work $(DEMO_WORK) --heatmaps
 
-# The browser tests drive Debian's chromium; as root, install it when missing (else they skip and say why).
+# The browser tests drive Debian's chromium and the MQTT test Debian's mosquitto broker; as root,
+# install them when missing (else those tests skip and say why).
 test: $(STAMP)
 	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null || \
 		{ echo "installing chromium for the browser tests"; apt-get update -qq && \
 		  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 		echo "could not install chromium: the browser tests will skip"
+	@command -v mosquitto >/dev/null || test -x /usr/sbin/mosquitto || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null || \
+		{ echo "installing mosquitto for the MQTT test"; apt-get update -qq && \
+		  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; } || \
+		echo "could not install mosquitto: the MQTT test will skip"
 	$(PY) -m pytest -q
 
 clean-demo:
@@ -92,3 +98,10 @@ bench-speed: $(STAMP)
 		{ echo "no models in $(BENCH_WORK)/$(notdir $(abspath $(BENCH_DATA)))-$(PRESET): run make bench-ped2 first"; exit 2; }
 	$(PY) -m bench.speed --work $(BENCH_WORK)/$(notdir $(abspath $(BENCH_DATA)))-$(PRESET) \
 		--clip $(BENCH_DATA)/test/04.mkv --runs $(RUNS) --long-minutes $(LONG)
+
+# Live: the Ped2 test clips joined and served in real time by a local ffmpeg stream server,
+# watched with the models bench-ped2 trained; latency, drops, CPU, and unpaced fps.
+bench-watch: $(STAMP)
+	@test -f $(BENCH_WORK)/$(notdir $(abspath $(BENCH_DATA)))-$(PRESET)/models/manifest.json || \
+		{ echo "no models in $(BENCH_WORK)/$(notdir $(abspath $(BENCH_DATA)))-$(PRESET): run make bench-ped2 first"; exit 2; }
+	$(PY) -m bench.watch --data $(BENCH_DATA) --work $(BENCH_WORK)/$(notdir $(abspath $(BENCH_DATA)))-$(PRESET)

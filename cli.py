@@ -252,6 +252,50 @@ def score(video, work, out, config_path, preset, heatmaps, no_maps, allow_damage
         click.echo(f"heatmaps: {len(written)} PNG files in {out / 'heatmaps'}")
 
 
+@cli.command("watch")
+@click.argument("source")
+@work_option
+@click.option("--camera", default=None, help="Camera name in messages and file names [default: from SOURCE].")
+@click.option("--events", "events_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Append the JSON Lines messages to this file [default: standard output].")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Daily score files, event snapshots and clips [default: WORK/live/<camera>].")
+@click.option("--max-seconds", type=click.FloatRange(0, None, min_open=True), default=None, help="Stop after this long [default: never].")
+@click.option("--realtime", is_flag=True, help="Read a file at its own frame rate, as a camera delivers it (else as fast as possible).")
+@click.option("--mqtt", default=None, metavar="HOST:PORT", help="Also publish to this MQTT broker (topics under live.mqtt_prefix).")
+@click.option("--webhook", default=None, metavar="URL", help="Also POST each message as JSON to this URL.")
+@config_option
+@preset_option
+@device_option
+@run_options
+def watch_cmd(source, work, camera, events_path, out, max_seconds, realtime, mqtt, webhook, config_path, preset, device):
+    """Score a live SOURCE as it arrives with the models in WORK and emit events as JSON Lines.
+
+    \b
+    SOURCE: a camera URL (rtsp://, rtmp://, http(s)://, tcp://, udp://, srt://),
+    a V4L2 device (/dev/video0), - for a stream on standard input, or a file.
+
+    Messages (one JSON object a line): status (online, stalled, reconnecting,
+    offline) and events: new, update, end (with a snapshot PNG of the peak and
+    an MP4 clip). A stalled stream is restarted after live.stall_seconds; a lost
+    one is reconnected with a growing wait. Ends at the end of a file or stdin,
+    after --max-seconds, or on Ctrl-C / SIGTERM (an open event gets its end).
+    """
+    from core.workdir import WorkDir
+    from pipeline.live import camera_name, watch
+    from pipeline.train import resolve_device
+
+    wd = WorkDir(work)
+    camera = camera or camera_name(source)
+    out = out or wd.live_for(camera)
+    with work_lock(work, exclusive=False):
+        summary = watch(source, wd.models, out, _optional_config(config_path, preset), camera=camera, events_path=events_path,
+                        max_seconds=max_seconds, realtime=realtime, mqtt=mqtt, webhook=webhook, device=resolve_device(device))
+    click.echo(f"watch {summary.camera}: {summary.frames} frames scored in {summary.seconds:.1f} s, {summary.events} events, "
+               f"{summary.dropped} frames dropped, {summary.reconnects} reconnections, {summary.cpu_seconds:.1f} CPU seconds -> {summary.out_path}",
+               err=True)  # fmt: skip
+
+
 def _print_events(result) -> None:
     events = result.events
     n = result.n_frames

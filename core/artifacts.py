@@ -23,7 +23,7 @@ from typing import Any
 
 import h5py
 
-from core.config import SECTIONS, Config, config_differences
+from core.config import Config, config_differences
 from core.errors import ArtifactError
 
 APP = "cuboid-ad"
@@ -60,7 +60,7 @@ KINDS: dict[str, ArtifactKind] = {
         # checkpoint 2: per-cell statistics and held-out scores; the weights of version 1 still load
         ArtifactKind("checkpoint", 2, ("extract", "cuboids", "model", "train"), recalibrate=("score",)),
         ArtifactKind("manifest", 2, ("extract", "cuboids", "model", "train", "score")),
-        ArtifactKind("maps", 3, SECTIONS),  # 3: each frame's time, the video stream
+        ArtifactKind("maps", 3, ("extract", "cuboids", "model", "train", "score")),  # 3: each frame's time, the video stream
     )
 }
 

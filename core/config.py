@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import Any
 
 from core.errors import ConfigError
 
-SECTIONS = ("extract", "cuboids", "model", "train", "score")
+SECTIONS = ("extract", "cuboids", "model", "train", "score", "live")
 FLOW_PRESETS = ("medium", "fast", "ultrafast")  # OpenCV's DIS presets, slowest and finest first
 
 
@@ -182,12 +183,37 @@ class ScoreConfig:
         _check(0.0 < self.event_gap_seconds <= 3600, f"score.event_gap_seconds must be in (0, 3600], not {self.event_gap_seconds}")
 
 
+@dataclass(frozen=True)
+class LiveConfig:
+    """How `watch` treats a live stream: stalls, reconnection, queueing, what it keeps on disk."""
+
+    stall_seconds: float = 20.0  # no frame for this long: ffmpeg is restarted
+    reconnect_max_seconds: float = 60.0  # reconnection waits 1 s, doubling up to this
+    queue_seconds: float = 10.0  # frames waiting to be scored; beyond this the oldest are dropped
+    clip_before_seconds: float = 3.0  # an event's MP4 starts this long before its first flagged frame
+    keep_events: int = 500  # the newest events whose snapshot and clip are kept (0: no limit)
+    keep_megabytes: float = 2000.0  # at most this much of snapshots, clips and daily score files (0: no limit)
+    mqtt_prefix: str = "cuboid-ad"  # MQTT topics: <prefix>/events, <prefix>/<camera>/status, <prefix>/available
+    webhook_retries: int = 3  # tries after the first failed POST, 1 s apart and doubling
+
+    def __post_init__(self) -> None:
+        _check(0.5 <= self.stall_seconds <= 3600, f"live.stall_seconds must be in [0.5, 3600], not {self.stall_seconds}")
+        _check(1.0 <= self.reconnect_max_seconds <= 3600, f"live.reconnect_max_seconds must be in [1, 3600], not {self.reconnect_max_seconds}")
+        _check(0.5 <= self.queue_seconds <= 600, f"live.queue_seconds must be in [0.5, 600], not {self.queue_seconds}")
+        _check(0.0 <= self.clip_before_seconds <= 60, f"live.clip_before_seconds must be in [0, 60], not {self.clip_before_seconds}")
+        _check(self.keep_events >= 0, f"live.keep_events must be >= 0, not {self.keep_events}")
+        _check(self.keep_megabytes >= 0, f"live.keep_megabytes must be >= 0, not {self.keep_megabytes}")
+        _check(bool(re.fullmatch(r"[^#+\s]+", self.mqtt_prefix)), f"live.mqtt_prefix must be a topic without spaces, '#' or '+', not {self.mqtt_prefix!r}")
+        _check(0 <= self.webhook_retries <= 10, f"live.webhook_retries must be 0..10, not {self.webhook_retries}")
+
+
 _SECTION_TYPES = {
     "extract": ExtractConfig,
     "cuboids": CuboidConfig,
     "model": ModelConfig,
     "train": TrainConfig,
     "score": ScoreConfig,
+    "live": LiveConfig,
 }
 
 # Keys whose default changed after artifacts were first written without them:
@@ -220,6 +246,10 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "frames_between_clips": 5, "cell_size": 4, "statistics": "region", "explained_motion_max": 1.0, "smoothing_frames": 5,
             "calibrate_on": "all", "false_alarm_rate": 0.01, "min_event_seconds": 0.5, "event_gap_seconds": 1.0,
         },
+        "live": {
+            "stall_seconds": 20.0, "reconnect_max_seconds": 60.0, "queue_seconds": 10.0, "clip_before_seconds": 3.0,
+            "keep_events": 500, "keep_megabytes": 2000.0, "mqtt_prefix": "cuboid-ad", "webhook_retries": 3,
+        },
     },
 }  # fmt: skip
 
@@ -231,6 +261,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
+    live: LiveConfig = field(default_factory=LiveConfig)
     preset: str = "default"
 
     def __post_init__(self) -> None:

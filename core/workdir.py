@@ -33,3 +33,7 @@ class WorkDir:
         """Default output folder of `score VIDEO`: named after the clip."""
         video = Path(video)
         return self.root / "scores" / (video.stem if video.suffix else video.name)
+
+    def live_for(self, camera: str) -> Path:
+        """Default output folder of `watch --camera NAME`: daily score files and event snapshots and clips."""
+        return self.root / "live" / camera

@@ -27,7 +27,7 @@ import re
 import shutil
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -345,7 +345,8 @@ class _FfmpegLog:
 
 
 def read_frames(
-    src: ClipSource, cfg: ExtractConfig, chunk_frames: int = 64, allow_damaged: bool = False, with_times: bool = False
+    src: ClipSource, cfg: ExtractConfig, chunk_frames: int = 64, allow_damaged: bool = False, with_times: bool = False,
+    on_start: Callable[[subprocess.Popen], object] = lambda proc: None,
 ) -> Iterator[np.ndarray] | Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield the clip's frames as uint8 arrays ``(n, height, width, channels)``, n <= chunk_frames, or
     with ``with_times`` pairs of those and their times ``(n,)``: seconds since the first frame.
@@ -354,7 +355,9 @@ def read_frames(
     ffmpeg reported errors at the end of the file (truncated), unless ``allow_damaged``:
     then the frames that decode are kept. Errors in the middle of a file (a damaged
     stretch ffmpeg decodes past) keep the frames that decode, with a warning that names
-    the stretch.
+    the stretch. ``on_start`` is handed the ffmpeg process once it runs (a live watcher
+    kills it when the stream stalls). A clip whose ``input_url`` is ``pipe:0`` is read
+    from this process's standard input.
     """
     width, height = working_size(src, cfg)
     channels = cfg.channels
@@ -367,8 +370,11 @@ def read_frames(
     # no timestamp the file carries (fields, repeats, jumps) makes the raw output refuse a frame
     stream = stream.filter("scale", width, height, flags="area").filter("showinfo").filter("settb", "AVTB").filter("setpts", "N")
     out = stream.output("pipe:", format="rawvideo", pix_fmt="gray" if channels == 1 else "rgb24", fps_mode="passthrough")
-    args = out.global_args("-nostdin", "-hide_banner", "-nostats", "-loglevel", "level+info").compile(cmd=ffmpeg_exe())
-    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    from_stdin = src.input_url == "pipe:0"
+    quiet = ("-hide_banner", "-nostats", "-loglevel", "level+info")
+    args = out.global_args(*(quiet if from_stdin else ("-nostdin", *quiet))).compile(cmd=ffmpeg_exe())
+    proc = subprocess.Popen(args, stdin=None if from_stdin else subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    on_start(proc)
     logged = _FfmpegLog(proc.stderr)
     frame_bytes = width * height * channels
     n_total = 0

@@ -1,0 +1,323 @@
+"""`watch`: live streams scored as they arrive (issue 20), against real components on loopback:
+an ffmpeg stream server, a mosquitto broker, an HTTP server for the webhook."""
+
+from __future__ import annotations
+
+import csv
+import http.server
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.config import ExtractConfig, to_toml
+from core.errors import InputError
+from core.workdir import WorkDir
+from pipeline.ffmpeg_io import ffmpeg_exe, open_clip, read_frames
+from pipeline.live import FrameQueue, live_source, watch
+from pipeline.score import score_video
+
+ROOT = Path(__file__).resolve().parents[2]
+DEADLINE_S = 120  # no wait in these tests is longer
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def messages(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
+
+
+def wait_until(condition, what: str, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + DEADLINE_S
+    while not condition():
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"watch ended ({proc.returncode}) before {what}: {proc.stderr.read().decode() if proc.stderr else ''}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"waited {DEADLINE_S} s for {what}")
+        time.sleep(0.05)
+
+
+def csv_scores(out: Path) -> list[dict]:
+    rows = []
+    for day in sorted(out.glob("scores-*.csv")):
+        with open(day, newline="") as fh:
+            rows += list(csv.DictReader(fh))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def watched_file(trained_work, tiny_data, tmp_path_factory):
+    """`watch` of the test clip as a file, read as fast as possible."""
+    out = tmp_path_factory.mktemp("watched")
+    summary = watch(str(tiny_data / "test" / "01.mkv"), WorkDir(trained_work).models, out / "live", camera="door", events_path=out / "events.jsonl")
+    return summary, out
+
+
+def test_watch_gives_the_same_scores_as_score(watched_file, trained_work, tiny_data):
+    summary, out = watched_file
+    scored = score_video(tiny_data / "test" / "01.mkv", WorkDir(trained_work).models, None)
+    rows = csv_scores(out / "live")
+    assert summary.frames == len(rows) == scored.n_frames == 80 and summary.dropped == 0
+    assert [r["score"] for r in rows] == [f"{v:.4f}" for v in scored.score]
+    assert [int(r["anomalous"]) for r in rows] == scored.anomalous.astype(int).tolist()
+    times = np.array([float(r["frame_time"]) for r in rows])
+    np.testing.assert_allclose(np.diff(times), 0.1, atol=1e-3)  # the file's own spacing, not the decoding speed
+
+
+def test_an_anomaly_gives_one_new_to_end_event_in_its_region(watched_file, tiny_data):
+    summary, out = watched_file
+    msgs = messages(out / "events.jsonl")
+    assert [m["status"] for m in msgs if m["type"] == "status"] == ["online", "offline"]
+    events = [m for m in msgs if m["type"] != "status"]
+    assert events[0]["type"] == "new" and events[-1]["type"] == "end" and {m["type"] for m in events[1:-1]} <= {"update"}
+    assert len({m["id"] for m in events}) == 1 and summary.events == 1
+    new, end = events[0], events[-1]
+    assert new["camera"] == "door" and new["end_time"] is None and new["score"] > new["threshold"]
+    assert "r1c2" in new["entered_regions"] and "r1c2" in end["entered_regions"]
+    assert end["end_time"] >= end["start_time"] == new["start_time"] and end["top_score"] >= new["top_score"]
+    # the event lies on the labelled frames (anomalous 1-based range, 10 fps from the first frame)
+    first_frame_time = min(float(r["frame_time"]) for r in csv_scores(out / "live"))
+    (first, last), = json.loads((tiny_data / "labels.json").read_text())["01"]["anomalous"]
+    assert (first - 1) / 10 - 0.5 <= end["start_time"] - first_frame_time <= (last - 1) / 10
+    # the snapshot is a PNG; the clip decodes and starts before the event (clip_before_seconds)
+    assert Path(end["snapshot"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    clip = Path(end["clip"])
+    n = sum(len(f) for f in read_frames(open_clip(clip, ExtractConfig(frame_height=64)), ExtractConfig(frame_height=64)))
+    assert n >= round((end["end_time"] - end["start_time"]) * 10) + 10
+    assert not list((out / "live").rglob(".*.tmp-*"))
+
+
+def test_a_stream_on_standard_input(trained_work, tiny_data, tmp_path):
+    with open(tiny_data / "test" / "01.mkv", "rb") as clip:
+        res = subprocess.run([sys.executable, "cli.py", "watch", "-", "--work", str(trained_work), "--out", str(tmp_path / "out"), "-q"],
+                             cwd=ROOT, stdin=clip, capture_output=True, text=True, timeout=DEADLINE_S)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert [json.loads(line)["type"] for line in res.stdout.splitlines()][-1] == "status" and len(csv_scores(tmp_path / "out")) == 80
+    assert "watch stdin: 80 frames scored" in res.stderr
+
+
+def test_the_frame_queue_drops_the_oldest_and_counts():
+    q = FrameQueue(3)
+    for i in range(5):
+        q.put(i)
+    assert q.take(0) == [2, 3, 4] and q.dropped == 2
+
+
+@pytest.mark.parametrize(
+    "source, needle",
+    [
+        ("tcp://127.0.0.1:{closed}", "no video from this source"),
+        ("http://127.0.0.1:{http}/noise.mp4", "no video from this source"),
+        ("/dev/video-none", "no such device"),
+        ("missing.mkv", "no such file"),
+    ],
+)
+def test_bad_sources_fail_in_one_line_leaving_nothing(source, needle, trained_work, tmp_path):
+    (tmp_path / "noise.mp4").write_bytes(np.random.default_rng(0).bytes(20000))  # (a text file would decode: ffmpeg's tty demuxer)
+
+    class Files(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a, **k):
+            super().__init__(*a, directory=str(tmp_path), **k)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Files)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = source.format(closed=free_port(), http=server.server_address[1])
+        res = subprocess.run([sys.executable, "cli.py", "watch", url, "--work", str(trained_work), "--out", str(tmp_path / "out"),
+                              "--events", str(tmp_path / "ev.jsonl"), "-q"], cwd=ROOT, capture_output=True, text=True, timeout=DEADLINE_S)  # fmt: skip
+    finally:
+        server.shutdown()
+    assert res.returncode == 1 and res.stderr.startswith("error: ") and needle in res.stderr and res.stderr.count("\n") == 1, res.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "ev.jsonl").exists()
+
+
+def test_live_sources_get_live_input_flags():
+    rtsp = dict(live_source("rtsp://cam/stream", False, 20).options)
+    assert rtsp["rtsp_transport"] == "tcp" and rtsp["timeout"] == "20000000" and rtsp["analyzeduration"] == "500000"
+    assert dict(live_source("tcp://h:1", False, 5).options)["rw_timeout"] == "5000000"
+    with pytest.raises(InputError, match="not a file"):
+        live_source(str(ROOT), False, 20)
+
+
+def _listening(port: int) -> bool:
+    """Whether a socket listens on the port (read from the kernel: a test connection would be the server's one client)."""
+    lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return any(f"0100007F:{port:04X}" == f[1] and f[3] == "0A" for f in (line.split() for line in lines))
+
+
+def _serve(clip: Path, port: int, loop: bool = True) -> subprocess.Popen:
+    """A real stream: ffmpeg serving the clip (in a loop), in real time, as MPEG-TS over TCP on loopback."""
+    server = subprocess.Popen(
+        [ffmpeg_exe(), "-v", "error", "-re", "-stream_loop", "-1" if loop else "0", "-i", str(clip), "-c:v", "libx264", "-g", "5", "-tune", "zerolatency",
+         "-f", "mpegts", f"tcp://127.0.0.1:{port}?listen=1"],
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    wait_until(lambda: _listening(port), "the stream server to listen", server)
+    return server
+
+
+def test_a_tcp_stream_is_scored_and_survives_its_server_restarting(trained_work, tiny_data, tiny_cfg, tmp_path):
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text(to_toml(tiny_cfg.with_overrides(live={"stall_seconds": 3.0, "reconnect_max_seconds": 2.0})))
+    port = free_port()
+    server = _serve(tiny_data / "test" / "01.mkv", port)
+    events = tmp_path / "events.jsonl"
+    proc = subprocess.Popen([sys.executable, "cli.py", "watch", f"tcp://127.0.0.1:{port}", "--work", str(trained_work), "--config", str(cfg),
+                             "--camera", "gate", "--events", str(events), "--out", str(tmp_path / "out"), "--max-seconds", "100", "-q"],
+                            cwd=ROOT, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        wait_until(lambda: any(m["type"] == "end" for m in messages(events)), "a first event to end", proc)
+        server.kill()
+        server.wait()
+        wait_until(lambda: any(m.get("status") == "reconnecting" for m in messages(events)), "reconnecting", proc)
+        server = _serve(tiny_data / "test" / "01.mkv", port)
+        wait_until(lambda: [m.get("status") for m in messages(events)].count("online") == 2, "the second online", proc)
+        n_before = len(csv_scores(tmp_path / "out"))
+        wait_until(lambda: len(csv_scores(tmp_path / "out")) > n_before + 20, "scoring to go on", proc)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=DEADLINE_S)
+    finally:
+        for p in (proc, server):
+            if p.poll() is None:
+                p.kill()
+    assert proc.returncode == 0, proc.stderr.read().decode()
+    msgs = messages(events)
+    statuses = [m["status"] for m in msgs if m["type"] == "status"]
+    assert statuses[0] == "online" and statuses[-1] == "offline" and "reconnecting" in statuses
+    ends = [m for m in msgs if m["type"] == "end"]
+    assert ends and all("r1c2" in m["entered_regions"] for m in ends)
+    news = {m["id"] for m in msgs if m["type"] == "new"}
+    assert news == {m["id"] for m in ends}, "every event announced ends, SIGTERM included"
+
+
+def test_every_frame_of_a_stream_is_scored(trained_work, tiny_data, tmp_path):
+    port = free_port()
+    server = _serve(tiny_data / "test" / "01.mkv", port, loop=False)
+    events = tmp_path / "events.jsonl"
+    proc = subprocess.Popen([sys.executable, "cli.py", "watch", f"tcp://127.0.0.1:{port}", "--work", str(trained_work), "--events", str(events),
+                             "--out", str(tmp_path / "out"), "-q"], cwd=ROOT, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        wait_until(lambda: any(m.get("status") == "reconnecting" for m in messages(events)), "the stream to end", proc)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=DEADLINE_S) == 0
+    finally:
+        for p in (proc, server):
+            if p.poll() is None:
+                p.kill()
+    assert len(csv_scores(tmp_path / "out")) == 80, "no frame lost at the start or the end of a connection"
+
+
+def test_sigterm_ends_an_open_event(trained_work, tiny_data, tmp_path):
+    events = tmp_path / "events.jsonl"
+    proc = subprocess.Popen([sys.executable, "cli.py", "watch", str(tiny_data / "test" / "01.mkv"), "--realtime", "--work", str(trained_work),
+                             "--events", str(events), "--out", str(tmp_path / "out"), "-q"], cwd=ROOT, stderr=subprocess.PIPE)  # fmt: skip
+    wait_until(lambda: any(m["type"] == "new" for m in messages(events)), "an event", proc)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=DEADLINE_S) == 0
+    kinds = [m.get("status", m["type"]) for m in messages(events)]
+    assert kinds.index("new") < kinds.index("end") < kinds.index("offline"), kinds
+
+
+class _Hook(http.server.BaseHTTPRequestHandler):
+    received: list = []
+
+    def do_POST(self):  # noqa: N802
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).received.append(json.loads(body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_webhook_gets_every_message_and_one_that_is_down_stops_nothing(trained_work, tiny_data, tmp_path):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        clip = str(tiny_data / "test" / "01.mkv")
+        watch(clip, WorkDir(trained_work).models, tmp_path / "a", events_path=tmp_path / "a.jsonl", webhook=f"http://127.0.0.1:{server.server_address[1]}/hook")
+    finally:
+        server.shutdown()
+    assert [m["type"] for m in _Hook.received] == [m["type"] for m in messages(tmp_path / "a.jsonl")]
+    down = watch(clip, WorkDir(trained_work).models, tmp_path / "b", events_path=tmp_path / "b.jsonl", webhook=f"http://127.0.0.1:{free_port()}/")
+    assert down.frames == 80 and down.events == 1
+
+
+def test_retention_keeps_the_newest_events(trained_work, tiny_data, tiny_cfg, tmp_path):
+    twice = tmp_path / "twice.mkv"
+    src = str(tiny_data / "test" / "01.mkv")
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-i", src, "-i", src, "-filter_complex", "[0:v][1:v]concat=n=2:v=1[v]", "-map", "[v]",
+                    "-c:v", "ffv1", str(twice)], check=True)  # fmt: skip
+    cfg = tiny_cfg.with_overrides(live={"keep_events": 1})
+    summary = watch(str(twice), WorkDir(trained_work).models, tmp_path / "out", cfg, events_path=tmp_path / "ev.jsonl")
+    ends = [m for m in messages(tmp_path / "ev.jsonl") if m["type"] == "end"]
+    assert summary.events == len(ends) == 2
+    assert not Path(ends[0]["snapshot"]).exists() and not Path(ends[0]["clip"]).exists()
+    assert Path(ends[1]["snapshot"]).exists() and Path(ends[1]["clip"]).exists()
+
+
+@pytest.fixture
+def mosquitto(tmp_path):
+    exe = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+    if exe is None:
+        pytest.skip("mosquitto is not installed (make test installs it where it can: apt-get install mosquitto)")
+    port = free_port()
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+    broker = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or broker.poll() is not None:
+                pytest.fail("mosquitto did not start")
+            time.sleep(0.05)
+    yield port
+    broker.terminate()
+    broker.wait(timeout=10)
+
+
+def test_mqtt_gets_events_status_and_availability(mosquitto, trained_work, tiny_data, tmp_path):
+    import paho.mqtt.client as mqtt
+
+    got: list[tuple[str, str, bool]] = []
+    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-subscriber")
+    sub.on_message = lambda c, u, m: got.append((m.topic, m.payload.decode(), m.retain))
+    connected = threading.Event()
+    sub.on_connect = lambda c, u, f, rc, p: (c.subscribe("cuboid-ad/#", qos=1), connected.set())
+    sub.connect("127.0.0.1", mosquitto)
+    sub.loop_start()
+    try:
+        assert connected.wait(20)
+        time.sleep(0.3)  # the subscription is in place
+        watch(str(tiny_data / "test" / "01.mkv"), WorkDir(trained_work).models, tmp_path / "out", camera="door",
+              events_path=tmp_path / "ev.jsonl", mqtt=f"127.0.0.1:{mosquitto}")  # fmt: skip
+        wait_until(lambda: ("cuboid-ad/available", "offline", False) in got, "the offline message")
+    finally:
+        sub.loop_stop()
+        sub.disconnect()
+    events = [json.loads(p)["type"] for t, p, _ in got if t == "cuboid-ad/events"]
+    assert events[0] == "new" and events[-1] == "end"
+    status = [p for t, p, _ in got if t == "cuboid-ad/door/status"]
+    assert status == ["online", "offline"]
+    assert [p for t, p, _ in got if t == "cuboid-ad/available"][:1] == ["online"]
