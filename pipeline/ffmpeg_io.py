@@ -300,7 +300,9 @@ def measured_fps(times: np.ndarray, nominal: float) -> float:
 
 
 _PTS = re.compile(r"pts_time:\s*(\S+)")
-_SERIOUS = re.compile(r"\[(?:error|fatal|panic)\] ")
+# errors, and the warnings that say data was lost ("Packet corrupt", "corrupt decoded frame"): a damaged
+# stretch may give only those, the decoder's own error lines depending on how its threads met the damage
+_SERIOUS = re.compile(r"\[(?:error|fatal|panic)\] |\[warning\] .*corrupt", re.IGNORECASE)
 _END_OF_FILE = re.compile(r"ended prematurely|end of file|partial file|truncat", re.IGNORECASE)
 
 
@@ -330,7 +332,8 @@ class _FfmpegLog:
                     self.times.append(t)
                     self.n_times += 1
                     self.cond.notify_all()
-                elif _SERIOUS.search(line):
+                # not elif: ffmpeg's threads can write into each other's lines ("... type:I File ended prematurely")
+                if _SERIOUS.search(line) or ("showinfo" in line and (_END_OF_FILE.search(line) or "corrupt" in line)):
                     self.errors.append((self.n_times, line))
         pipe.close()
         with self.cond:

@@ -1,3 +1,4 @@
+import io
 import subprocess
 
 import numpy as np
@@ -6,7 +7,7 @@ from PIL import Image
 
 from core.config import ExtractConfig
 from core.errors import InputError
-from pipeline.ffmpeg_io import ffmpeg_exe, list_clips, open_clip, read_frames, working_size
+from pipeline.ffmpeg_io import _FfmpegLog, ffmpeg_exe, list_clips, open_clip, read_frames, working_size
 
 NATIVE = ExtractConfig(frame_height=48)  # the test clips are 64x48: no resize
 
@@ -97,3 +98,16 @@ def test_frame_folder_with_a_gap_or_mixed_sizes_is_refused(frames_video, tmp_pat
     Image.fromarray(frames[0][:20, :20]).save(mixed / "005.png")
     with pytest.raises(InputError, match="mixed frame sizes"):
         open_clip(mixed, NATIVE)
+
+
+def test_an_error_that_ffmpeg_writes_into_another_line_is_still_seen():
+    """ffmpeg's threads share stderr: a demuxer's "File ended prematurely" can land at the end of
+    showinfo's line (seen 1 run in 40 on a truncated MKV, which was then taken as whole)."""
+    text = (
+        b"[Parsed_showinfo_1 @ 0x1] [info] n:   0 pts:      0 pts_time:0       duration: 100 fmt:gray\n"
+        b"[Parsed_showinfo_1 @ 0x1] [info] color_range:pc color_space:unknown color_primaries:unknownFile ended prematurely\n"
+        b"[Parsed_showinfo_1 @ 0x1] [info] n:   1 pts:    100 pts_time:0.1     duration: 100 fmt:gray type:I File ended prematurely\n"
+    )
+    logged = _FfmpegLog(io.BytesIO(text))
+    logged.thread.join(timeout=10)
+    assert logged.n_times == 2 and [at for at, _ in logged.errors] == [1, 2]
