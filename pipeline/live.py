@@ -75,7 +75,8 @@ def live_source(source: str, realtime: bool, stall_seconds: float) -> LiveSource
         return LiveSource(source, "pipe:0", (), is_file=False, is_network=False)
     if m:
         scheme = m.group(1).lower()
-        timeout = str(int(stall_seconds * 1e6))  # microseconds
+        # ffmpeg's own I/O timeout (microseconds) backs up the watchdog, which acts first and says "stalled"
+        timeout = str(int(2 * stall_seconds * 1e6))
         # low delay: a short probe (by default ffmpeg reads 5 s of stream before the first frame); not
         # `-fflags nobuffer`, which lost 10 to 60 of 150 frames of an MPEG-TS stream in our tests
         options: list[tuple[str, Any]] = [("flags", "low_delay"), ("analyzeduration", "500000"), ("probesize", "500000")]

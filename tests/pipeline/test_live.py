@@ -150,8 +150,8 @@ def test_bad_sources_fail_in_one_line_leaving_nothing(source, needle, trained_wo
 
 def test_live_sources_get_live_input_flags():
     rtsp = dict(live_source("rtsp://cam/stream", False, 20).options)
-    assert rtsp["rtsp_transport"] == "tcp" and rtsp["timeout"] == "20000000" and rtsp["analyzeduration"] == "500000"
-    assert dict(live_source("tcp://h:1", False, 5).options)["rw_timeout"] == "5000000"
+    assert rtsp["rtsp_transport"] == "tcp" and rtsp["timeout"] == "40000000" and rtsp["analyzeduration"] == "500000"
+    assert dict(live_source("tcp://h:1", False, 5).options)["rw_timeout"] == "10000000"
     with pytest.raises(InputError, match="not a file"):
         live_source(str(ROOT), False, 20)
 
@@ -205,6 +205,37 @@ def test_a_tcp_stream_is_scored_and_survives_its_server_restarting(trained_work,
     assert ends and all("r1c2" in m["entered_regions"] for m in ends)
     news = {m["id"] for m in msgs if m["type"] == "new"}
     assert news == {m["id"] for m in ends}, "every event announced ends, SIGTERM included"
+
+
+def test_a_stream_that_stalls_is_restarted_by_the_watchdog(trained_work, tiny_data, tiny_cfg, tmp_path):
+    """The server stops sending without closing the connection (SIGSTOP): `stalled`, then reconnection."""
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text(to_toml(tiny_cfg.with_overrides(live={"stall_seconds": 2.0, "reconnect_max_seconds": 1.0})))
+    port = free_port()
+    server = _serve(tiny_data / "test" / "01.mkv", port)
+    events = tmp_path / "events.jsonl"
+    proc = subprocess.Popen([sys.executable, "cli.py", "watch", f"tcp://127.0.0.1:{port}", "--work", str(trained_work), "--config", str(cfg),
+                             "--events", str(events), "--out", str(tmp_path / "out"), "-q"], cwd=ROOT, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        wait_until(lambda: any(m.get("status") == "online" for m in messages(events)), "online", proc)
+        server.send_signal(signal.SIGSTOP)
+        wait_until(lambda: any(m.get("status") == "stalled" for m in messages(events)), "stalled", proc)
+        server.send_signal(signal.SIGCONT)
+        server.kill()
+        server.wait()
+        server = _serve(tiny_data / "test" / "01.mkv", port)
+        wait_until(lambda: [m.get("status") for m in messages(events)].count("online") == 2, "online again", proc)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=DEADLINE_S) == 0
+    finally:
+        for p in (proc, server):
+            if p.poll() is None:
+                p.send_signal(signal.SIGCONT)
+                p.kill()
+    statuses = [m["status"] for m in messages(events) if m["type"] == "status"]
+    stalled = statuses.index("stalled")
+    assert statuses[stalled + 1] == "reconnecting" and statuses[-1] == "offline", statuses
+    assert next(m for m in messages(events) if m.get("status") == "stalled")["seconds_without_frames"] >= 2.0
 
 
 def test_every_frame_of_a_stream_is_scored(trained_work, tiny_data, tmp_path):
