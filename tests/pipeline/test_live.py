@@ -173,15 +173,19 @@ def _serve(clip: Path, port: int, loop: bool = True) -> subprocess.Popen:
     return server
 
 
+def _watch_stream(port: int, work: Path, tmp_path: Path, *extra: str) -> subprocess.Popen:
+    """`cli.py watch` of the loopback stream, its messages to tmp_path/events.jsonl, its files to tmp_path/out."""
+    return subprocess.Popen([sys.executable, "cli.py", "watch", f"tcp://127.0.0.1:{port}", "--work", str(work), "--events", str(tmp_path / "events.jsonl"),
+                             "--out", str(tmp_path / "out"), "-q", *extra], cwd=ROOT, stderr=subprocess.PIPE)  # fmt: skip
+
+
 def test_a_tcp_stream_is_scored_and_survives_its_server_restarting(trained_work, tiny_data, tiny_cfg, tmp_path):
     cfg = tmp_path / "cfg.toml"
     cfg.write_text(to_toml(tiny_cfg.with_overrides(live={"stall_seconds": 3.0, "reconnect_max_seconds": 2.0})))
     port = free_port()
     server = _serve(tiny_data / "test" / "01.mkv", port)
     events = tmp_path / "events.jsonl"
-    proc = subprocess.Popen([sys.executable, "cli.py", "watch", f"tcp://127.0.0.1:{port}", "--work", str(trained_work), "--config", str(cfg),
-                             "--camera", "gate", "--events", str(events), "--out", str(tmp_path / "out"), "--max-seconds", "100", "-q"],
-                            cwd=ROOT, stderr=subprocess.PIPE)  # fmt: skip
+    proc = _watch_stream(port, trained_work, tmp_path, "--config", str(cfg), "--camera", "gate", "--max-seconds", "100")
     try:
         wait_until(lambda: any(m["type"] == "end" for m in messages(events)), "a first event to end", proc)
         server.kill()
@@ -214,8 +218,7 @@ def test_a_stream_that_stalls_is_restarted_by_the_watchdog(trained_work, tiny_da
     port = free_port()
     server = _serve(tiny_data / "test" / "01.mkv", port)
     events = tmp_path / "events.jsonl"
-    proc = subprocess.Popen([sys.executable, "cli.py", "watch", f"tcp://127.0.0.1:{port}", "--work", str(trained_work), "--config", str(cfg),
-                             "--events", str(events), "--out", str(tmp_path / "out"), "-q"], cwd=ROOT, stderr=subprocess.PIPE)  # fmt: skip
+    proc = _watch_stream(port, trained_work, tmp_path, "--config", str(cfg))
     try:
         wait_until(lambda: any(m.get("status") == "online" for m in messages(events)), "online", proc)
         server.send_signal(signal.SIGSTOP)
@@ -242,8 +245,7 @@ def test_every_frame_of_a_stream_is_scored(trained_work, tiny_data, tmp_path):
     port = free_port()
     server = _serve(tiny_data / "test" / "01.mkv", port, loop=False)
     events = tmp_path / "events.jsonl"
-    proc = subprocess.Popen([sys.executable, "cli.py", "watch", f"tcp://127.0.0.1:{port}", "--work", str(trained_work), "--events", str(events),
-                             "--out", str(tmp_path / "out"), "-q"], cwd=ROOT, stderr=subprocess.PIPE)  # fmt: skip
+    proc = _watch_stream(port, trained_work, tmp_path)
     try:
         wait_until(lambda: any(m.get("status") == "reconnecting" for m in messages(events)), "the stream to end", proc)
         proc.send_signal(signal.SIGTERM)
