@@ -314,6 +314,7 @@ class _FfmpegLog:
         self.times: collections.deque[float] = collections.deque()  # not yet taken
         self.n_times = 0
         self.errors: collections.deque[tuple[int, str]] = collections.deque(maxlen=200)
+        self.input_size: tuple[int, int] | None = None  # (width, height) of the input's first video stream, as stored
         self.cond = threading.Condition()
         self.done = False
         self.thread = threading.Thread(target=self._read, args=(pipe,), daemon=True)
@@ -323,6 +324,11 @@ class _FfmpegLog:
         for raw in iter(pipe.readline, b""):
             line = raw.decode("utf-8", errors="replace").rstrip()
             m = _PTS.search(line) if "showinfo" in line else None
+            if self.input_size is None and not self.n_times and "Video:" in line:  # the banner, before any frame
+                stream = _STREAM.search(line)
+                size = _SIZE.search(stream.group("rest")) if stream and stream.group("type") == "Video" else None
+                if size:
+                    self.input_size = (int(size.group(1)), int(size.group(2)))
             with self.cond:
                 if m:
                     try:
@@ -350,6 +356,7 @@ class _FfmpegLog:
 def read_frames(
     src: ClipSource, cfg: ExtractConfig, chunk_frames: int = 64, allow_damaged: bool = False, with_times: bool = False,
     on_start: Callable[[subprocess.Popen], object] = lambda proc: None,
+    on_input_size: Callable[[tuple[int, int] | None], object] = lambda size: None,
 ) -> Iterator[np.ndarray] | Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield the clip's frames as uint8 arrays ``(n, height, width, channels)``, n <= chunk_frames, or
     with ``with_times`` pairs of those and their times ``(n,)``: seconds since the first frame.
@@ -359,7 +366,8 @@ def read_frames(
     then the frames that decode are kept. Errors in the middle of a file (a damaged
     stretch ffmpeg decodes past) keep the frames that decode, with a warning that names
     the stretch. ``on_start`` is handed the ffmpeg process once it runs (a live watcher
-    kills it when the stream stalls). A clip whose ``input_url`` is ``pipe:0`` is read
+    kills it when the stream stalls); ``on_input_size`` the (width, height) of the input's video stream as
+    ffmpeg's banner states it (None if it does not), before the first frame. A clip whose ``input_url`` is ``pipe:0`` is read
     from this process's standard input.
     """
     width, height = working_size(src, cfg)
@@ -390,6 +398,8 @@ def read_frames(
             n = got // frame_bytes
             if n:
                 frames = np.frombuffer(buf, dtype=np.uint8, count=n * frame_bytes).reshape(n, height, width, channels)
+                if n_total == 0:
+                    on_input_size(logged.input_size)
                 if with_times:
                     times = np.array(logged.take(n), dtype=np.float64)
                     if len(times) < n or np.isnan(times).any():  # a frame without a timestamp: its neighbours' spacing

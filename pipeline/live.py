@@ -161,6 +161,7 @@ class _Feed(threading.Thread):
         self.crash: BaseException | None = None
         self.segment = 0
         self.reconnects = 0
+        self.input_size: tuple[int, int] | None = None
         self.lock = threading.Lock()
 
     def _on_ffmpeg(self, proc: subprocess.Popen) -> None:
@@ -168,6 +169,16 @@ class _Feed(threading.Thread):
             self.proc = proc
         if self.stop.is_set():
             self.kill()
+
+    def _check_size(self, size: tuple[int, int] | None) -> None:
+        """Warn when the source's shape differs from the models' frames: it is stretched to fit them."""
+        self.input_size = size
+        if size is None:
+            return
+        (w, h), (mw, mh) = size, (self.src.width, self.src.height)
+        if abs((w / h) / (mw / mh) - 1) > 0.02:
+            log.warning("%s: the source is %dx%d but the models were trained on %dx%d frames: frames are stretched to fit; "
+                        "is this the camera the models were trained on?", self.live.name, w, h, mw, mh)  # fmt: skip
 
     def kill(self) -> None:
         """End the running ffmpeg (a stalled stream, or the end of the watch)."""
@@ -189,13 +200,14 @@ class _Feed(threading.Thread):
             got, reason = False, "the stream ended"
             try:
                 anchor = None
-                chunks = read_frames(self.src, self.cfg.extract, chunk_frames=1, allow_damaged=True, with_times=True, on_start=self._on_ffmpeg)
+                chunks = read_frames(self.src, self.cfg.extract, chunk_frames=1, allow_damaged=True, with_times=True, on_start=self._on_ffmpeg,
+                                     on_input_size=self._check_size)  # fmt: skip
                 for frames, times in chunks:
                     if anchor is None:
                         anchor = time.time() - float(times[0])
                     if not got:
                         got, self.ever_connected, delay = True, True, 1.0
-                        self.status("online")
+                        self.status("online", source_size=list(self.input_size) if self.input_size else None)
                     self.last_activity = time.monotonic()
                     self.frames.put((frames[0], anchor + float(times[0]), self.segment))
             except InputError as exc:

@@ -81,7 +81,7 @@ def test_watch_gives_the_same_scores_as_score(watched_file, trained_work, tiny_d
 def test_an_anomaly_gives_one_new_to_end_event_in_its_region(watched_file, tiny_data):
     summary, out = watched_file
     msgs = messages(out / "events.jsonl")
-    assert [m["status"] for m in msgs if m["type"] == "status"] == ["online", "offline"]
+    assert [m["status"] for m in msgs if m["type"] == "status"] == ["online", "offline"] and msgs[0]["source_size"] == [96, 64]
     events = [m for m in msgs if m["type"] != "status"]
     assert events[0]["type"] == "new" and events[-1]["type"] == "end" and {m["type"] for m in events[1:-1]} <= {"update"}
     assert len({m["id"] for m in events}) == 1 and summary.events == 1
@@ -108,6 +108,15 @@ def test_a_stream_on_standard_input(trained_work, tiny_data, tmp_path):
     assert res.returncode == 0, res.stderr
     assert [json.loads(line)["type"] for line in res.stdout.splitlines()][-1] == "status" and len(csv_scores(tmp_path / "out")) == 80
     assert "watch stdin: 80 frames scored" in res.stderr
+
+
+def test_a_source_of_another_shape_is_named_in_a_warning(trained_work, tmp_path, caplog):
+    wide = tmp_path / "wide.mkv"
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=160x64:rate=10:duration=2", "-c:v", "ffv1", str(wide)], check=True)
+    with caplog.at_level("WARNING"):
+        watch(str(wide), WorkDir(trained_work).models, tmp_path / "out", events_path=tmp_path / "ev.jsonl")
+    assert any("source is 160x64 but the models were trained on 96x64" in r.getMessage() for r in caplog.records)
+    assert messages(tmp_path / "ev.jsonl")[0]["source_size"] == [160, 64]
 
 
 def test_the_frame_queue_drops_the_oldest_and_counts():
