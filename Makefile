@@ -31,7 +31,7 @@ CLI := $(PY) cli.py
 OPTS := --work $(WORK) $(if $(CONFIG),--config $(CONFIG)) --jobs $(JOBS)
 DATA_DEP := $(if $(filter $(DEMO_DATA),$(DATA)),$(DEMO_DATA)/labels.json)
 
-.PHONY: extract cuboids train score evaluate demo test clean-demo bench-ped2 bench-speed bench-watch
+.PHONY: extract cuboids train score evaluate demo test clean-demo bench-ped2 bench-speed bench-watch serve
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -76,6 +76,10 @@ test: $(STAMP)
 		  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; } || \
 		echo "could not install mosquitto: the MQTT test will skip"
 	$(PY) -m pytest -q
+
+# The local web app over WORK's models (default: the demo's): http://127.0.0.1:8000/
+serve: $(STAMP)
+	$(CLI) serve --work $(if $(filter work,$(WORK)),$(DEMO_WORK),$(WORK))
 
 clean-demo:
 	rm -rf $(DEMO_DATA) $(DEMO_WORK)

@@ -296,6 +296,33 @@ def watch_cmd(source, work, camera, events_path, out, max_seconds, realtime, mqt
                err=True)  # fmt: skip
 
 
+@cli.command("serve")
+@work_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on; anything but loopback lets other machines in.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@config_option
+@preset_option
+@device_option
+@run_options
+def serve_cmd(work, host, port, config_path, preset, device):
+    """A local web app over the models in WORK: upload a video, follow its scoring, open its report.
+
+    Uploads and reports are kept in WORK/web/. The JSON API (POST /api/jobs,
+    GET /api/jobs/ID, GET /api/videos) is described in the README.
+    """
+    import uvicorn
+
+    from pipeline.train import resolve_device
+    from pipeline.webapp import make_app
+
+    app = make_app(work, _optional_config(config_path, preset), resolve_device(device))
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo(f"WARNING: listening on {host}: anyone who can reach this machine can upload videos and read every report "
+                   "in this work folder; there is no login", err=True)  # fmt: skip
+    click.echo(f"serve: http://{host}:{port}/  (Ctrl-C stops)", err=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
 def _print_events(result) -> None:
     events = result.events
     n = result.n_frames

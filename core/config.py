@@ -25,7 +25,7 @@ from typing import Any
 
 from core.errors import ConfigError
 
-SECTIONS = ("extract", "cuboids", "model", "train", "score", "live")
+SECTIONS = ("extract", "cuboids", "model", "train", "score", "live", "serve")
 FLOW_PRESETS = ("medium", "fast", "ultrafast")  # OpenCV's DIS presets, slowest and finest first
 
 
@@ -207,6 +207,16 @@ class LiveConfig:
         _check(0 <= self.webhook_retries <= 10, f"live.webhook_retries must be 0..10, not {self.webhook_retries}")
 
 
+@dataclass(frozen=True)
+class ServeConfig:
+    """The local web app (`serve`)."""
+
+    max_upload_megabytes: float = 2048.0  # larger uploads are refused before they are read
+
+    def __post_init__(self) -> None:
+        _check(0 < self.max_upload_megabytes <= 1e6, f"serve.max_upload_megabytes must be in (0, 1e6], not {self.max_upload_megabytes}")
+
+
 _SECTION_TYPES = {
     "extract": ExtractConfig,
     "cuboids": CuboidConfig,
@@ -214,6 +224,7 @@ _SECTION_TYPES = {
     "train": TrainConfig,
     "score": ScoreConfig,
     "live": LiveConfig,
+    "serve": ServeConfig,
 }
 
 # Keys whose default changed after artifacts were first written without them:
@@ -250,6 +261,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "stall_seconds": 20.0, "reconnect_max_seconds": 60.0, "queue_seconds": 10.0, "clip_before_seconds": 3.0,
             "keep_events": 500, "keep_megabytes": 2000.0, "mqtt_prefix": "cuboid-ad", "webhook_retries": 3,
         },
+        "serve": {"max_upload_megabytes": 2048.0},
     },
 }  # fmt: skip
 
@@ -262,6 +274,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
     live: LiveConfig = field(default_factory=LiveConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
     preset: str = "default"
 
     def __post_init__(self) -> None:

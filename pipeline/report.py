@@ -26,6 +26,7 @@ import logging
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -79,11 +80,14 @@ def report(
     n_gallery: int = 6,
     allow_damaged: bool = False,
     stream: int = 0,
+    on_frames: Callable[[int], object] = lambda n: None,
 ) -> Report:
-    """Score ``video_path`` (its video ``stream``) with the models in ``models_path`` and write the report into ``out_path``."""
+    """Score ``video_path`` (its video ``stream``) with the models in ``models_path`` and write the report into ``out_path``;
+    ``on_frames(n)`` follows the scoring pass."""
     video_path, out_path = Path(video_path), Path(out_path)
     ens = Ensemble.load(models_path, device=device)
-    result = score_video(video_path, models_path, out_path, maps=True, ensemble=ens, device=device, allow_damaged=allow_damaged, stream=stream)
+    result = score_video(video_path, models_path, out_path, maps=True, ensemble=ens, device=device, allow_damaged=allow_damaged, stream=stream,
+                         on_frames=on_frames)  # fmt: skip
     truth = clip_truth(labels_path, video_path.stem, result.n_frames) if labels_path else None
     t0 = time.perf_counter()
     chosen = pick_frames(result.score, result.anomalous, n_gallery)

@@ -27,6 +27,7 @@ import csv
 import json
 import logging
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,12 +88,14 @@ def score_video(
     ensemble: Ensemble | None = None,
     allow_damaged: bool = False,
     stream: int = 0,
+    on_frames: Callable[[int], object] = lambda n: None,
 ) -> ScoreResult:
     """Score every frame of a clip (video file or frame folder) with the models in ``models_path``.
 
     ``cfg``, when given, must match the models' config. With ``out_path`` None
     nothing is written (the result is returned only). ``stream``: which of the
-    file's video streams (0 = the first).
+    file's video streams (0 = the first). ``on_frames(n)`` is called as each chunk of n
+    frames has been decoded (a web page's progress).
     """
     t0 = time.perf_counter()
     ens = ensemble or Ensemble.load(models_path, cfg, device)
@@ -125,6 +128,7 @@ def score_video(
             times.push(stamps)
             scored = scorer.push(tubes)
             bar.update(len(frames))
+            on_frames(len(frames))
             _collect(scored, parts, times, events, writer, mapper, ens.grid_cells, background)
         try:
             last = scorer.finish()

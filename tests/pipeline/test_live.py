@@ -280,7 +280,7 @@ def test_sigterm_ends_an_open_event(trained_work, tiny_data, tmp_path):
 class _Hook(http.server.BaseHTTPRequestHandler):
     received: list = []
 
-    def do_POST(self):  # noqa: N802
+    def do_POST(self):
         body = self.rfile.read(int(self.headers["Content-Length"]))
         type(self).received.append(json.loads(body))
         self.send_response(204)

@@ -1,0 +1,290 @@
+"""Stage 8, serve: a local web app to upload a video, follow its scoring, and open its report.
+
+Starlette (routing, requests, file responses) served by uvicorn. Uploads are
+spooled to disk by python-multipart and copied into ``WORK/web/<id>/``; a video
+that ffmpeg cannot read is refused at once, a larger one than
+``serve.max_upload_megabytes`` before it is read. One worker thread scores the
+queued videos one at a time with ``pipeline.report.report``; a job that fails is
+marked failed, its folder removed, and the server goes on. Files are served
+from ``WORK/web/`` only: a path that resolves anywhere else is not found.
+
+Pages: ``/`` (the models, the upload form, the queue, the videos scored so far);
+``/files/<id>/report.html`` (the existing report, with its video). API:
+``POST /api/jobs`` (multipart field ``video``) -> ``{"id", "url"}``;
+``GET /api/jobs/<id>`` -> state, progress, and when done the report and
+``scores.csv`` URLs; ``GET /api/videos`` -> the videos scored so far.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+import logging
+import queue
+import re
+import secrets
+import shutil
+import threading
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from core.config import Config
+from core.errors import UserError
+from ensemble.ensemble import Ensemble
+from pipeline.ffmpeg_io import open_clip
+
+log = logging.getLogger(__name__)
+
+
+def safe_name(name: str) -> str:
+    """An upload's file name reduced to letters, digits, '.', '_' and '-' (no path, no leading dot)."""
+    base = re.split(r"[\\/]", name or "")[-1]
+    clean = re.sub(r"[^A-Za-z0-9._-]+", "_", base).lstrip(".")[:80]
+    return clean or "video"
+
+
+@dataclass
+class Job:
+    id: str
+    name: str
+    state: str = "queued"  # queued, running, done, failed
+    frames_done: int = 0
+    frames_total: int = 0  # an estimate from the file's duration (0: unknown)
+    fps: float = 0.0
+    seconds_left: float | None = None
+    error: str | None = None
+    started: float = 0.0
+
+    def public(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.pop("started")
+        out["progress"] = round(min(1.0, self.frames_done / self.frames_total), 3) if self.frames_total else None
+        if self.state == "done":
+            out["report_url"] = f"/files/{self.id}/report.html"
+            out["scores_url"] = f"/files/{self.id}/scores.csv"
+        return out
+
+
+class Jobs:
+    """The queue of uploaded videos, scored one at a time by a worker thread."""
+
+    def __init__(self, work: Path, device: str):
+        self.work, self.device = work, device
+        self.web = work / "web"
+        self.jobs: dict[str, Job] = {}
+        self.queue: queue.Queue[Job] = queue.Queue()
+        self.lock = threading.Lock()
+        threading.Thread(target=self._run, name="jobs", daemon=True).start()
+
+    def add(self, job: Job) -> None:
+        with self.lock:
+            self.jobs[job.id] = job
+        self.queue.put(job)
+
+    def _run(self) -> None:
+        from pipeline.report import report
+
+        while True:
+            job = self.queue.get()
+            folder = self.web / job.id
+            job.state, job.started = "running", time.monotonic()
+
+            def advance(n: int, job: Job = job) -> None:
+                job.frames_done += n
+                elapsed = time.monotonic() - job.started
+                job.fps = round(job.frames_done / elapsed, 1) if elapsed > 0 else 0.0
+                if job.frames_total and job.fps:
+                    job.seconds_left = round(max(0.0, job.frames_total - job.frames_done) / job.fps, 1)
+
+            try:
+                report(folder / job.name, self.work / "models", folder, device=self.device, on_frames=advance)
+                (folder / "job.json").write_text(json.dumps({"name": job.name, "scored": datetime.now().strftime("%Y-%m-%d %H:%M:%S")}))
+                job.state, job.seconds_left = "done", 0.0
+            except UserError as exc:
+                job.state, job.error = "failed", str(exc).replace(str(folder) + "/", "")
+                shutil.rmtree(folder, ignore_errors=True)
+            except Exception as exc:
+                log.exception("job %s failed", job.id)
+                job.state, job.error = "failed", f"internal error: {type(exc).__name__}: {exc}"
+                shutil.rmtree(folder, ignore_errors=True)
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def scored_videos(web: Path) -> list[dict[str, Any]]:
+    """The videos scored so far: name, when, peak score, number of events, report URL."""
+    out = []
+    for job_file in sorted(web.glob("*/job.json"), key=lambda p: p.stat().st_mtime, reverse=True):
+        folder = job_file.parent
+        meta = json.loads(job_file.read_text())
+        with open(folder / "scores.csv", newline="") as fh:
+            peak = max((float(r["score"]) for r in csv.DictReader(fh)), default=0.0)
+        with open(folder / "events.csv", newline="") as fh:
+            n_events = sum(1 for _ in csv.DictReader(fh))
+        out.append({"id": folder.name, "name": meta["name"], "scored": meta["scored"], "peak_score": round(peak, 2), "events": n_events,
+                    "report_url": f"/files/{folder.name}/report.html"})  # fmt: skip
+    return out
+
+
+def make_app(work: str | Path, cfg: Config | None = None, device: str = "cpu") -> Starlette:
+    """The web app over the models in ``work``/models; uploads and reports live in ``work``/web."""
+    work = Path(work)
+    ens = Ensemble.load(work / "models", cfg, device)  # refuses missing or mismatched models at start
+    limit = (cfg or ens.cfg).serve.max_upload_megabytes * 1e6
+    jobs = Jobs(work, device)
+    web = jobs.web
+    web.mkdir(parents=True, exist_ok=True)
+
+    async def home(request: Request) -> HTMLResponse:
+        return HTMLResponse(_home_page(work, ens, jobs, scored_videos(web), limit))
+
+    async def create_job(request: Request) -> Response:
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit + 1e6:  # the form's own bytes beside the file
+            return _error(413, f"the upload is {int(declared) / 1e6:.0f} MB; the limit is {limit / 1e6:.0f} MB (serve.max_upload_megabytes)")
+        try:
+            form = await request.form(max_files=1, max_fields=5)
+        except Exception as exc:
+            return _error(400, f"not a multipart form with a 'video' file ({exc})")
+        upload = form.get("video")
+        if upload is None or isinstance(upload, str):
+            await form.close()
+            return _error(400, "no file in the form field 'video'")
+        job = Job(id=f"{int(time.time())}-{secrets.token_hex(4)}", name=safe_name(upload.filename or "video"))
+        folder = web / job.id
+        folder.mkdir(parents=True)
+        target = folder / job.name
+        try:
+            size = 0
+            with open(target, "wb") as fh:
+                while chunk := await upload.read(1 << 20):
+                    size += len(chunk)
+                    if size > limit:
+                        raise UserError(f"the upload is over the limit of {limit / 1e6:.0f} MB (serve.max_upload_megabytes)")
+                    fh.write(chunk)
+            if size == 0:
+                raise UserError(f"{job.name}: empty file")
+            src = await run_in_threadpool(open_clip, target, ens.cfg.extract)  # not a video: refused now, with ffmpeg's reason
+        except UserError as exc:
+            shutil.rmtree(folder, ignore_errors=True)
+            return _error(413 if "limit" in str(exc) else 400, str(exc).replace(str(folder) + "/", ""))
+        finally:
+            await form.close()
+        job.frames_total = src.n_frames_estimate
+        jobs.add(job)
+        return JSONResponse({"id": job.id, "url": f"/api/jobs/{job.id}"}, status_code=201)
+
+    async def list_jobs(request: Request) -> JSONResponse:
+        return JSONResponse([j.public() for j in list(jobs.jobs.values()) if j.state in ("queued", "running")])
+
+    async def get_job(request: Request) -> Response:
+        job = jobs.jobs.get(request.path_params["id"])
+        return JSONResponse(job.public()) if job else _error(404, "no such job")
+
+    async def videos(request: Request) -> JSONResponse:
+        return JSONResponse(scored_videos(web))
+
+    async def files(request: Request) -> Response:
+        root = web.resolve()
+        wanted = request.path_params["path"]
+        try:
+            path = (root / wanted).resolve(strict=True)  # follows symlinks: where the file really is
+        except (OSError, RuntimeError):
+            return _error(404, "not found")
+        if not path.is_relative_to(root) or not path.is_file() or path.name == "job.json":
+            return _error(404, "not found")
+        return FileResponse(path)
+
+    return Starlette(
+        routes=[
+            Route("/", home),
+            Route("/api/jobs", create_job, methods=["POST"]),
+            Route("/api/jobs", list_jobs, methods=["GET"]),
+            Route("/api/jobs/{id}", get_job),
+            Route("/api/videos", videos),
+            Route("/files/{path:path}", files),
+        ]
+    )
+
+
+def _home_page(work: Path, ens: Ensemble, jobs: Jobs, videos: list[dict[str, Any]], limit: float) -> str:
+    cfg = ens.cfg
+    created = str(ens.manifest.get("created", ""))[:16].replace("T", " ")
+    clips = ens.manifest.get("training_clips") or []
+    rows = "".join(
+        f"<tr><td><a href='{html.escape(v['report_url'])}'>{html.escape(v['name'])}</a></td><td>{html.escape(v['scored'])}</td>"
+        f"<td>{v['peak_score']}</td><td>{v['events']}</td></tr>"
+        for v in videos
+    ) or "<tr><td colspan=4>none yet</td></tr>"
+    waiting = [j for j in jobs.jobs.values() if j.state in ("queued", "running")]
+    queue_html = "".join(f"<li>{html.escape(j.name)}: {j.state}</li>" for j in waiting) or "<li>empty</li>"
+    return _PAGE.format(
+        work=html.escape(str(work)), grid=f"{cfg.cuboids.grid_rows} × {cfg.cuboids.grid_cols}", regions=len(ens.regions),
+        threshold=f"{ens.threshold_:.2f}", rate=cfg.score.false_alarm_rate, trained=html.escape(created or "?"), n_clips=len(clips) if clips else "?",
+        limit=f"{limit / 1e6:.0f}", rows=rows, queue=queue_html,
+    )  # fmt: skip
+
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>cuboid-ad</title>
+<meta http-equiv="Content-Security-Policy" content="default-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'">
+<style>
+body {{ font: 15px/1.45 system-ui, sans-serif; max-width: 980px; margin: 2em auto; padding: 0 1em; color: #222; }}
+h1 {{ font-size: 1.5em; }} table {{ border-collapse: collapse; width: 100%; }}
+td, th {{ border-bottom: 1px solid #ddd; padding: .35em .6em; text-align: left; }}
+.box {{ border: 1px solid #ccc; border-radius: 6px; padding: 1em; margin: 1em 0; }}
+progress {{ width: 100%; height: 1.2em; }} .error {{ color: #b00020; font-weight: 600; }}
+</style></head><body>
+<h1>cuboid-ad: find when and where a video is unusual</h1>
+<div class="box" id="models"><b>Models</b> in <code>{work}</code>: {regions} regions ({grid} grid), trained {trained} on {n_clips} clips;
+alarm threshold {threshold} (a share {rate} of held-out normal frames above it).</div>
+<div class="box"><form id="upload"><b>Score a video</b> (up to {limit} MB):
+<input type="file" name="video" id="video" accept="video/*,.mkv,.avi,.ts" required> <button type="submit" id="go">Upload and score</button></form>
+<div id="status" aria-live="polite"></div><progress id="bar" max="1" value="0" hidden></progress></div>
+<div class="box"><b>Queue</b><ul id="queue">{queue}</ul></div>
+<h2>Videos scored</h2>
+<table id="videos"><tr><th>video</th><th>scored</th><th>peak score</th><th>events</th></tr>{rows}</table>
+<script>
+const form = document.getElementById("upload"), status = document.getElementById("status"), bar = document.getElementById("bar");
+async function showQueue() {{
+  const q = await (await fetch("/api/jobs")).json();
+  const ul = document.getElementById("queue");
+  ul.replaceChildren(...(q.length ? q : [{{name: "empty", state: ""}}]).map((j) => {{
+    const li = document.createElement("li"); li.textContent = j.state ? `${{j.name}}: ${{j.state}}` : j.name; return li; }}));
+}}
+function say(text, error) {{ status.textContent = text; status.className = error ? "error" : ""; }}
+form.addEventListener("submit", async (ev) => {{
+  ev.preventDefault();
+  const data = new FormData(form);
+  say("uploading ...");
+  const r = await fetch("/api/jobs", {{method: "POST", body: data}});
+  const j = await r.json();
+  if (!r.ok) {{ say(j.error, true); return; }}
+  bar.hidden = false;
+  const poll = async () => {{
+    const s = await (await fetch(j.url)).json();
+    if (s.state === "failed") {{ bar.hidden = true; say(s.error, true); return; }}
+    if (s.state === "done") {{ bar.value = 1; say("done: opening the report"); location.href = s.report_url; return; }}
+    if (s.progress !== null) bar.value = s.progress;
+    say(s.state === "queued" ? "queued behind the videos above" : s.progress === 1 ? `${{s.frames_done}} frames scored; writing the report and its video ...` :
+        `${{s.frames_done}} frames scored at ${{s.fps}} fps` + (s.seconds_left !== null ? `, about ${{Math.round(s.seconds_left)}} s left` : "") +
+        (s.progress !== null ? ` (${{Math.round(100 * s.progress)}}%)` : ""));
+    showQueue();
+    setTimeout(poll, 400);
+  }};
+  poll();
+}});
+</script></body></html>
+"""
