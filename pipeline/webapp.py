@@ -107,11 +107,11 @@ class Jobs:
                     job.seconds_left = round(max(0.0, job.frames_total - job.frames_done) / job.fps, 1)
 
             try:
-                report(folder / job.name, self.work / "models", folder, device=self.device, on_frames=advance)
+                report(folder / "upload" / job.name, self.work / "models", folder, device=self.device, on_frames=advance)
                 (folder / "job.json").write_text(json.dumps({"name": job.name, "scored": datetime.now().strftime("%Y-%m-%d %H:%M:%S")}))
                 job.state, job.seconds_left = "done", 0.0
             except UserError as exc:
-                job.state, job.error = "failed", str(exc).replace(str(folder) + "/", "")
+                job.state, job.error = "failed", str(exc).replace(str(folder / "upload") + "/", "")
                 shutil.rmtree(folder, ignore_errors=True)
             except Exception as exc:
                 log.exception("job %s failed", job.id)
@@ -164,10 +164,10 @@ def make_app(work: str | Path, cfg: Config | None = None, device: str = "cpu") -
             return _error(400, "no file in the form field 'video'")
         job = Job(id=f"{int(time.time())}-{secrets.token_hex(4)}", name=safe_name(upload.filename or "video"))
         folder = web / job.id
-        folder.mkdir(parents=True)
-        target = folder / job.name
+        target = folder / "upload" / job.name  # apart from the outputs, whatever its name (report.mp4, scores.csv ...)
+        target.parent.mkdir(parents=True)
+        size = 0
         try:
-            size = 0
             with open(target, "wb") as fh:
                 while chunk := await upload.read(1 << 20):
                     size += len(chunk)
@@ -179,7 +179,7 @@ def make_app(work: str | Path, cfg: Config | None = None, device: str = "cpu") -
             src = await run_in_threadpool(open_clip, target, ens.cfg.extract)  # not a video: refused now, with ffmpeg's reason
         except UserError as exc:
             shutil.rmtree(folder, ignore_errors=True)
-            return _error(413 if "limit" in str(exc) else 400, str(exc).replace(str(folder) + "/", ""))
+            return _error(413 if size > limit else 400, str(exc).replace(str(target.parent) + "/", ""))
         finally:
             await form.close()
         job.frames_total = src.n_frames_estimate

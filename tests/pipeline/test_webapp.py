@@ -59,7 +59,16 @@ def test_upload_poll_and_fetch_the_results(site, tiny_data):
     assert listed[0]["name"] == "door_cam_01.mkv" and listed[0]["events"] >= 1 and listed[0]["peak_score"] > 3
     home = client.get("/").text
     assert "door_cam_01.mkv" in home and "6 regions" in home
-    assert (work / "web" / res.json()["id"] / "door_cam_01.mkv").exists(), "the name is sanitised, the file inside WORK/web"
+    assert (work / "web" / res.json()["id"] / "upload" / "door_cam_01.mkv").exists(), "the name is sanitised, the file inside WORK/web"
+
+
+@pytest.mark.parametrize("name", ["scores.csv", "report.mp4"])
+def test_an_upload_named_like_an_output_is_kept_apart(site, tiny_data, name):
+    work, client = site
+    res = upload(client, tiny_data / "test" / "01.mkv", name)
+    state = wait_job(client, res.json()["url"])
+    assert state["state"] == "done" and client.get(state["report_url"]).status_code == 200, state
+    assert (work / "web" / res.json()["id"] / "upload" / name).read_bytes() == (tiny_data / "test" / "01.mkv").read_bytes()
 
 
 @pytest.mark.parametrize("kind", ["empty", "noise", "no file"])
