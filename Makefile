@@ -5,6 +5,7 @@
 #   make extract cuboids train       DATA=folder with train/ (default: the built-in example)
 #   make score VIDEO=clip.mkv        score one clip with the models in WORK
 #   make evaluate                    score DATA/test against DATA/labels.json
+#   make serve                       the local web app over WORK's models (the demo's by default)
 #   make bench-ped2                  the quality benchmark on UCSD Ped2 (BENCH_DATA=, PRESET=, CONFIG=)
 #   make bench-speed                 speed and memory figures, with the models bench-ped2 trained
 #   make bench-watch                 live scoring of Ped2's test clips streamed in real time (after bench-ped2)
