@@ -326,9 +326,8 @@ def serve_cmd(work, host, port, config_path, preset, device):
 def _print_events(result) -> None:
     events = result.events
     n = result.n_frames
-    duration = float(result.times[-1]) + 1.0 / result.fps if n else 0.0
     click.echo(
-        f"{result.source.name}: {n} frames ({duration:.1f} s at {result.fps:.3g} fps) scored at {n / result.seconds:.1f} frames/s; "
+        f"{result.source.name}: {n} frames ({result.duration:.1f} s at {result.fps:.3g} fps) scored at {n / result.seconds:.1f} frames/s; "
         f"{int(result.anomalous.sum())} anomalous frames, {len(events)} event{'' if len(events) == 1 else 's'} -> {result.out_path}"
     )
     for e in events[:20]:

@@ -97,9 +97,13 @@ class EventTracker:
             self._close()
         return self.done[before:]
 
+    def counts(self, c: _Open) -> bool:
+        """Whether a stretch of flagged frames has lasted ``min_seconds``: it is an event, whatever follows."""
+        return c.end_s - c.start_s + self.frame_seconds >= self.min_seconds - _EPS
+
     def _close(self) -> None:
         c, self.current = self.current, None
-        if c.end_s - c.start_s + self.frame_seconds < self.min_seconds - _EPS:
+        if not self.counts(c):
             return
         order = [i for i in np.argsort(-c.region_peak, kind="stable") if np.isfinite(c.region_peak[i])]
         regions = tuple(self.region_ids[i] for i in order)

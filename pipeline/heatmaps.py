@@ -29,7 +29,7 @@ from core.arrays import runs  # noqa: E402
 from core.artifacts import atomic_path, open_h5, recorded_config  # noqa: E402
 from core.errors import UserError  # noqa: E402
 from core.grid import region_cells  # noqa: E402
-from pipeline.ffmpeg_io import open_clip, read_frames  # noqa: E402
+from pipeline.ffmpeg_io import measured_fps, open_clip, read_frames  # noqa: E402
 from pipeline.score import score_video  # noqa: E402
 
 
@@ -135,8 +135,7 @@ def frame_spans(times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Where each frame sits on a time axis: from half an interval before its time to half after
     (the median interval, so that a recording's gap stays a gap). Returns (starts, ends)."""
     times = np.asarray(times, np.float64)
-    steps = np.diff(times)
-    half = 0.5 * (float(np.median(steps[steps > 0])) if (steps > 0).any() else 1.0)
+    half = 0.5 / measured_fps(times, 1.0)
     return times - half, times + half
 
 

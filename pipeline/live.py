@@ -50,7 +50,7 @@ from cuboids.slicing import TubeCutter
 from ensemble.anomaly_map import AnomalyMapper
 from ensemble.ensemble import Ensemble, ScoredFrames
 from ensemble.events import Event, EventTracker
-from pipeline.ffmpeg_io import ClipSource, ffmpeg_exe, read_frames
+from pipeline.ffmpeg_io import ClipSource, ffmpeg_exe, measured_fps, read_frames
 from pipeline.sinks import JsonLines, Mqtt, Sinks, Webhook
 
 log = logging.getLogger(__name__)
@@ -198,16 +198,14 @@ class _Feed(threading.Thread):
         delay = 1.0
         while not self.stop.is_set():
             self.last_activity = time.monotonic()
-            got, reason = False, "the stream ended"
+            anchor, reason = None, "the stream ended"  # anchor: set by this connection's first frame
             try:
-                anchor = None
                 chunks = read_frames(self.src, self.cfg.extract, chunk_frames=1, allow_damaged=True, with_times=True, on_start=self._on_ffmpeg,
                                      on_input_size=self._check_size)  # fmt: skip
                 for frames, times in chunks:
                     if anchor is None:
                         anchor = time.time() - float(times[0])
-                    if not got:
-                        got, self.ever_connected, delay = True, True, 1.0
+                        self.ever_connected, delay = True, 1.0
                         self.status("online", source_size=list(self.input_size) if self.input_size else None)
                     self.last_activity = time.monotonic()
                     self.frames.put((frames[0], anchor + float(times[0]), self.segment))
@@ -352,10 +350,8 @@ class _Watcher:
             self.pending.append((self.n_in, f, t))
             self.times.append(t)
             self.n_in += 1
-        steps = np.diff(self.times) if len(self.times) > 1 else np.zeros(0)
-        if (steps > 0).any():
-            self.fps = 1.0 / float(np.median(steps[steps > 0]))
-            self.tracker.frame_seconds = 1.0 / self.fps
+        self.fps = measured_fps(np.array(self.times), self.fps)
+        self.tracker.frame_seconds = 1.0 / self.fps
         self._handle(self.scorer.push(self.cut(frames)))
 
     def _finish_segment(self) -> None:
@@ -392,7 +388,7 @@ class _Watcher:
                 self._end(e)
             cur = self.tracker.current
             if cur is not None:
-                if self.announced is None and cur.end_s - cur.start_s + self.tracker.frame_seconds >= self.cfg.score.min_event_seconds - 1e-6:
+                if self.announced is None and self.tracker.counts(cur):
                     self._new(cur, scored.region_z[i], t)
                 a = self.announced
                 if a is not None:

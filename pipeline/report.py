@@ -268,7 +268,7 @@ def render_html(
     """The page; ``pictures``: the gallery's frames (0-based frame -> decoded frame)."""
     fps, k, n, times = result.fps, result.threshold, result.n_frames, result.times
     name = video_path.name
-    duration = float(times[-1]) + 1.0 / fps if n else 0.0
+    duration = result.duration
     fig, (top, mat) = timeline_figure(result.region_z, result.score, result.anomalous, result.region_ids, times, k, truth)
     fig.set_size_inches(11, fig.get_size_inches()[1])
     svg = _svg(fig)  # draws the figure, so the axes' final positions are known below

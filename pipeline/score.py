@@ -76,6 +76,11 @@ class ScoreResult:
     def n_frames(self) -> int:
         return len(self.score)
 
+    @property
+    def duration(self) -> float:
+        """Seconds of video: from the first frame to the end of the last (one frame at the measured rate)."""
+        return float(self.times[-1]) + 1.0 / self.fps if self.n_frames else 0.0
+
 
 def score_video(
     video_path: str | Path,

@@ -110,12 +110,13 @@ class Jobs:
                 report(folder / "upload" / job.name, self.work / "models", folder, device=self.device, on_frames=advance)
                 (folder / "job.json").write_text(json.dumps({"name": job.name, "scored": datetime.now().strftime("%Y-%m-%d %H:%M:%S")}))
                 job.state, job.seconds_left = "done", 0.0
-            except UserError as exc:
-                job.state, job.error = "failed", str(exc).replace(str(folder / "upload") + "/", "")
-                shutil.rmtree(folder, ignore_errors=True)
-            except Exception as exc:
-                log.exception("job %s failed", job.id)
-                job.state, job.error = "failed", f"internal error: {type(exc).__name__}: {exc}"
+            except Exception as exc:  # a crash fails this job, the server goes on
+                if isinstance(exc, UserError):
+                    job.error = str(exc).replace(str(folder / "upload") + "/", "")
+                else:
+                    log.exception("job %s failed", job.id)
+                    job.error = f"internal error: {type(exc).__name__}: {exc}"
+                job.state = "failed"
                 shutil.rmtree(folder, ignore_errors=True)
 
 
