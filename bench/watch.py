@@ -51,26 +51,31 @@ def join_clips(clips: list[Path], out: Path) -> Path:
 
 
 def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
 def listening(port: int) -> bool:
+    """Whether a socket listens on the port (read from the kernel: a test connection would be the server's one client)."""
     lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
     return any(f"0100007F:{port:04X}" == f[1] and f[3] == "0A" for f in (line.split() for line in lines))
 
 
-def serve(video: Path, port: int) -> subprocess.Popen:
+def serve(video: Path, port: int, loop: bool = False, keyframe_every: int = 10) -> subprocess.Popen:
+    """A real stream: ffmpeg serving ``video`` (in a loop) in real time, as H.264 in MPEG-TS over TCP on
+    loopback, to its one client; returns once it listens (the tests use it too)."""
     server = subprocess.Popen(
-        [ffmpeg_exe(), "-v", "error", "-re", "-i", str(video), "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-g", "10",
-         "-f", "mpegts", f"tcp://127.0.0.1:{port}?listen=1"],
+        [ffmpeg_exe(), "-v", "error", "-re", "-stream_loop", "-1" if loop else "0", "-i", str(video), "-c:v", "libx264", "-preset", "veryfast",
+         "-tune", "zerolatency", "-g", str(keyframe_every), "-f", "mpegts", f"tcp://127.0.0.1:{port}?listen=1"],
         stdin=subprocess.DEVNULL,
     )  # fmt: skip
     deadline = time.monotonic() + 30
     while not listening(port):
         if time.monotonic() > deadline or server.poll() is not None:
-            sys.exit("the stream server did not start")
+            server.kill()
+            raise RuntimeError(f"the stream server did not start listening on port {port}")
         time.sleep(0.05)
     return server
 

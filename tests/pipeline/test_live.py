@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench.watch import free_port, serve
 from core.config import ExtractConfig, to_toml
 from core.errors import InputError
 from core.workdir import WorkDir
@@ -27,12 +28,6 @@ from pipeline.score import score_video
 
 ROOT = Path(__file__).resolve().parents[2]
 DEADLINE_S = 120  # no wait in these tests is longer
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def messages(path: Path) -> list[dict]:
@@ -165,26 +160,14 @@ def test_live_sources_get_live_input_flags():
         live_source(str(ROOT), False, 20)
 
 
-def _listening(port: int) -> bool:
-    """Whether a socket listens on the port (read from the kernel: a test connection would be the server's one client)."""
-    lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
-    return any(f"0100007F:{port:04X}" == f[1] and f[3] == "0A" for f in (line.split() for line in lines))
-
-
 def _serve(clip: Path, port: int, loop: bool = True) -> subprocess.Popen:
-    """A real stream: ffmpeg serving the clip (in a loop), in real time, as MPEG-TS over TCP on loopback."""
-    server = subprocess.Popen(
-        [ffmpeg_exe(), "-v", "error", "-re", "-stream_loop", "-1" if loop else "0", "-i", str(clip), "-c:v", "libx264", "-g", "5", "-tune", "zerolatency",
-         "-f", "mpegts", f"tcp://127.0.0.1:{port}?listen=1"],
-        stdin=subprocess.DEVNULL,
-    )  # fmt: skip
-    wait_until(lambda: _listening(port), "the stream server to listen", server)
-    return server
+    """bench.watch's stream server, a keyframe every 5 frames, looping by default."""
+    return serve(clip, port, loop=loop, keyframe_every=5)
 
 
-def _watch_stream(port: int, work: Path, tmp_path: Path, *extra: str) -> subprocess.Popen:
-    """`cli.py watch` of the loopback stream, its messages to tmp_path/events.jsonl, its files to tmp_path/out."""
-    return subprocess.Popen([sys.executable, "cli.py", "watch", f"tcp://127.0.0.1:{port}", "--work", str(work), "--events", str(tmp_path / "events.jsonl"),
+def _watch(source: str, work: Path, tmp_path: Path, *extra: str) -> subprocess.Popen:
+    """`cli.py watch SOURCE` in its own process, its messages to tmp_path/events.jsonl, its files to tmp_path/out."""
+    return subprocess.Popen([sys.executable, "cli.py", "watch", source, "--work", str(work), "--events", str(tmp_path / "events.jsonl"),
                              "--out", str(tmp_path / "out"), "-q", *extra], cwd=ROOT, stderr=subprocess.PIPE)  # fmt: skip
 
 
@@ -194,7 +177,7 @@ def test_a_tcp_stream_is_scored_and_survives_its_server_restarting(trained_work,
     port = free_port()
     server = _serve(tiny_data / "test" / "01.mkv", port)
     events = tmp_path / "events.jsonl"
-    proc = _watch_stream(port, trained_work, tmp_path, "--config", str(cfg), "--camera", "gate", "--max-seconds", "100")
+    proc = _watch(f"tcp://127.0.0.1:{port}", trained_work, tmp_path, "--config", str(cfg), "--camera", "gate", "--max-seconds", "100")
     try:
         wait_until(lambda: any(m["type"] == "end" for m in messages(events)), "a first event to end", proc)
         server.kill()
@@ -227,7 +210,7 @@ def test_a_stream_that_stalls_is_restarted_by_the_watchdog(trained_work, tiny_da
     port = free_port()
     server = _serve(tiny_data / "test" / "01.mkv", port)
     events = tmp_path / "events.jsonl"
-    proc = _watch_stream(port, trained_work, tmp_path, "--config", str(cfg))
+    proc = _watch(f"tcp://127.0.0.1:{port}", trained_work, tmp_path, "--config", str(cfg))
     try:
         wait_until(lambda: any(m.get("status") == "online" for m in messages(events)), "online", proc)
         server.send_signal(signal.SIGSTOP)
@@ -254,7 +237,7 @@ def test_every_frame_of_a_stream_is_scored(trained_work, tiny_data, tmp_path):
     port = free_port()
     server = _serve(tiny_data / "test" / "01.mkv", port, loop=False)
     events = tmp_path / "events.jsonl"
-    proc = _watch_stream(port, trained_work, tmp_path)
+    proc = _watch(f"tcp://127.0.0.1:{port}", trained_work, tmp_path)
     try:
         wait_until(lambda: any(m.get("status") == "reconnecting" for m in messages(events)), "the stream to end", proc)
         proc.send_signal(signal.SIGTERM)
@@ -268,8 +251,7 @@ def test_every_frame_of_a_stream_is_scored(trained_work, tiny_data, tmp_path):
 
 def test_sigterm_ends_an_open_event(trained_work, tiny_data, tmp_path):
     events = tmp_path / "events.jsonl"
-    proc = subprocess.Popen([sys.executable, "cli.py", "watch", str(tiny_data / "test" / "01.mkv"), "--realtime", "--work", str(trained_work),
-                             "--events", str(events), "--out", str(tmp_path / "out"), "-q"], cwd=ROOT, stderr=subprocess.PIPE)  # fmt: skip
+    proc = _watch(str(tiny_data / "test" / "01.mkv"), trained_work, tmp_path, "--realtime")
     wait_until(lambda: any(m["type"] == "new" for m in messages(events)), "an event", proc)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=DEADLINE_S) == 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import threading
 import time
 from pathlib import Path
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 from starlette.testclient import TestClient
 
+from bench.watch import free_port
 from pipeline.webapp import make_app, safe_name
 
 DEADLINE_S = 120
@@ -139,9 +139,7 @@ def test_upload_through_the_page_follow_progress_and_play_the_report(trained_wor
     import uvicorn
 
     shutil.copytree(trained_work / "models", tmp_path / "models")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(make_app(tmp_path), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
