@@ -9,6 +9,7 @@
 #   make bench-ped2                  the quality benchmark on UCSD Ped2 (BENCH_DATA=, PRESET=, CONFIG=)
 #   make bench-speed                 speed and memory figures, with the models bench-ped2 trained
 #   make bench-watch                 live scoring of Ped2's test clips streamed in real time (after bench-ped2)
+#   make bench-cluster               Ped2 training on a Dask LocalCluster against the joblib default, capacity table
 #
 # Variables: DATA, WORK (default work), CONFIG (optional TOML), VIDEO, JOBS.
 # The stage targets are phony on purpose: the CLI compares each output's recorded
@@ -32,7 +33,7 @@ CLI := $(PY) cli.py
 OPTS := --work $(WORK) $(if $(CONFIG),--config $(CONFIG)) --jobs $(JOBS)
 DATA_DEP := $(if $(filter $(DEMO_DATA),$(DATA)),$(DEMO_DATA)/labels.json)
 
-.PHONY: extract cuboids train score evaluate demo test clean-demo bench-ped2 bench-speed bench-watch serve
+.PHONY: extract cuboids train score evaluate demo test clean-demo bench-ped2 bench-speed bench-watch bench-cluster serve
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -110,3 +111,9 @@ bench-watch: $(STAMP)
 	@test -f $(BENCH_WORK)/$(notdir $(abspath $(BENCH_DATA)))-$(PRESET)/models/manifest.json || \
 		{ echo "no models in $(BENCH_WORK)/$(notdir $(abspath $(BENCH_DATA)))-$(PRESET): run make bench-ped2 first"; exit 2; }
 	$(PY) -m bench.watch --data $(BENCH_DATA) --work $(BENCH_WORK)/$(notdir $(abspath $(BENCH_DATA)))-$(PRESET)
+
+# Cluster: Ped2's 12 regions trained twice from scratch, 2 at a time x 1 torch thread, in joblib
+# threads and on a Dask LocalCluster (2 workers x 1 thread): overhead ratio, bit-identity,
+# scoring on the cluster, and a capacity table for 10 / 100 / 1,000 cameras (docs/cluster.md).
+bench-cluster: $(STAMP)
+	$(PY) -m bench.cluster --data $(BENCH_DATA) --work $(BENCH_WORK)/cluster

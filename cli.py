@@ -6,6 +6,7 @@ happen inside the commands so that --help is instant.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import sys
@@ -95,6 +96,9 @@ damaged_option = click.option("--allow-damaged", is_flag=True,
                               help="Keep the frames that decode from a truncated or damaged clip instead of refusing it.")
 device_option = click.option("--device", default="auto", show_default=True,
                              help="Torch device: auto (CUDA when available), cpu, cuda, cuda:1, ...")
+scheduler_option = click.option("--scheduler", default=None, metavar="ADDRESS", envvar="CUBOID_AD_SCHEDULER", show_envvar=True,
+                                help="Run the per-clip / per-region work as tasks on this Dask scheduler (tcp://host:8786); "
+                                     "WORK must be on storage every worker sees. [default: this machine]")  # fmt: skip
 stream_option = click.option("--stream", type=click.IntRange(0, None), default=0, show_default=True,
                              help="Which video stream of a file to read, counting from 0 (audio, subtitle and data streams are ignored).")
 
@@ -135,19 +139,22 @@ def _jobs(jobs: int) -> int:
 @jobs_option
 @damaged_option
 @stream_option
+@scheduler_option
 @run_options
-def extract(data, work, config_path, preset, force, jobs, allow_damaged, stream):
+def extract(data, work, config_path, preset, force, jobs, allow_damaged, stream, scheduler):
     """Decode DATA/train's clips into WORK/frames/ (one HDF5 file of frames per clip).
 
     Frames are converted to the working size and colour of the config
     ([extract]). Clips already extracted with the same settings are skipped.
     """
     from core.workdir import WorkDir
+    from pipeline.cluster import connect
     from pipeline.extract import extract_folder
 
     cfg = _config(config_path, preset)
-    with work_lock(work, exclusive=True):
-        paths = extract_folder(data / "train", WorkDir(work).frames, cfg, n_jobs=_jobs(jobs), force=force, allow_damaged=allow_damaged, stream=stream)
+    with work_lock(work, exclusive=True), connect(scheduler, [work]) as cluster:
+        paths = extract_folder(data / "train", WorkDir(work).frames, cfg, n_jobs=_jobs(jobs), force=force, allow_damaged=allow_damaged,
+                               stream=stream, cluster=cluster)  # fmt: skip
     click.echo(f"extract: {len(paths)} clips in {WorkDir(work).frames}")
 
 
@@ -158,8 +165,9 @@ def extract(data, work, config_path, preset, force, jobs, allow_damaged, stream)
 @preset_option
 @force_option
 @jobs_option
+@scheduler_option
 @run_options
-def cuboids(data, work, config_path, preset, force, jobs):
+def cuboids(data, work, config_path, preset, force, jobs, scheduler):
     """Slice WORK/frames/ into a grid of regions: WORK/cuboids/<region>/<clip>.h5.
 
     Each region's crop of every frame is resized to patch_size x patch_size and
@@ -167,6 +175,7 @@ def cuboids(data, work, config_path, preset, force, jobs):
     it ([cuboids]).
     """
     from core.workdir import WorkDir
+    from pipeline.cluster import connect
     from pipeline.extract import check_frames_origin
     from pipeline.slice import slice_folder
 
@@ -175,7 +184,8 @@ def cuboids(data, work, config_path, preset, force, jobs):
     with work_lock(work, exclusive=True):
         if data is not None:
             check_frames_origin(wd.frames, data / "train")
-        paths = slice_folder(wd.frames, wd.cuboids, cfg, n_jobs=_jobs(jobs), force=force)
+        with connect(scheduler, [work]) as cluster:
+            paths = slice_folder(wd.frames, wd.cuboids, cfg, n_jobs=_jobs(jobs), force=force, cluster=cluster)
     click.echo(f"cuboids: {len(paths)} clips x {len(cfg.cuboids.region_ids)} regions in {wd.cuboids}")
 
 
@@ -186,9 +196,12 @@ def cuboids(data, work, config_path, preset, force, jobs):
 @preset_option
 @force_option
 @jobs_option
+@click.option("--threads", type=click.IntRange(0, None), default=0, show_default="0 = the cores shared out",
+              help="Torch threads per region being trained; fixing it makes the weights the same on any machine.")
 @device_option
+@scheduler_option
 @run_options
-def train(data, work, config_path, preset, force, jobs, device):
+def train(data, work, config_path, preset, force, jobs, threads, device, scheduler):
     """Fit one autoencoder per region on WORK/cuboids/ and write WORK/models/.
 
     Each region's model is trained on normal windows only, with 20% of the
@@ -198,6 +211,7 @@ def train(data, work, config_path, preset, force, jobs, device):
     train in parallel; with only [score] changed, train recalibrates and keeps the weights.
     """
     from core.workdir import WorkDir
+    from pipeline.cluster import connect
     from pipeline.extract import check_frames_origin
     from pipeline.train import train_ensemble
 
@@ -206,7 +220,8 @@ def train(data, work, config_path, preset, force, jobs, device):
     with work_lock(work, exclusive=True):
         if data is not None:
             check_frames_origin(wd.frames, data / "train")
-        manifest = train_ensemble(wd.cuboids, wd.models, cfg, n_jobs=jobs, device=device, force=force)
+        with connect(scheduler, [work]) as cluster:
+            manifest = train_ensemble(wd.cuboids, wd.models, cfg, n_jobs=jobs, device=device, force=force, threads=threads, cluster=cluster)
     click.echo(f"train: {len(cfg.cuboids.region_ids)} region models, manifest {manifest}")
 
 
@@ -349,8 +364,9 @@ def _print_events(result) -> None:
 @damaged_option
 @stream_option
 @device_option
+@scheduler_option
 @run_options
-def evaluate(data, work, labels, out, config_path, preset, allow_damaged, stream, device):
+def evaluate(data, work, labels, out, config_path, preset, allow_damaged, stream, device, scheduler):
     """Score every clip of DATA/test and compare with the frame labels.
 
     Prints and writes OUT/metrics.json: frame-level ROC AUC of raw scores over
@@ -360,16 +376,67 @@ def evaluate(data, work, labels, out, config_path, preset, allow_damaged, stream
     per minute of normal video and the labelled anomalous segments they hit.
     """
     from core.workdir import WorkDir
+    from pipeline.cluster import connect
     from pipeline.evaluate import evaluate as run_evaluate
     from pipeline.train import resolve_device
 
     wd = WorkDir(work)
     out = out or wd.eval
-    with work_lock(work, exclusive=False):
+    with work_lock(work, exclusive=False), connect(scheduler, [work]) as cluster:
         metrics = run_evaluate(data / "test", labels or data / "labels.json", wd.models, out, _optional_config(config_path, preset),
-                               resolve_device(device), allow_damaged, stream)
+                               device if cluster else resolve_device(device), allow_damaged, stream, cluster)
     click.echo(format_metrics(metrics))
     click.echo(f"metrics: {out / 'metrics.json'}")
+
+
+@cli.group()
+def fleet() -> None:
+    """Many cameras at once: every camera's stages and regions as one Dask task graph.
+
+    \b
+    FLEET is a TOML file naming each camera's folders:
+      [cameras.lobby]
+      data = "cams/lobby"        # train/, test/, labels.json
+      work = "work/lobby"
+      config = "lobby.toml"      # optional
+      videos = "cams/lobby/new"  # optional, for `fleet score` [default: DATA/test]
+
+    Without --scheduler, a Dask cluster is started on this machine for the
+    run. A camera with bad input fails alone; the table at the end says why.
+    See docs/cluster.md.
+    """
+
+
+def _fleet_command(name: str, summary: str) -> None:
+    """Register ``fleet NAME``: the three fleet commands differ only in the graph they submit."""
+
+    @fleet.command(name, help=summary)
+    @click.argument("fleet_file", metavar="FLEET", type=click.Path(dir_okay=False, path_type=Path))
+    @click.option("--workers", type=click.IntRange(0, None), default=0, show_default="0 = one per core",
+                  help="Worker processes of the cluster started on this machine (without --scheduler).")
+    @click.option("--threads", type=click.IntRange(0, None), default=0, show_default="0 = the worker's share of its cores",
+                  help="Torch threads per task; fixing it makes the weights the same on any machine.")
+    @device_option
+    @scheduler_option
+    @run_options
+    def command(fleet_file, workers, threads, device, scheduler):
+        from pipeline.cluster import connect, local_cluster
+        from pipeline.fleet import format_results, load_fleet, run_fleet
+
+        cameras = load_fleet(fleet_file)
+        with contextlib.ExitStack() as stack:
+            address = scheduler or stack.enter_context(local_cluster(workers))
+            cluster = stack.enter_context(connect(address, [c.work for c in cameras]))
+            results = run_fleet(name, cameras, cluster, device=device, threads=threads)
+        click.echo(format_results(results))
+        failed = [r.camera.name for r in results if r.error]
+        if failed:
+            raise UserError(f"{len(failed)} of {len(results)} cameras failed: {', '.join(failed)}")
+
+
+_fleet_command("train", "Extract, slice and train every camera of FLEET (what is up to date is skipped).")
+_fleet_command("evaluate", "Score every camera's DATA/test against its labels; one line of metrics per camera.")
+_fleet_command("score", "Score every camera's videos (its `videos` folder, else DATA/test) with its models, maps included.")
 
 
 def format_metrics(m: dict) -> str:

@@ -20,6 +20,7 @@ from core.labels import frame_labels, load_labels
 from core.progress import progress
 from ensemble.ensemble import Ensemble
 from ensemble.metrics import event_metrics, frame_metrics
+from pipeline.cluster import Cluster
 from pipeline.ffmpeg_io import list_clips
 from pipeline.heatmaps import curves_figures, save_figure
 from pipeline.score import ScoreResult, score_video
@@ -36,9 +37,31 @@ def evaluate(
     device: str = "cpu",
     allow_damaged: bool = False,
     stream: int = 0,
+    cluster: Cluster | None = None,
 ) -> dict:
-    """Score every clip of ``clips_path`` and compute frame-level metrics; returns them (also in metrics.json)."""
+    """Score every clip of ``clips_path`` and compute frame-level metrics; returns them (also in metrics.json).
+
+    With a ``cluster``, each clip is scored by a task on it (``device`` resolved on the worker).
+    """
     out_path = Path(out_path)
+    labels, clips, ids = plan_evaluate(clips_path, labels_path)
+    t0 = time.perf_counter()
+    results: dict[str, ScoreResult] = {}
+    if cluster is None:
+        ens = Ensemble.load(models_path, cfg, device)
+        for clip, cid in zip(progress(clips, desc="evaluate", unit="clip"), ids):
+            results[cid] = score_video(clip, models_path, out_path / cid, maps=False, ensemble=ens, allow_damaged=allow_damaged, stream=stream)
+    else:
+        ens = Ensemble.load(models_path, cfg, "cpu")  # checked here, once, before any task starts
+        with progress(total=len(clips), desc="evaluate", unit="clip") as bar:
+            scored = cluster.run(score_clip_task, [(c, models_path, out_path / cid, cfg, device, allow_damaged, stream, cluster.threads) for c, cid in zip(clips, ids)],
+                                 [f"score-{cid}" for cid in ids], on_done=lambda i, r: bar.update(1))  # fmt: skip
+        results = dict(zip(ids, scored))
+    return summarise(results, labels, labels_path, models_path, out_path, ens, time.perf_counter() - t0)
+
+
+def plan_evaluate(clips_path: str | Path, labels_path: str | Path) -> tuple[dict, list[Path], list[str]]:
+    """The labels, the clips to score and their ids; refuses a clip without labels."""
     labels = load_labels(labels_path)
     clips = list_clips(clips_path)
     ids = [c.stem if c.is_file() else c.name for c in clips]
@@ -47,12 +70,14 @@ def evaluate(
         raise InputError(f"{labels_path}: no labels for clip(s) {', '.join(unlabelled)} of {clips_path}")
     if not clips:
         raise InputError(f"{clips_path}: holds no clips")
-    ens = Ensemble.load(models_path, cfg, device)
-    t0 = time.perf_counter()
-    results: dict[str, ScoreResult] = {}
-    for clip, cid in zip(progress(clips, desc="evaluate", unit="clip"), ids):
-        results[cid] = score_video(clip, models_path, out_path / cid, maps=False, ensemble=ens, allow_damaged=allow_damaged, stream=stream)
-    seconds = time.perf_counter() - t0
+    return labels, clips, ids
+
+
+def summarise(
+    results: dict[str, ScoreResult], labels: dict, labels_path: str | Path, models_path: str | Path, out_path: Path, ens: Ensemble, seconds: float
+) -> dict:
+    """Metrics of scored clips against their labels, written to ``out_path/metrics.json`` with ROC and PR plots."""
+    ids = list(results)
     mismatched = [f"{cid} ({r.n_frames} decoded, {labels[cid][0]} labelled)" for cid, r in results.items() if r.n_frames != labels[cid][0]]
     if mismatched:
         raise InputError(f"{labels_path}: frame counts do not match the clips: {', '.join(mismatched)}")
@@ -79,3 +104,14 @@ def evaluate(
         save_figure(pr, out_path / "pr.png")
     write_json(out_path / "metrics.json", metrics)
     return metrics
+
+
+def score_clip_task(
+    clip: Path, models_path: Path, out_path: Path, cfg: Config | None, device: str, allow_damaged: bool, stream: int, worker_threads: dict[str, int]
+) -> ScoreResult:
+    """One clip scored (scores only, no maps) as a Dask task, on the worker's GPU when it has one."""
+    from pipeline.cluster import in_task
+    from pipeline.train import resolve_device
+
+    in_task(worker_threads)
+    return score_video(clip, models_path, out_path, cfg, maps=False, device=resolve_device(device), allow_damaged=allow_damaged, stream=stream)

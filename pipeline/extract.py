@@ -13,6 +13,7 @@ from core.config import Config
 from core.errors import ArtifactError, InputError, UserError
 from core.frames import read_frames_info, write_frames
 from core.progress import progress
+from pipeline.cluster import Cluster, report
 from pipeline.ffmpeg_io import list_clips, open_clip, output_fps, read_frames, working_size
 
 log = logging.getLogger(__name__)
@@ -94,14 +95,44 @@ def extract_folder(
     force: bool = False,
     allow_damaged: bool = False,
     stream: int = 0,
+    cluster: Cluster | None = None,
 ) -> list[Path]:
     """Extract every clip of ``clips_path`` (their video ``stream``) into ``frames_path``; returns the frames files.
 
     Clips already extracted from the same source with the same extract config
     are skipped unless ``force``. Frames files whose clip has gone are
     removed. When some clips fail, the others are still extracted and one
-    InputError at the end lists the failures.
+    InputError at the end lists the failures. With a ``cluster``, each clip is a
+    task on it; else up to ``n_jobs`` clips are decoded at once in threads.
     """
+    targets = plan_extract(clips_path, frames_path)
+    clips = list(targets)
+    todo = [c for c in clips if force or not is_up_to_date(c, targets[c], cfg, stream)]
+    if len(todo) < len(clips):
+        log.info("extract: %d of %d clips already up to date", len(clips) - len(todo), len(clips))
+    failures: list[str] = []
+    if todo:
+        total = sum(_frames_estimate(c, cfg) for c in todo)
+        bar = progress(total=total or None, desc=f"extract {len(todo)} clips", unit="frame")
+        if cluster is None:
+            jobs = Parallel(n_jobs=min(n_jobs, len(todo)), prefer="threads", return_as="generator_unordered")(
+                delayed(_extract_or_report)(c, targets[c], cfg, bar.update, allow_damaged, stream) for c in todo
+            )
+        else:
+            with cluster.progress_events(lambda n: bar.update(n)):
+                jobs = cluster.run(_extract_or_report, [(c, targets[c], cfg, report, allow_damaged, stream) for c in todo],
+                                   [f"extract-{c.name}" for c in todo])  # fmt: skip
+            remove_stale_temporaries(frames_path)  # of a worker killed mid-write
+        failures = [error for error in jobs if error]
+        bar.close()
+    if failures:
+        raise InputError(f"{len(failures)} of {len(clips)} clips failed: " + "; ".join(sorted(failures)))
+    check_same_size([targets[c] for c in clips])
+    return [targets[c] for c in clips]
+
+
+def plan_extract(clips_path: str | Path, frames_path: str | Path) -> dict[Path, Path]:
+    """Each clip of ``clips_path`` -> its frames file in ``frames_path``; frames files of clips that are gone are removed."""
     clips = list_clips(clips_path)
     if not clips:
         raise InputError(f"{clips_path}: holds no clips (videos or frame folders)")
@@ -113,22 +144,14 @@ def extract_folder(
         if old not in targets.values():
             log.info("removing %s: its clip is no longer in %s", old.name, clips_path)
             old.unlink()
-    todo = [c for c in clips if force or not is_up_to_date(c, targets[c], cfg, stream)]
-    if len(todo) < len(clips):
-        log.info("extract: %d of %d clips already up to date", len(clips) - len(todo), len(clips))
-    failures: list[str] = []
-    if todo:
-        total = sum(_frames_estimate(c, cfg) for c in todo)
-        bar = progress(total=total or None, desc=f"extract {len(todo)} clips", unit="frame")
-        jobs = Parallel(n_jobs=min(n_jobs, len(todo)), prefer="threads", return_as="generator_unordered")(
-            delayed(_extract_or_report)(c, targets[c], cfg, bar.update, allow_damaged, stream) for c in todo
-        )
-        failures = [error for error in jobs if error]
-        bar.close()
-    if failures:
-        raise InputError(f"{len(failures)} of {len(clips)} clips failed: " + "; ".join(sorted(failures)))
-    _check_same_size([targets[c] for c in clips])
-    return [targets[c] for c in clips]
+    return targets
+
+
+def extract_task(src: Path, dst: Path, cfg: Config, force: bool = False, allow_damaged: bool = False, stream: int = 0) -> Path:
+    """One clip as a cluster task: extracted unless up to date, progress sent to the client."""
+    if force or not is_up_to_date(src, dst, cfg, stream):
+        extract_clip(src, dst, cfg, on_frames=report, allow_damaged=allow_damaged, stream=stream)
+    return dst
 
 
 def _extract_or_report(src: Path, dst: Path, cfg: Config, on_frames: Callable[[int], object], allow_damaged: bool, stream: int) -> str | None:
@@ -155,7 +178,8 @@ def check_frames_origin(frames_path: str | Path, clips_path: str | Path) -> None
             raise ArtifactError(f"{p} was extracted from {origin}, not {want}; run `extract` with this --data first")
 
 
-def _check_same_size(paths: list[Path]) -> None:
+def check_same_size(paths: list[Path]) -> None:
+    """Refuse frames files of different sizes: one camera's clips must share one grid."""
     sizes = {}
     for p in paths:
         info = read_frames_info(p)

@@ -30,6 +30,7 @@ from cuboids.store import load_region, tube_files
 from ensemble.detector import RegionDetector, read_checkpoint
 from ensemble.ensemble import write_manifest
 from ensemble.fit import TrainingStopped
+from pipeline.cluster import Cluster, Released
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,17 @@ def region_status(path: Path, cfg: Config, clips: dict[str, str]) -> str:
     return "recalibrate" if old or config_differences(recorded, cfg, ("score",)) else "fresh"
 
 
+def region_mode(cuboids_path: Path, models_path: Path, region_id: str, cfg: Config, force: bool = False) -> str:
+    """What training one region needs: 'fresh', 'recalibrate' or 'train' (``force``: 'train', from the first epoch)."""
+    clips = tube_files(cuboids_path, region_id)
+    if not clips:
+        raise ArtifactError(f"{cuboids_path / region_id}: no tubes; run `cuboids` with this config first")
+    if force:
+        partial_path(models_path, region_id).unlink(missing_ok=True)
+        return "train"
+    return region_status(models_path / f"{region_id}.pt", cfg, clips)
+
+
 def partial_path(models_path: Path, region_id: str) -> Path:
     """Where a region's training state is kept after every epoch until its checkpoint is written."""
     return models_path / f"{region_id}.partial.pt"
@@ -96,7 +108,7 @@ def fit_region(
     mode: str = "train",
     device: str = "cpu",
     report: Callable[[str, str, float], None] = _no_report,
-    stop: threading.Event | None = None,
+    stop: threading.Event | Released | None = None,
 ) -> dict[str, Any]:
     """Train (or, ``mode="recalibrate"``, only re-calibrate) one region and write its checkpoint.
 
@@ -134,6 +146,23 @@ def fit_region(
     return {"region_id": region_id, "seconds": time.perf_counter() - t0, "mode": mode}
 
 
+def fit_region_task(
+    cuboids_path: Path, models_path: Path, region_id: str, cfg: Config, mode: str | None, device: str, worker_threads: dict[str, int], threads: int
+) -> dict[str, Any]:
+    """:func:`fit_region` as a Dask task: torch threads from the worker's share (or ``threads``), the device
+    resolved on the worker (its GPU when it has one), progress sent to the client, and a stop once the
+    client has let the task go (killed or interrupted). ``mode`` None: decided here (:func:`region_mode`)."""
+    from pipeline.cluster import in_task, report
+
+    if mode is None:
+        mode = region_mode(cuboids_path, models_path, region_id, cfg)
+        if mode == "fresh":
+            return {"region_id": region_id, "mode": mode}
+    in_task(worker_threads, threads)
+    with torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=True):
+        return fit_region(cuboids_path, models_path, region_id, cfg, mode, resolve_device(device), report, Released())
+
+
 @contextmanager
 def _sigint_sets(stop: threading.Event):
     """While inside, Ctrl-C sets ``stop`` instead of raising KeyboardInterrupt; a second Ctrl-C raises.
@@ -159,7 +188,14 @@ def _sigint_sets(stop: threading.Event):
 
 
 def train_ensemble(
-    cuboids_path: str | Path, models_path: str | Path, cfg: Config, n_jobs: int = 0, device: str = "auto", force: bool = False, threads: int = 0
+    cuboids_path: str | Path,
+    models_path: str | Path,
+    cfg: Config,
+    n_jobs: int = 0,
+    device: str = "auto",
+    force: bool = False,
+    threads: int = 0,
+    cluster: Cluster | None = None,
 ) -> Path:
     """Fit every region of the grid on the tubes in ``cuboids_path``; returns the manifest's path.
 
@@ -170,31 +206,21 @@ def train_ensemble(
     intra-op threads set so that workers x threads = cores: torch releases the
     GIL inside every operation, and threads, unlike worker processes, leave
     nothing running (or holding the work folder's lock) when the command is killed.
+
+    With a ``cluster``, each region is a task on it instead (see
+    :func:`fit_region_task`); ``device`` is then resolved on each worker.
     """
     cuboids_path, models_path = Path(cuboids_path), Path(models_path)
-    device = resolve_device(device)
+    if cluster is None:
+        device = resolve_device(device)
     models_path.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(models_path)
     region_ids = cfg.cuboids.region_ids
-    plan = {}
-    for rid in region_ids:
-        clips = tube_files(cuboids_path, rid)
-        if not clips:
-            raise ArtifactError(f"{cuboids_path / rid}: no tubes; run `cuboids` with this config first")
-        plan[rid] = "train" if force else region_status(models_path / f"{rid}.pt", cfg, clips)
-    if force:
-        for rid in region_ids:
-            partial_path(models_path, rid).unlink(missing_ok=True)
+    plan = {rid: region_mode(cuboids_path, models_path, rid, cfg, force) for rid in region_ids}
     todo = {rid: mode for rid, mode in plan.items() if mode != "fresh"}
     if len(todo) < len(region_ids):
         log.info("train: %d of %d regions already up to date", len(region_ids) - len(todo), len(region_ids))
     if todo:
-        # threads are planned for the whole grid, not for the regions left: a resumed run
-        # then computes with the same thread count, so it ends bit for bit where an
-        # uninterrupted run would (a different count changes the float reduction order)
-        workers, threads = plan_workers(len(region_ids), n_jobs, device, threads)
-        workers = min(workers, len(todo))
-        log.info("train: %d regions, %d in parallel x %d torch threads on %s", len(todo), workers, threads, device)
         n_train = sum(1 for m in todo.values() if m == "train")
         epochs = cfg.train.epochs
         bar = progress(total=n_train * epochs + (len(todo) - n_train), desc=f"train {len(todo)} regions", unit="epoch")
@@ -205,11 +231,27 @@ def train_ensemble(
                 bar.set_postfix(region=rid, val_loss=f"{value:.3g}", refresh=False)
             elif kind == "resumed":
                 bar.update(int(value))  # epochs finished before an interruption
+                log.info("train: %s resumed after epoch %d", rid, int(value))
             elif todo[rid] == "train":
                 bar.update(epochs - int(value))  # early stopping skipped these epochs
             else:
                 bar.update(1)
 
+        if cluster is not None:
+            log.info("train: %d regions as tasks on %d Dask workers", len(todo), cluster.workers)
+            try:
+                with cluster.progress_events(report):
+                    cluster.run(fit_region_task, [(cuboids_path, models_path, rid, cfg, mode, device, cluster.threads, threads) for rid, mode in todo.items()],
+                                [f"train-{rid}" for rid in todo])  # fmt: skip
+            finally:
+                bar.close()
+            return finish_training(models_path, cfg)
+        # threads are planned for the whole grid, not for the regions left: a resumed run
+        # then computes with the same thread count, so it ends bit for bit where an
+        # uninterrupted run would (a different count changes the float reduction order)
+        workers, threads = plan_workers(len(region_ids), n_jobs, device, threads)
+        workers = min(workers, len(todo))
+        log.info("train: %d regions, %d in parallel x %d torch threads on %s", len(todo), workers, threads, device)
         previous = torch.get_num_threads()
         torch.set_num_threads(threads)
         stop = threading.Event()
@@ -226,4 +268,10 @@ def train_ensemble(
             bar.close()
         if stop.is_set():
             raise KeyboardInterrupt
+    return finish_training(models_path, cfg)
+
+
+def finish_training(models_path: Path, cfg: Config) -> Path:
+    """The manifest, once every region is trained; temporaries of a worker killed mid-write are removed."""
+    remove_stale_temporaries(models_path)
     return write_manifest(models_path, cfg)
