@@ -26,7 +26,8 @@ from typing import Any
 from core.errors import ConfigError
 
 SECTIONS = ("extract", "cuboids", "model", "train", "score", "live", "serve")
-FLOW_PRESETS = ("medium", "fast", "ultrafast")  # OpenCV's DIS presets, slowest and finest first
+FLOW_PRESETS = ("medium", "fast", "ultrafast")
+ARCHITECTURES = ("conv3d", "convlstm")  # OpenCV's DIS presets, slowest and finest first
 
 
 def _check(cond: bool, msg: str) -> None:
@@ -104,8 +105,9 @@ class ModelConfig:
     """The spatio-temporal autoencoder of every region."""
 
     input: str = "flow"  # "frames", "diff" (frame differences), "both", or "flow" (optical flow)
+    architecture: str = "conv3d"  # "conv3d" (3D convolutions) or "convlstm" (2D convolutions around ConvLSTM layers)
     filters: tuple[int, ...] = (16, 32)  # encoder conv widths, each halves height and width
-    bottleneck_channels: int = 8  # 1x1x1 conv squeezing the code; 0 = none
+    bottleneck_channels: int = 8  # conv3d: 1x1x1 conv squeezing the code; convlstm: the middle ConvLSTM's width; 0 = none
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "filters", tuple(int(f) for f in self.filters))
@@ -113,6 +115,7 @@ class ModelConfig:
             self.input in ("frames", "diff", "both", "flow"),
             f"model.input must be 'frames', 'diff', 'both' or 'flow', not {self.input!r}",
         )
+        _check(self.architecture in ARCHITECTURES, f"model.architecture must be one of {', '.join(ARCHITECTURES)}, not {self.architecture!r}")
         _check(1 <= len(self.filters) <= 5, f"model.filters must list 1..5 widths, not {list(self.filters)}")
         _check(all(1 <= f <= 1024 for f in self.filters), f"model.filters must be 1..1024 each, not {list(self.filters)}")
         _check(0 <= self.bottleneck_channels <= 1024, f"model.bottleneck_channels must be 0..1024, not {self.bottleneck_channels}")
@@ -229,7 +232,7 @@ _SECTION_TYPES = {
 
 # Keys whose default changed after artifacts were first written without them:
 # (section, key) -> the behaviour of the code that wrote those artifacts.
-RECORDED_BEFORE: dict[tuple[str, str], Any] = {("score", "calibrate_on"): "held_out"}
+RECORDED_BEFORE: dict[tuple[str, str], Any] = {("score", "calibrate_on"): "held_out", ("model", "architecture"): "conv3d"}
 # Keys that no longer exist. An artifact that depends on them has a newer format version
 # now and is refused by its kind's check; one that does not (frames, tubes) still records
 # them in its config, where they are dropped on reading.
@@ -239,7 +242,8 @@ RETIRED: set[tuple[str, str]] = {("score", "region_score"), ("score", "region_pa
 # any key on top. "default" is the defaults above. Every other preset is written out in
 # full, every key of every section, so that changing a default never changes a preset
 # (tests/core/test_config.py checks that none is missing). "paper" is the user's
-# reference architecture: pixels in, 64 then 128 filters, no bottleneck.
+# reference architecture: pixels in, 64 then 128 filters, no bottleneck. "convlstm" is
+# Chong & Tay's (2017) spatio-temporal autoencoder, scaled down (see ensemble.model).
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "default": {},
     "paper": {
@@ -248,7 +252,28 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "grid_rows": 3, "grid_cols": 4, "region_overlap": 0.25, "patch_size": 32, "clip_length_in_frames": 10,
             "frames_between_clips": 2, "blur_sigma": 1.0, "flow_preset": "medium",
         },
-        "model": {"input": "frames", "filters": [64, 128], "bottleneck_channels": 0},
+        "model": {"input": "frames", "architecture": "conv3d", "filters": [64, 128], "bottleneck_channels": 0},
+        "train": {
+            "epochs": 12, "batch_size": 32, "learning_rate": 1e-3, "weight_decay": 0.0, "val_fraction": 0.2,
+            "val_block_frames": 60, "patience": 5, "max_windows_per_epoch": 0, "seed": 0,
+        },
+        "score": {
+            "frames_between_clips": 5, "cell_size": 4, "statistics": "region", "explained_motion_max": 1.0, "smoothing_frames": 5,
+            "calibrate_on": "all", "false_alarm_rate": 0.01, "min_event_seconds": 0.5, "event_gap_seconds": 1.0,
+        },
+        "live": {
+            "stall_seconds": 20.0, "reconnect_max_seconds": 60.0, "queue_seconds": 10.0, "clip_before_seconds": 3.0,
+            "keep_events": 500, "keep_megabytes": 2000.0, "mqtt_prefix": "cuboid-ad", "webhook_retries": 3,
+        },
+        "serve": {"max_upload_megabytes": 2048.0},
+    },
+    "convlstm": {
+        "extract": {"color": "gray", "frame_height": 240, "frame_width": 0, "fps": 0.0, "frame_folder_fps": 10.0},
+        "cuboids": {
+            "grid_rows": 3, "grid_cols": 4, "region_overlap": 0.25, "patch_size": 32, "clip_length_in_frames": 10,
+            "frames_between_clips": 2, "blur_sigma": 1.0, "flow_preset": "medium",
+        },
+        "model": {"input": "frames", "architecture": "convlstm", "filters": [32, 32], "bottleneck_channels": 16},
         "train": {
             "epochs": 12, "batch_size": 32, "learning_rate": 1e-3, "weight_decay": 0.0, "val_fraction": 0.2,
             "val_block_frames": 60, "patience": 5, "max_windows_per_epoch": 0, "seed": 0,

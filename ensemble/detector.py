@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from core.artifacts import KINDS, atomic_path, require_config, stamp_dict
 from core.config import Config
@@ -36,7 +37,7 @@ from core.tubes import FLOW_ZERO, RegionTube, code_to_flow
 from core.windows import window_index
 from ensemble.fit import TrainState, fit_autoencoder, split_windows, validation_masks
 from ensemble.fusion import CausalMean, CellStats, alarm_threshold, cell_means, fit_cell_stats
-from ensemble.model import SpatioTemporalAutoencoder
+from ensemble.model import build_autoencoder
 from ensemble.sliding import score_tubes
 
 _INIT_LOCK = threading.Lock()
@@ -108,10 +109,11 @@ class RegionDetector:
     def needs_previous(self) -> bool:
         return self.cfg.needs_previous
 
-    def build_model(self) -> SpatioTemporalAutoencoder:
+    def build_model(self) -> nn.Module:
         m = self.cfg.model
-        model = SpatioTemporalAutoencoder(self.cfg.in_channels, m.filters, m.bottleneck_channels)
-        return model.to(memory_format=torch.channels_last_3d)
+        model = build_autoencoder(m.architecture, self.cfg.in_channels, m.filters, m.bottleneck_channels)
+        # 3D convolutions run fastest on channels-last tensors; the 2D ones of a convlstm take frames as they come
+        return model.to(memory_format=torch.channels_last_3d) if m.architecture == "conv3d" else model
 
     # -- fitting ---------------------------------------------------------------------------
 
