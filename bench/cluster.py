@@ -18,7 +18,6 @@ Everything also goes to WORK/bench-cluster.json.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -29,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from bench.quality import commit
+from bench.quality import commit, dataset_arguments
 from core.config import load_config
 from core.progress import set_progress
 from core.workdir import WorkDir
@@ -66,11 +65,7 @@ def capacity(region_s: float, regions: int, score_fps_per_worker: float, fps: fl
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, required=True)
-    ap.add_argument("--work", type=Path, required=True)
-    ap.add_argument("--config", type=Path, default=None)
-    ap.add_argument("--preset", default=None)
+    ap = dataset_arguments(__doc__)
     ap.add_argument("--workers", type=int, default=2, help="regions trained at once, in both runs")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")

@@ -122,12 +122,18 @@ def table(result: dict) -> str:
     return "\n".join(rows)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def dataset_arguments(description: str) -> argparse.ArgumentParser:
+    """The options every benchmark on a labelled dataset takes: --data, --work, --config, --preset."""
+    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--work", type=Path, required=True)
     ap.add_argument("--config", type=Path, default=None)
     ap.add_argument("--preset", default=None)
+    return ap
+
+
+def main() -> None:
+    ap = dataset_arguments(__doc__)
     ap.add_argument("--jobs", type=int, default=0)
     ap.add_argument("--force", action="store_true", help="redo every stage (for timings)")
     args = ap.parse_args()

@@ -34,8 +34,22 @@ def minmax(x: np.ndarray) -> np.ndarray:
     return (x - x.min()) / span if span > 0 else np.zeros_like(x, dtype=np.float64)
 
 
+def regularity(score: np.ndarray) -> np.ndarray:
+    """Chong & Tay's regularity score of one clip: s(t) = 1 - (e(t) - min e) / max e, 1 for its most regular frame.
+
+    e is the frame score shifted to start at 0 (z-scores can be negative), so s = 1 - minmax(score):
+    the per-clip min-max AUC of :func:`frame_metrics` is the AUC of 1 - s. It needs the whole clip's
+    scores, so it cannot be computed online (``watch``).
+    """
+    return 1.0 - minmax(np.asarray(score, dtype=np.float64))
+
+
 def frame_metrics(clips: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dict:
-    """clips: id -> (labels bool (n,), scores (n,), flagged bool (n,)). Returns a JSON-ready dict."""
+    """clips: id -> (labels bool (n,), scores (n,), flagged bool (n,)). Returns a JSON-ready dict.
+
+    ``auc_pooled_minmax_per_clip`` normalises each clip's scores to [0, 1] before pooling, as many
+    papers do; it is the AUC of 1 - :func:`regularity`. It cannot be had online.
+    """
     labels = np.concatenate([c[0] for c in clips.values()]).astype(bool)
     scores = np.concatenate([c[1] for c in clips.values()]).astype(np.float64)
     flagged = np.concatenate([c[2] for c in clips.values()]).astype(bool)

@@ -136,15 +136,20 @@ def local_cluster(n_workers: int = 0) -> Iterator[str]:
     # with it (docs/cluster.md); the thread caps are kept
     environ = {"OMP_NUM_THREADS": 1, "MKL_NUM_THREADS": 1, "OPENBLAS_NUM_THREADS": 1}
     # a task's exception reaches the client, which reports it; the workers' own log of it would say it twice
-    with (
-        _quiet_here(),
-        dask.config.set({"distributed.nanny.pre-spawn-environ": environ}),
-        LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
-    ):
-        with Client(cluster, set_as_default=False) as client:
-            client.run(_quiet_worker)
-        log.info("dask dashboard: %s", cluster.dashboard_link)
-        yield cluster.scheduler_address
+    saved = dict(os.environ)  # the nannies, in this process, set those variables here before spawning a worker
+    try:
+        with (
+            _quiet_here(),
+            dask.config.set({"distributed.nanny.pre-spawn-environ": environ}),
+            LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
+        ):
+            with Client(cluster, set_as_default=False) as client:
+                client.run(_quiet_worker)
+            log.info("dask dashboard: %s", cluster.dashboard_link)
+            yield cluster.scheduler_address
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def _warm_up() -> None:
@@ -206,8 +211,10 @@ def _read_probes(paths: list[str]) -> list[str | None]:
 
 def worker_threads(client) -> dict[str, int]:
     """Torch threads for a task on each worker: its machine's cores shared out over every task slot on that machine."""
+    import joblib
+
     workers = client.scheduler_info(n_workers=-1)["workers"]
-    cores = client.run(os.cpu_count)
+    cores = client.run(joblib.cpu_count)  # cores this process may use: affinity and container quotas count
     slots: dict[str, int] = {}
     for info in workers.values():
         slots[info["host"]] = slots.get(info["host"], 0) + info["nthreads"]

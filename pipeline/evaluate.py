@@ -2,7 +2,8 @@
 
 Writes ``metrics.json`` (frame and event metrics, see
 ensemble.metrics), ``roc.png`` and ``pr.png`` (pooled frame scores, the threshold's
-operating point marked) and every clip's ``scores.csv`` under ``out_path/<clip_id>/``.
+operating point marked) and every clip's ``scores.csv`` and ``regularity.csv``
+(Chong & Tay's regularity score, normalised within the clip) under ``out_path/<clip_id>/``.
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from core.artifacts import write_json
+from core.artifacts import atomic_path, write_json
 from core.config import Config
 from core.errors import InputError
 from core.labels import frame_labels, load_labels
 from core.progress import progress
 from ensemble.ensemble import Ensemble
-from ensemble.metrics import event_metrics, frame_metrics
+from ensemble.metrics import event_metrics, frame_metrics, regularity
 from pipeline.cluster import Cluster
 from pipeline.ffmpeg_io import list_clips
 from pipeline.heatmaps import curves_figures, save_figure
@@ -82,6 +83,8 @@ def summarise(
     if mismatched:
         raise InputError(f"{labels_path}: frame counts do not match the clips: {', '.join(mismatched)}")
     data = {cid: (frame_labels(*labels[cid]), r.score, r.anomalous) for cid, r in results.items()}
+    for cid, r in results.items():  # beside each clip's scores.csv
+        write_regularity(out_path / cid / "regularity.csv", r.score)
     metrics = frame_metrics(data)
     metrics["events"] = event_metrics({cid: (data[cid][0], r.events, r.fps) for cid, r in results.items()})
     n_frames = sum(r.n_frames for r in results.values())
@@ -104,6 +107,13 @@ def summarise(
         save_figure(pr, out_path / "pr.png")
     write_json(out_path / "metrics.json", metrics)
     return metrics
+
+
+def write_regularity(path: Path, score: np.ndarray) -> None:
+    """``frame,regularity``: Chong & Tay's regularity score of a whole clip (see ensemble.metrics.regularity)."""
+    with atomic_path(path) as tmp:
+        rows = "".join(f"{i + 1},{v:.4f}\n" for i, v in enumerate(regularity(score)))
+        tmp.write_text("frame,regularity\n" + rows, encoding="utf-8")
 
 
 def score_clip_task(

@@ -196,3 +196,12 @@ def test_a_worker_that_cannot_see_the_work_folder_is_refused(tmp_path):
             p.kill()
             p.wait()
     remove_stale_temporaries(hidden)
+
+
+def test_a_local_cluster_leaves_this_process_environment_as_it_was():
+    """Dask's nannies run in this process and set OMP_NUM_THREADS and the like here before spawning
+    workers; left behind, they would change the arithmetic of every command started afterwards."""
+    before = dict(os.environ)
+    with local_cluster(1):
+        pass
+    assert dict(os.environ) == before

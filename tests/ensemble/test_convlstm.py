@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
 import torch
+from sklearn.metrics import roc_auc_score
 
+from core.labels import frame_labels, load_labels
+from ensemble.metrics import regularity
 from ensemble.model import ConvLSTM, ConvLSTMAutoencoder, ConvLSTMCell
 
 
@@ -94,3 +99,14 @@ def test_the_convlstm_preset_trains_and_scores_through_the_same_chain(tmp_path, 
     assert any(k.startswith("temporal.0.cell.gates") for k in state)  # the ConvLSTM, not 3D convolutions
     metrics = evaluate(tiny_data / "test", tiny_data / "labels.json", wd.models, tmp_path / "eval", cfg)
     assert metrics["auc_pooled_raw"] > 0.8, metrics["auc_pooled_raw"]
+    # the paper's regularity score, beside the clip's scores: its AUC is the per-clip min-max one
+    rows = np.loadtxt(tmp_path / "eval" / "01" / "regularity.csv", delimiter=",", skiprows=1)
+    y = frame_labels(*load_labels(tiny_data / "labels.json")["01"])
+    assert rows[:, 1].min() == 0 and rows[:, 1].max() == 1 and len(rows) == len(y)
+    assert roc_auc_score(y, 1 - rows[:, 1]) == pytest.approx(metrics["auc_pooled_minmax_per_clip"], abs=1e-3)
+
+
+def test_regularity_is_one_for_the_most_regular_frame_and_zero_for_the_least():
+    assert regularity(np.array([2.0, 4.0, 6.0])).tolist() == [1.0, 0.5, 0.0]
+    assert regularity(np.array([-3.0, 1.0])).tolist() == [1.0, 0.0]  # z-scores can be negative
+    assert regularity(np.array([5.0, 5.0])).tolist() == [1.0, 1.0]
