@@ -88,7 +88,7 @@ work_option = click.option("--work", "work", type=click.Path(file_okay=False, pa
                            show_default=True, help="Work folder holding frames/, cuboids/, models/ and outputs.")
 config_option = click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
                              help="TOML file overriding the default config (see `cli.py config`).")
-preset_option = click.option("--preset", default=None, help="Start from a named preset: default, paper.")
+preset_option = click.option("--preset", default=None, help="Start from a named preset: default, paper, convlstm.")
 force_option = click.option("--force", is_flag=True, help="Redo the stage even where its outputs are up to date.")
 jobs_option = click.option("--jobs", type=int, default=0, show_default="0 = one per core",
                            help="Clips or regions processed in parallel.")

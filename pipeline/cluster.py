@@ -9,7 +9,7 @@ connection with a probe file, see :func:`connect`).
 
 Inside a task, :func:`in_task` picks torch's thread count from the
 worker's share of its machine, :func:`report` sends progress to the client
-(Dask events), and :func:`released` tells a long task that nobody waits for
+(Dask events), and :class:`Released` tells a long task that nobody waits for
 its result any more (the client was killed or cancelled), so that it stops at
 the next batch instead of writing on behind a new run.
 """
@@ -29,7 +29,6 @@ from core.errors import UserError
 
 log = logging.getLogger(__name__)
 
-SCHEDULER_ENV = "CUBOID_AD_SCHEDULER"
 PROGRESS_TOPIC = "cuboid-ad-progress"
 
 
@@ -87,11 +86,6 @@ class Cluster:
                 pass
 
 
-def scheduler_address(option: str | None) -> str | None:
-    """The ``--scheduler`` option, else the environment variable, else None (run locally)."""
-    return option or os.environ.get(SCHEDULER_ENV) or None
-
-
 @contextmanager
 def connect(address: str | None, roots: Iterable[str | Path], timeout: float = 30) -> Iterator[Cluster | None]:
     """A :class:`Cluster` on the scheduler at ``address`` (None: yields None, work runs locally).
@@ -116,7 +110,10 @@ def connect(address: str | None, roots: Iterable[str | Path], timeout: float = 3
         except TimeoutError:
             raise UserError(f"the Dask scheduler at {address} has no workers (waited {timeout:.0f} s); start some with `dask worker {address}`") from None
         check_shared(client, [Path(r) for r in roots])
-        client.run(_warm_up)  # imports torch and the stages once per worker, before any task is timed
+        try:
+            client.run(_warm_up)  # imports torch and the stages once per worker, before any task is timed
+        except ImportError as exc:
+            raise UserError(f"a Dask worker cannot import cuboid-ad ({exc}); install the project in the workers' Python (docs/cluster.md)") from None
         cluster = Cluster(client, address, worker_threads(client))
         log.info("cluster %s: %d workers", address, cluster.workers)
         yield cluster
@@ -131,9 +128,8 @@ def local_cluster(n_workers: int = 0) -> Iterator[str]:
     from distributed import Client, LocalCluster
 
     n_workers = n_workers or os.cpu_count() or 1
-    # Dask starts workers with MALLOC_TRIM_THRESHOLD_=65536, which returns memory to the system
-    # sooner but makes every large torch allocation a fresh mmap: one region trained 12% slower
-    # with it (docs/cluster.md); the thread caps are kept
+    # Dask starts workers with MALLOC_TRIM_THRESHOLD_=65536 so that they hand memory back to the
+    # system sooner; one region trained 12% slower with it (docs/cluster.md). The thread caps are kept.
     environ = {"OMP_NUM_THREADS": 1, "MKL_NUM_THREADS": 1, "OPENBLAS_NUM_THREADS": 1}
     # a task's exception reaches the client, which reports it; the workers' own log of it would say it twice
     saved = dict(os.environ)  # the nannies, in this process, set those variables here before spawning a worker
