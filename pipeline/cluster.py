@@ -58,20 +58,29 @@ class Cluster:
         ``on_done(i, result)`` is called as each finishes. The first task to
         raise cancels the others and its exception is raised here.
         """
-        from distributed import as_completed
-
         futures = [self.submit(fn, *item, key=k) for item, k in zip(items, keys)]
         index = {f.key: i for i, f in enumerate(futures)}
         results: list[Any] = [None] * len(futures)
-        try:
-            for fut in as_completed(futures, loop=self.client.loop):
+        with self.cancelling(futures):
+            for fut in self.as_completed(futures):
                 i = index[fut.key]
                 results[i] = fut.result()  # raises the task's own exception
                 if on_done is not None:
                     on_done(i, results[i])
+        return results
+
+    def as_completed(self, futures: list) -> Iterator:
+        from distributed import as_completed
+
+        return as_completed(futures, loop=self.client.loop)
+
+    @contextmanager
+    def cancelling(self, futures: list) -> Iterator[None]:
+        """On the way out, however it is left (an error, Ctrl-C), cancel the tasks of ``futures`` not yet done."""
+        try:
+            yield
         finally:
             self.client.cancel([f for f in futures if not f.done()])
-        return results
 
     @contextmanager
     def progress_events(self, handler: Callable[..., None]) -> Iterator[None]:

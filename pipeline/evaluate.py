@@ -117,11 +117,19 @@ def write_regularity(path: Path, score: np.ndarray) -> None:
 
 
 def score_clip_task(
-    clip: Path, models_path: Path, out_path: Path, cfg: Config | None, device: str, allow_damaged: bool, stream: int, worker_threads: dict[str, int]
+    clip: Path,
+    models_path: Path,
+    out_path: Path,
+    cfg: Config | None,
+    device: str,
+    allow_damaged: bool,
+    stream: int,
+    worker_threads: dict[str, int],
+    maps: bool = False,
 ) -> ScoreResult:
-    """One clip scored (scores only, no maps) as a Dask task, on the worker's GPU when it has one."""
+    """One clip scored (``maps``: with maps.h5) as a Dask task, on the worker's GPU when it has one."""
     from pipeline.cluster import in_task
     from pipeline.train import resolve_device
 
     in_task(worker_threads)
-    return score_video(clip, models_path, out_path, cfg, maps=False, device=resolve_device(device), allow_damaged=allow_damaged, stream=stream)
+    return score_video(clip, models_path, out_path, cfg, maps=maps, device=resolve_device(device), allow_damaged=allow_damaged, stream=stream)

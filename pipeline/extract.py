@@ -119,7 +119,7 @@ def extract_folder(
                 delayed(_extract_or_report)(c, targets[c], cfg, bar.update, allow_damaged, stream) for c in todo
             )
         else:
-            with cluster.progress_events(lambda n: bar.update(n)):
+            with cluster.progress_events(bar.update):
                 jobs = cluster.run(_extract_or_report, [(c, targets[c], cfg, report, allow_damaged, stream) for c in todo],
                                    [f"extract-{c.name}" for c in todo])  # fmt: skip
             remove_stale_temporaries(frames_path)  # of a worker killed mid-write

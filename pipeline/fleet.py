@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import time
 import tomllib
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -174,7 +174,7 @@ def _score_part(cam: Camera, cfg: Config | None, cluster: Cluster, device: str, 
     if not clips:
         raise UserError(f"{cam.to_score}: holds no clips to score")
     scored = [
-        cluster.submit(_score_with_maps_task, clip, wd.models, wd.scores_for(clip), cfg, device, cluster.threads, key=f"{cam.name}-score-{clip.name}")
+        cluster.submit(score_clip_task, clip, wd.models, wd.scores_for(clip), cfg, device, False, 0, cluster.threads, True, key=f"{cam.name}-score-{clip.name}")
         for clip in clips
     ]
     part = _Part()
@@ -210,15 +210,6 @@ def _summarise_task(labels: dict, labels_path: Path, models_path: Path, out_path
     return summarise(dict(zip(ids, scored)), labels, labels_path, models_path, out_path, ens, sum(r.seconds for r in scored))
 
 
-def _score_with_maps_task(clip: Path, models_path: Path, out_path: Path, cfg: Config | None, device: str, worker_threads: dict[str, int]):
-    from pipeline.cluster import in_task
-    from pipeline.score import score_video
-    from pipeline.train import resolve_device
-
-    in_task(worker_threads)
-    return score_video(clip, models_path, out_path, cfg, maps=True, device=resolve_device(device))
-
-
 def _gather(results: list) -> list:
     return results
 
@@ -249,16 +240,14 @@ def run_fleet(command: str, cameras: list[Camera], cluster: Cluster, device: str
                 results[cam.name].error = str(exc)
         owner = {f.key: name for name, part in parts.items() for f in part.futures}
         pending = {name: len(part.futures) for name, part in parts.items()}
-        with _cancel_on_exit(cluster, [f for p in parts.values() for f in p.futures]) as futures:
-            from distributed import as_completed
-
-            with progress(total=len(futures), desc=f"fleet {command}: {len(cameras)} cameras", unit="task") as bar:
-                for fut in as_completed(futures, loop=cluster.client.loop):
-                    name = owner[fut.key]
-                    pending[name] -= 1
-                    if pending[name] == 0:
-                        results[name].seconds = time.perf_counter() - t0
-                    bar.update(1)
+        futures = [f for p in parts.values() for f in p.futures]
+        with cluster.cancelling(futures), progress(total=len(futures), desc=f"fleet {command}: {len(cameras)} cameras", unit="task") as bar:
+            for fut in cluster.as_completed(futures):
+                name = owner[fut.key]
+                pending[name] -= 1
+                if pending[name] == 0:
+                    results[name].seconds = time.perf_counter() - t0
+                bar.update(1)
         for name, part in parts.items():
             exc = part.last.exception()
             if exc is None:
@@ -267,14 +256,6 @@ def run_fleet(command: str, cameras: list[Camera], cluster: Cluster, device: str
             else:
                 results[name].error = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
     return [results[cam.name] for cam in cameras]
-
-
-@contextmanager
-def _cancel_on_exit(cluster: Cluster, futures: list) -> Iterator[list]:
-    try:
-        yield futures
-    finally:
-        cluster.client.cancel([f for f in futures if not f.done()])
 
 
 def _n(count: int, noun: str) -> str:

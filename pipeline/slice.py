@@ -49,7 +49,7 @@ def slice_folder(
                 delayed(_slice_or_report)(p, cuboids_path, cfg, bar.update) for p in todo
             )
         else:
-            with cluster.progress_events(lambda n: bar.update(n)):
+            with cluster.progress_events(bar.update):
                 jobs = cluster.run(_slice_or_report, [(p, cuboids_path, cfg, report) for p in todo], [f"cuboids-{p.stem}" for p in todo])
             prune(cuboids_path, cfg, {p.stem for p in frames_files})  # temporaries of a worker killed mid-write
         failures = [error for error in jobs if error]
