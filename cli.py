@@ -526,6 +526,84 @@ def report_cmd(video, work, out, labels_path, gallery, allow_damaged, stream, de
     click.echo(f"report: {made.html}")
 
 
+@cli.command()
+@data_option(required=True)
+@work_option
+@config_option
+@preset_option
+@click.option("--clips", default=None, help="Comma-separated labelled clip ids to train on (the others are left out), e.g. for cross-validation.")
+@force_option
+@damaged_option
+@device_option
+@run_options
+def supervise(data, work, config_path, preset, clips, force, allow_damaged, device):
+    """Train a classifier on labelled clips: WORK/classifier/ (model, metrics.json, confusion.png).
+
+    \b
+    Labels come from DATA/classes/<name>/ (clips of one class each, a normal/
+    folder among them: multi-class) or else from DATA/labels.json over
+    DATA/test's clips (anomalous frame ranges: binary), with DATA/train's clips as
+    normal. A 3D CNN with spatial attention learns windows of T whole frames
+    ([supervise]); whole clips are held out for validation and early stopping.
+    A killed run resumes from its last epoch.
+    """
+    import threading
+
+    from pipeline.supervise import supervise as run_supervise
+    from pipeline.train import _sigint_sets, resolve_device
+
+    cfg = _config(config_path, preset)
+    wanted = [c.strip() for c in clips.split(",") if c.strip()] if clips else None
+    stop = threading.Event()
+    with work_lock(work, exclusive=True), _sigint_sets(stop):
+        m = run_supervise(data, work, cfg, wanted, resolve_device(device), force, allow_damaged, stop)
+    click.echo(format_classification(m))
+    click.echo(f"classifier: {Path(work) / 'classifier'}")
+
+
+def format_classification(m: dict) -> str:
+    lines = [
+        f"on the {m['split']} ({m['n_frames']} frames): accuracy {m['accuracy']:.3f}, balanced accuracy {m['balanced_accuracy']:.3f}"
+        + (f", ROC AUC (anomalous vs normal) {m['auc_anomalous']:.3f}" if m.get("auc_anomalous") is not None else ""),
+    ]
+    for c, v in m["per_class"].items():
+        lines.append(f"  {c:<12} precision {v['precision']:.3f}  recall {v['recall']:.3f}  F1 {v['f1']:.3f}  ({v['support']} frames)")
+    return "\n".join(lines)
+
+
+@cli.command()
+@click.argument("video", type=click.Path(path_type=Path))
+@work_option
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Output folder [default: WORK/scores/<clip name>].")
+@click.option("--heatmaps", type=click.IntRange(0, 50), default=0, show_default=True,
+              help="Also draw this many frames, the most likely anomalous, with the attention map over them.")
+@damaged_option
+@stream_option
+@device_option
+@run_options
+def classify(video, work, out, heatmaps, allow_damaged, stream, device):
+    """Classify every frame of VIDEO with WORK's classifier (see `supervise`).
+
+    Writes OUT/classes.csv (per frame: predicted class and every class's
+    probability, from the window of frames up to it) and OUT/attention.h5 (where
+    the classifier looked), and prints the segments of a class other than normal.
+    """
+    from core.workdir import WorkDir
+    from pipeline.supervise import classify_video
+    from pipeline.train import resolve_device
+
+    out = out or WorkDir(work).scores_for(video)
+    with work_lock(work, exclusive=False):
+        r = classify_video(video, work, out, resolve_device(device), allow_damaged, stream, heatmaps)
+    counts = ", ".join(f"{c} {int((r.predicted == k).sum())}" for k, c in enumerate(r.classes))
+    click.echo(f"{r.source.name}: {len(r.times)} frames classified ({counts}); {len(r.segments)} segments -> {out}")
+    for a, b, c, p in r.segments[:20]:
+        click.echo(f"  {c}: frames {a + 1}-{b + 1}  {r.times[a]:.1f}-{r.times[b] + 1 / r.fps:.1f} s  mean p {p:.2f}")
+    if len(r.segments) > 20:
+        click.echo(f"  ... {len(r.segments) - 20} more in classes.csv")
+
+
 @cli.command("config")
 @config_option
 @preset_option
@@ -544,22 +622,27 @@ def show_config(config_path, preset):
 @click.option("--size", default="240x160", show_default=True, help="WIDTHxHEIGHT of the clips.")
 @click.option("--frames", "frames_per_clip", type=int, default=150, show_default=True, help="Frames per clip.")
 @click.option("--train-clips", type=int, default=6, show_default=True)
+@click.option("--classes", "clips_per_class", type=click.IntRange(0, 100), default=4, show_default=True,
+              help="Also write OUT/classes/{normal,fast,place,shape}/ with this many clips each, for `supervise` (0: none).")
 @run_options
-def demo_data(out, size, frames_per_clip, train_clips):
+def demo_data(out, size, frames_per_clip, train_clips, clips_per_class):
     """Write the built-in synthetic example: OUT/train/, OUT/test/, OUT/labels.json.
 
     Normal clips show objects moving along fixed paths at steady speed; each
     test clip adds one labelled anomaly: a much faster object, an object where
     none ever goes, an unusual shape.
     """
-    from pipeline.synthetic import make_dataset
+    from pipeline.synthetic import make_classes, make_dataset
 
     try:
         width, height = (int(v) for v in size.lower().split("x"))
     except ValueError:
         raise click.BadParameter("use WIDTHxHEIGHT, e.g. 240x160", param_hint="--size") from None
     make_dataset(out, width=width, height=height, n_train=train_clips, frames_per_clip=frames_per_clip)
-    click.echo(f"demo data: {out}/train ({train_clips} clips), {out}/test, {out}/labels.json")
+    if clips_per_class:
+        make_classes(out, width=width, height=height, clips_per_class=clips_per_class)
+    click.echo(f"demo data: {out}/train ({train_clips} clips), {out}/test, {out}/labels.json"
+               + (f", {out}/classes ({clips_per_class} clips of each class)" if clips_per_class else ""))
 
 
 def main() -> None:

@@ -60,6 +60,8 @@ KINDS: dict[str, ArtifactKind] = {
         # checkpoint 2: per-cell statistics and held-out scores; the weights of version 1 still load
         ArtifactKind("checkpoint", 2, ("extract", "cuboids", "model", "train"), recalibrate=("score",)),
         ArtifactKind("manifest", 2, ("extract", "cuboids", "model", "train", "score")),
+        ArtifactKind("classifier", 1, ("extract", "supervise")),
+        ArtifactKind("attention", 1, ("extract", "supervise")),  # classify's per-frame attention maps and probabilities
         ArtifactKind("maps", 3, ("extract", "cuboids", "model", "train", "score")),  # 3: each frame's time, the video stream
     )
 }

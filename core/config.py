@@ -1,7 +1,8 @@
 """The one configuration of the whole chain.
 
 Defaults live here, in code. A TOML file may override any of them, section by
-section (``[extract]``, ``[cuboids]``, ``[model]``, ``[train]``, ``[score]``),
+section (``[extract]``, ``[cuboids]``, ``[model]``, ``[train]``, ``[score]``, ``[live]``,
+``[serve]``, ``[supervise]``),
 and may start from a named preset (``preset = "paper"``). Unknown keys and
 impossible values are refused with a message naming them.
 
@@ -25,7 +26,7 @@ from typing import Any
 
 from core.errors import ConfigError
 
-SECTIONS = ("extract", "cuboids", "model", "train", "score", "live", "serve")
+SECTIONS = ("extract", "cuboids", "model", "train", "score", "live", "serve", "supervise")
 FLOW_PRESETS = ("medium", "fast", "ultrafast")
 ARCHITECTURES = ("conv3d", "convlstm")  # OpenCV's DIS presets, slowest and finest first
 
@@ -173,6 +174,9 @@ class ScoreConfig:
     false_alarm_rate: float = 0.01  # share of held-out normal frames the alarm threshold lets through
     min_event_seconds: float = 0.5  # flagged stretches shorter than this raise no event
     event_gap_seconds: float = 1.0  # an event ends after this long without a flagged frame
+    # weight of the supervised classifier's anomaly probability p in the frame score, in units of
+    # the alarm threshold: score + weight x threshold x (2p - 1); 0 = off (needs `supervise` first)
+    classifier_weight: float = 0.0
 
     def __post_init__(self) -> None:
         _check(self.frames_between_clips >= 1, f"score.frames_between_clips must be >= 1, not {self.frames_between_clips}")
@@ -184,6 +188,7 @@ class ScoreConfig:
         _check(0.0 < self.false_alarm_rate < 0.5, f"score.false_alarm_rate must be in (0, 0.5), not {self.false_alarm_rate}")
         _check(0.0 <= self.min_event_seconds <= 3600, f"score.min_event_seconds must be in [0, 3600], not {self.min_event_seconds}")
         _check(0.0 < self.event_gap_seconds <= 3600, f"score.event_gap_seconds must be in (0, 3600], not {self.event_gap_seconds}")
+        _check(0.0 <= self.classifier_weight <= 10.0, f"score.classifier_weight must be in [0, 10], not {self.classifier_weight}")
 
 
 @dataclass(frozen=True)
@@ -220,6 +225,39 @@ class ServeConfig:
         _check(0 < self.max_upload_megabytes <= 1e6, f"serve.max_upload_megabytes must be in (0, 1e6], not {self.max_upload_megabytes}")
 
 
+@dataclass(frozen=True)
+class SuperviseConfig:
+    """The supervised classifier (`supervise`, `classify`): a 3D CNN with spatial attention on windows of whole frames."""
+
+    frame_height: int = 64  # frames (decoded as [extract] says) resized to this height, width by aspect
+    window_frames: int = 8  # T: a window is the T frames up to the one it labels
+    frames_between_windows: int = 2  # stride of training windows (classify labels every frame)
+    ssim_threshold: float = 0.95  # a training window this similar (SSIM) to the last kept one of its class is skipped; 1 = keep all
+    filters: tuple[int, ...] = (16, 32, 64)  # 3D conv widths; the first pools space only, the others space and time
+    epochs: int = 30
+    batch_size: int = 16
+    learning_rate: float = 1e-3
+    patience: int = 6  # epochs without validation improvement before stopping
+    val_fraction: float = 0.25  # share of the clips of each kind held out whole for validation
+    augment: bool = True  # flips, brightness/contrast, shifts, temporal jitter
+    include_train_clips: bool = True  # with labels.json: DATA/train's clips join as normal
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "filters", tuple(int(f) for f in self.filters))
+        _check(16 <= self.frame_height <= 1080, f"supervise.frame_height must be 16..1080, not {self.frame_height}")
+        _check(2 <= self.window_frames <= 128, f"supervise.window_frames must be 2..128, not {self.window_frames}")
+        _check(1 <= self.frames_between_windows <= 1000, f"supervise.frames_between_windows must be 1..1000, not {self.frames_between_windows}")
+        _check(0.0 < self.ssim_threshold <= 1.0, f"supervise.ssim_threshold must be in (0, 1], not {self.ssim_threshold}")
+        _check(1 <= len(self.filters) <= 5, f"supervise.filters must list 1..5 widths, not {list(self.filters)}")
+        _check(all(1 <= f <= 1024 for f in self.filters), f"supervise.filters must be 1..1024 each, not {list(self.filters)}")
+        _check(1 <= self.epochs <= 10_000, f"supervise.epochs must be 1..10000, not {self.epochs}")
+        _check(1 <= self.batch_size <= 4096, f"supervise.batch_size must be 1..4096, not {self.batch_size}")
+        _check(0 < self.learning_rate < 1, f"supervise.learning_rate must be in (0, 1), not {self.learning_rate}")
+        _check(self.patience >= 1, f"supervise.patience must be >= 1, not {self.patience}")
+        _check(0.0 <= self.val_fraction <= 0.5, f"supervise.val_fraction must be in [0, 0.5], not {self.val_fraction}")
+
+
 _SECTION_TYPES = {
     "extract": ExtractConfig,
     "cuboids": CuboidConfig,
@@ -228,11 +266,14 @@ _SECTION_TYPES = {
     "score": ScoreConfig,
     "live": LiveConfig,
     "serve": ServeConfig,
+    "supervise": SuperviseConfig,
 }
 
 # Keys whose default changed after artifacts were first written without them:
 # (section, key) -> the behaviour of the code that wrote those artifacts.
-RECORDED_BEFORE: dict[tuple[str, str], Any] = {("score", "calibrate_on"): "held_out", ("model", "architecture"): "conv3d"}
+RECORDED_BEFORE: dict[tuple[str, str], Any] = {
+    ("score", "calibrate_on"): "held_out", ("model", "architecture"): "conv3d", ("score", "classifier_weight"): 0.0,
+}
 # Keys that no longer exist. An artifact that depends on them has a newer format version
 # now and is refused by its kind's check; one that does not (frames, tubes) still records
 # them in its config, where they are dropped on reading.
@@ -259,13 +300,17 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         },
         "score": {
             "frames_between_clips": 5, "cell_size": 4, "statistics": "region", "explained_motion_max": 1.0, "smoothing_frames": 5,
-            "calibrate_on": "all", "false_alarm_rate": 0.01, "min_event_seconds": 0.5, "event_gap_seconds": 1.0,
+            "calibrate_on": "all", "false_alarm_rate": 0.01, "min_event_seconds": 0.5, "event_gap_seconds": 1.0, "classifier_weight": 0.0,
         },
         "live": {
             "stall_seconds": 20.0, "reconnect_max_seconds": 60.0, "queue_seconds": 10.0, "clip_before_seconds": 3.0,
             "keep_events": 500, "keep_megabytes": 2000.0, "mqtt_prefix": "cuboid-ad", "webhook_retries": 3,
         },
         "serve": {"max_upload_megabytes": 2048.0},
+        "supervise": {
+            "frame_height": 64, "window_frames": 8, "frames_between_windows": 2, "ssim_threshold": 0.95, "filters": [16, 32, 64], "epochs": 30,
+            "batch_size": 16, "learning_rate": 1e-3, "patience": 6, "val_fraction": 0.25, "augment": True, "include_train_clips": True, "seed": 0,
+        },
     },
     "convlstm": {
         "extract": {"color": "gray", "frame_height": 240, "frame_width": 0, "fps": 0.0, "frame_folder_fps": 10.0},
@@ -280,13 +325,17 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         },
         "score": {
             "frames_between_clips": 5, "cell_size": 4, "statistics": "region", "explained_motion_max": 1.0, "smoothing_frames": 5,
-            "calibrate_on": "all", "false_alarm_rate": 0.01, "min_event_seconds": 0.5, "event_gap_seconds": 1.0,
+            "calibrate_on": "all", "false_alarm_rate": 0.01, "min_event_seconds": 0.5, "event_gap_seconds": 1.0, "classifier_weight": 0.0,
         },
         "live": {
             "stall_seconds": 20.0, "reconnect_max_seconds": 60.0, "queue_seconds": 10.0, "clip_before_seconds": 3.0,
             "keep_events": 500, "keep_megabytes": 2000.0, "mqtt_prefix": "cuboid-ad", "webhook_retries": 3,
         },
         "serve": {"max_upload_megabytes": 2048.0},
+        "supervise": {
+            "frame_height": 64, "window_frames": 8, "frames_between_windows": 2, "ssim_threshold": 0.95, "filters": [16, 32, 64], "epochs": 30,
+            "batch_size": 16, "learning_rate": 1e-3, "patience": 6, "val_fraction": 0.25, "augment": True, "include_train_clips": True, "seed": 0,
+        },
     },
 }  # fmt: skip
 
@@ -300,6 +349,7 @@ class Config:
     score: ScoreConfig = field(default_factory=ScoreConfig)
     live: LiveConfig = field(default_factory=LiveConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
+    supervise: SuperviseConfig = field(default_factory=SuperviseConfig)
     preset: str = "default"
 
     def __post_init__(self) -> None:

@@ -152,3 +152,14 @@ def alarm_threshold(normal_scores: np.ndarray, false_alarm_rate: float) -> float
     """The score above which at most a share ``false_alarm_rate`` of ``normal_scores`` lies: one of
     them (the highest, when there are fewer than 1 / rate)."""
     return float(np.quantile(np.asarray(normal_scores, np.float64), 1.0 - false_alarm_rate, method="higher"))
+
+
+def fuse_classifier(score: np.ndarray, p_anomalous: np.ndarray, threshold: float, weight: float) -> np.ndarray:
+    """The frame score with a supervised classifier's vote (``score.classifier_weight``): ``score + weight x threshold x (2p - 1)``.
+
+    In units of the alarm threshold: at weight 1 a frame the classifier is sure of
+    (p = 1) is flagged whatever the ensemble says, one it rejects (p = 0) needs twice
+    the threshold, and p = 0.5 changes nothing. The threshold stays the ensemble's, so
+    the false-alarm rate it was set for no longer holds: measure it (``bench.supervised``).
+    """
+    return score + weight * threshold * (2.0 * np.asarray(p_anomalous, dtype=np.float64) - 1.0)

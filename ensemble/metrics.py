@@ -109,3 +109,29 @@ def event_metrics(clips: dict[str, tuple[np.ndarray, list[Event], float]]) -> di
         "segments_hit": hit,
         "segments_hit_share": hit / segments if segments else None,
     }
+
+
+def classification_metrics(truth: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
+    """Per-frame metrics of a classifier: truth ``(n,)`` class indices, probs ``(n, K)``. JSON-ready.
+
+    Accuracy, balanced accuracy (the mean of per-class recall: what counts when
+    incidents are rare), per-class precision / recall / F1 / support, the confusion
+    matrix (rows: truth, columns: prediction) and, for the anomaly question
+    (every class but ``classes[0]``, "normal", against it), the ROC AUC of 1 - p(normal).
+    """
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, precision_recall_fscore_support
+
+    truth = np.asarray(truth, dtype=np.int64)
+    pred = probs.argmax(axis=1)
+    labels = list(range(len(classes)))
+    p, r, f, n = precision_recall_fscore_support(truth, pred, labels=labels, zero_division=0)
+    anomalous = truth != 0
+    return {
+        "classes": list(classes),
+        "n_frames": int(len(truth)),
+        "accuracy": float(accuracy_score(truth, pred)),
+        "balanced_accuracy": float(balanced_accuracy_score(truth, pred)),
+        "per_class": {c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(n[i])} for i, c in enumerate(classes)},
+        "confusion": confusion_matrix(truth, pred, labels=labels).tolist(),
+        "auc_anomalous": float(roc_auc_score(anomalous, 1.0 - probs[:, 0])) if anomalous.any() and (~anomalous).any() else None,
+    }

@@ -254,3 +254,59 @@ def heatmaps_of(video_path: str | Path, models_path: str | Path, out_path: str |
     if maps_source(maps_path) != (str(Path(video_path).resolve()), stream):
         score_video(video_path, models_path, out_path, device=device, allow_damaged=allow_damaged, stream=stream)
     return write_heatmaps(maps_path, video_path, out_path / "heatmaps", frames, n_frames)
+
+
+def confusion_figure(confusion: np.ndarray, classes: list[str], title: str = ""):
+    """The confusion matrix of a classifier (rows: truth, columns: prediction), counts and row shares."""
+    K = len(classes)
+    fig, ax = plt.subplots(figsize=(1.2 * K + 2.4, 1.0 * K + 1.8), dpi=110, layout="constrained")
+    share = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
+    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    for i in range(K):
+        for j in range(K):
+            ax.text(j, i, f"{confusion[i, j]}\n{share[i, j]:.0%}", ha="center", va="center", fontsize=8, color="white" if share[i, j] > 0.5 else "black")
+    ax.set_xticks(range(K), classes, rotation=30, ha="right")
+    ax.set_yticks(range(K), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    return fig
+
+
+def attention_overlay(frame: np.ndarray, attention: np.ndarray) -> np.ndarray:
+    """A classifier's attention map ``(h', w')`` in (0, 1) stretched over a frame ``(H, W, C)``: float ``(H, W)``, bilinear."""
+    import torch
+    import torch.nn.functional as F
+
+    a = torch.from_numpy(np.ascontiguousarray(attention, dtype=np.float32))[None, None]
+    return F.interpolate(a, size=frame.shape[:2], mode="bilinear", align_corners=False)[0, 0].numpy()
+
+
+def attention_figure(frame: np.ndarray, attention: np.ndarray, probs: np.ndarray, classes: list[str], title: str):
+    """One frame: the frame | where the classifier looked (its attention, scaled to the frame's own range), with the class probabilities."""
+    H, W = frame.shape[:2]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(2 * 4.2 * W / max(H, W) + 1.2, 4.2 * H / max(H, W) + 0.9), dpi=110, layout="constrained")
+    _show(a, frame)
+    a.set_title(", ".join(f"{c} {p:.2f}" for c, p in zip(classes, probs)), fontsize=8)
+    _show(b, frame)
+    amap = attention_overlay(frame, attention)
+    lo, hi = float(attention.min()), float(attention.max())
+    im = b.imshow(amap, cmap="viridis", norm=Normalize(lo, hi if hi > lo else lo + 1e-6), alpha=0.55, interpolation="bilinear")
+    fig.colorbar(im, ax=b, shrink=0.8, label="attention")
+    b.set_title("where the classifier looked")
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def attention_figures(result, cfg, stream: int, out_path: Path, n: int = 6) -> list[Path]:
+    """PNGs of the ``n`` frames of a classified clip most likely not normal, at least a second apart (``pipeline.supervise.Classified``)."""
+    p_odd = 1.0 - result.probabilities[:, 0]
+    wanted = pick_frames(p_odd, result.predicted != 0, n, spacing=max(1, int(round(result.fps))))
+    frames = decode_frames(result.source, cfg, wanted, stream)
+    written = []
+    for i in wanted:
+        k = int(result.predicted[i])
+        title = f"{result.source.name}  frame {i + 1}  {result.times[i]:.1f} s  {result.classes[k]} ({result.probabilities[i, k]:.2f})"
+        fig = attention_figure(frames[i], result.attention[i], result.probabilities[i], result.classes, title)
+        written.append(save_figure(fig, Path(out_path) / f"frame_{i + 1:06d}.png"))
+    return written

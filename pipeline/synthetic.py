@@ -188,3 +188,22 @@ def make_dataset(
         labels[cid] = {"frames": frames_per_clip, "anomalous": label_ranges(in_view), "kind": kind}
     write_json(out_path / "labels.json", labels)
     return out_path
+
+
+def make_classes(out_path: str | Path, width: int = 240, height: int = 160, clips_per_class: int = 4, frames_per_clip: int = 80,
+                 fps: float = 10.0, seed: int = 0) -> Path:  # fmt: skip
+    """Write ``classes/normal/`` and one folder per anomaly kind (``fast``, ``place``, ``shape``) for `supervise`.
+
+    An anomaly clip runs from the first to the last frame its anomaly is in view
+    (rendered with the anomaly entering at frame 0), so every frame of it is of its
+    class; a normal clip is ``frames_per_clip`` frames of ordinary traffic.
+    """
+    out_path = Path(out_path) / "classes"
+    for i in range(clips_per_class):
+        frames, _ = render_clip(frames_per_clip, height, width, seed=seed * 1000 + 700 + i)
+        write_video(frames, out_path / "normal" / f"{i + 1:02d}.mkv", fps)
+        for j, kind in enumerate(ANOMALIES):
+            frames, in_view = render_clip(3 * frames_per_clip, height, width, seed=seed * 1000 + 800 + 10 * j + i, anomaly=kind, anomaly_first=0)
+            seen = np.flatnonzero(in_view)
+            write_video(frames[seen[0] : min(seen[-1] + 1, seen[0] + frames_per_clip)], out_path / kind / f"{i + 1:02d}.mkv", fps)
+    return out_path
