@@ -150,6 +150,7 @@ class ScoredFrames:
     score: np.ndarray  # (n,) frame score: the largest region score
     anomalous: np.ndarray  # (n,) bool: the frame score is above the alarm threshold
     reconstructions: np.ndarray  # (n, R, P, P) in [0, 1], as ensemble.detector.shown_reconstruction draws them
+    p_anomalous: np.ndarray | None = None  # (n,) the supervised classifier's vote, when score.classifier_weight fuses it
 
     def __len__(self) -> int:
         return len(self.score)

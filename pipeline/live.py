@@ -45,7 +45,7 @@ import numpy as np
 
 from core.artifacts import new_folder, remove_stale_temporaries
 from core.config import Config
-from core.errors import InputError
+from core.errors import ConfigError, InputError
 from cuboids.slicing import TubeCutter
 from ensemble.anomaly_map import AnomalyMapper
 from ensemble.ensemble import Ensemble, ScoredFrames
@@ -538,6 +538,8 @@ def watch(
     cpu0 = sum(os.times()[:4])
     ens = Ensemble.load(models_path, cfg, device)
     cfg = replace(ens.cfg, live=cfg.live) if cfg else ens.cfg  # [live] is the watch's own: the models do not record it
+    if cfg.score.classifier_weight > 0:
+        raise ConfigError("score.classifier_weight: `watch` does not fuse the supervised classifier yet; set it to 0 for live scoring")
     live = live_source(source, realtime, cfg.live.stall_seconds)
     camera = camera or camera_name(source)
     height, width = ens.frame_size

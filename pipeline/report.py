@@ -15,6 +15,10 @@
     the input with the region grid, regions above threshold outlined in red.
 ``scores.csv``, ``maps.h5``
     as written by ``score``.
+``classes.csv``, ``attention.h5``
+    when the work folder has a supervised classifier (`supervise`): as written by
+    ``classify``; the page then also shows its segments and, over the gallery's
+    frames, where it looked (its attention map).
 """
 
 from __future__ import annotations
@@ -44,8 +48,9 @@ from core.progress import progress
 from ensemble.anomaly_map import AnomalyMapper
 from ensemble.ensemble import Ensemble
 from pipeline.ffmpeg_io import ffmpeg_exe, open_clip, read_frames
-from pipeline.heatmaps import frame_figure, frame_title, map_range, pick_frames, save_figure, timeline_figure
+from pipeline.heatmaps import attention_figure, frame_figure, frame_title, map_range, pick_frames, save_figure, timeline_figure
 from pipeline.score import ScoreResult, score_video
+from pipeline.supervise import Classified, classifier_path, classify_video
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +98,10 @@ def report(
     chosen = pick_frames(result.score, result.anomalous, n_gallery)
     pictures: dict[int, np.ndarray] = {}  # the gallery's frames, kept as the video pass decodes them
     video = write_side_by_side(video_path, ens, out_path / "maps.h5", out_path / "report.mp4", keep=(set(chosen), pictures), stream=stream)
-    page = render_html(video_path, ens, result, truth, out_path / "maps.h5", video.name, pictures)
+    classified = None
+    if (classifier_path(Path(models_path).parent) / "model.pt").exists():  # a supervised classifier: where it looked, too
+        classified = classify_video(video_path, Path(models_path).parent, out_path, device, allow_damaged, stream)
+    page = render_html(video_path, ens, result, truth, out_path / "maps.h5", video.name, pictures, classified)
     html_path = out_path / "report.html"
     with atomic_path(html_path) as tmp:
         tmp.write_text(page, encoding="utf-8")
@@ -263,9 +271,11 @@ def _svg(fig) -> str:
 
 
 def render_html(
-    video_path: Path, ens: Ensemble, result: ScoreResult, truth: np.ndarray | None, maps_path: Path, video_name: str, pictures: dict[int, np.ndarray]
+    video_path: Path, ens: Ensemble, result: ScoreResult, truth: np.ndarray | None, maps_path: Path, video_name: str, pictures: dict[int, np.ndarray],
+    classified: Classified | None = None,
 ) -> str:
-    """The page; ``pictures``: the gallery's frames (0-based frame -> decoded frame)."""
+    """The page; ``pictures``: the gallery's frames (0-based frame -> decoded frame); ``classified``: the supervised
+    classifier's view of the clip, shown with its attention over the same frames."""
     fps, k, n, times = result.fps, result.threshold, result.n_frames, result.times
     name = video_path.name
     duration = result.duration
@@ -291,6 +301,7 @@ def render_html(
                 f"strongest region <b>{top_region}</b> ({z.max():.1f})</figcaption></figure>"
             )
 
+    classifier = _classifier_section(classified, pictures) if classified is not None else ""
     events = result.events
     seg_rows = "".join(
         f'<tr data-frame="{e.first}"><td>{e.first + 1}–{e.last + 1}</td><td>{e.start_s:.1f}–{e.end_s:.1f} s</td>'
@@ -324,10 +335,29 @@ def render_html(
         svg=svg,
         seg_rows=seg_rows,
         gallery="".join(gallery) or "<p>no frames</p>",
+        classifier=classifier,
         thr_rows=thr_rows,
         config=html.escape(to_toml(ens.cfg)),
         geometry=json.dumps({"x0": x0, "x1": x1, "t0": t0, "t1": t1, "video_fps": video_fps, "times": [round(float(t), 3) for t in times]}),
     )
+
+
+def _classifier_section(c: Classified, pictures: dict[int, np.ndarray]) -> str:
+    """The supervised classifier's segments and, over the gallery's frames, its attention maps."""
+    rows = "".join(
+        f'<tr data-frame="{a}"><td>{a + 1}–{b + 1}</td><td>{c.times[a]:.1f}–{c.times[b] + 1 / c.fps:.1f} s</td><td>{html.escape(k)}</td><td>{p:.2f}</td></tr>'
+        for a, b, k, p in c.segments
+    ) or '<tr><td colspan="4">no segment of a class other than normal</td></tr>'
+    figures = []
+    for i in sorted(pictures):
+        probs = c.probabilities[i]
+        k = int(probs.argmax())
+        fig = attention_figure(pictures[i], c.attention[i], probs, c.classes, f"frame {i + 1} · {c.classes[k]} ({probs[k]:.2f})")
+        figures.append(f'<figure data-frame="{i}"><img alt="attention at frame {i + 1}" src="{_data_uri(save_figure(fig), "image/png")}">'
+                       f"<figcaption>frame {i + 1} · {html.escape(c.classes[k])} {probs[k]:.2f}</figcaption></figure>")  # fmt: skip
+    return (f'<h2 id="classifier">Supervised classifier ({html.escape(", ".join(c.classes))}): segments, and where it looked</h2>'
+            f"<table><tr><th>frames</th><th>time</th><th>class</th><th>mean probability</th></tr>{rows}</table>"
+            f'<div class="gallery">{"".join(figures)}</div>')  # fmt: skip
 
 
 _CELL_Z = {
@@ -365,6 +395,7 @@ pre {{ background: #f6f6f6; padding: 8px; font-size: 12px; max-height: 260px; ov
 <table><tr><th>frames</th><th>time</th><th>peak score</th><th>regions above threshold</th></tr>{seg_rows}</table>
 <h2>Most anomalous frames</h2>
 <div class="gallery">{gallery}</div>
+{classifier}
 <h2>Regions and thresholds</h2>
 <table><tr><th>region</th><th>highest score on held-out normal frames</th><th>threshold of the region alone</th><th>highest score here</th></tr>{thr_rows}</table>
 <h2>Config</h2>

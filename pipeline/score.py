@@ -7,7 +7,9 @@ Outputs in ``out_path``:
     timestamp, seconds since the first frame), ``score`` (the
     largest region score), ``anomalous`` (0/1: the score is above the alarm
     threshold), then one column per region id holding that region's score (its
-    largest cell z, see ``ensemble.fusion``).
+    largest cell z, see ``ensemble.fusion``); with ``score.classifier_weight`` set, the
+    score and flag include the supervised classifier's vote and a last column
+    ``p_anomalous`` holds it (``ensemble.fusion.fuse_classifier``).
 ``events.csv``
     one row per event (``ensemble.events``): ``event``, ``first_frame``,
     ``last_frame`` (1-based, inclusive), ``start_s``, ``end_s``, ``peak_frame``,
@@ -29,7 +31,7 @@ import logging
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import h5py
@@ -37,12 +39,14 @@ import numpy as np
 
 from core.artifacts import atomic_path, new_folder, stamp
 from core.config import Config
-from core.errors import InputError
+from core.errors import ArtifactError, InputError
 from core.progress import progress
 from cuboids.slicing import TubeCutter
 from ensemble.anomaly_map import AnomalyMapper
 from ensemble.ensemble import Ensemble, ScoredFrames
 from ensemble.events import Event, EventTracker
+from ensemble.fusion import fuse_classifier
+from ensemble.supervised import ClassifierStream
 from pipeline.background import Background, prefetch
 from pipeline.ffmpeg_io import measured_fps, open_clip, output_fps, read_frames, working_size
 
@@ -116,30 +120,36 @@ def score_video(
     cut = TubeCutter.for_config(ens.regions, cfg)
     scorer = ens.scorer()
     events = event_tracker(ens, fps)
+    clf = fusion_classifier(Path(models_path).parent, cfg, device) if cfg.score.classifier_weight > 0 else None
+    p_odd = _Trailing()
     mapper = AnomalyMapper(ens.regions, ens.frame_size) if maps and out_path else None
     R = len(ens.regions)
     parts: list[ScoredFrames] = []
-    times = _Times()
+    times = _Trailing()
     with ExitStack() as stack:
         if out_path:
             stack.enter_context(new_folder(out_path))
-        writer = _Writers(stack, Path(out_path), cfg, ens, src.path, stream, fps, mapper is not None) if out_path else None
+        writer = _Writers(stack, Path(out_path), cfg, ens, src.path, stream, fps, mapper is not None, clf is not None) if out_path else None
+        fuse = (lambda s: _fuse(s, p_odd.take(len(s)), ens.threshold_, cfg.score.classifier_weight)) if clf else None
         bar = stack.enter_context(progress(total=src.n_frames_estimate or None, desc=f"score {src.path.name}", unit="frame"))
         # decoding and cutting tubes (optical flow included) run ahead in one helper
         # thread, maps and writing trail in another
         background = stack.enter_context(Background())
         decoded = read_frames(src, cfg.extract, chunk_frames, allow_damaged, with_times=True)
-        for frames, stamps, tubes in prefetch((frames, stamps, cut(frames)) for frames, stamps in decoded):
+        vote = (lambda frames: 1.0 - clf.push(frames)[0][:, 0]) if clf else (lambda frames: None)
+        for frames, stamps, tubes, p in prefetch((frames, stamps, cut(frames), vote(frames)) for frames, stamps in decoded):
             times.push(stamps)
+            if clf:
+                p_odd.push(p)
             scored = scorer.push(tubes)
             bar.update(len(frames))
             on_frames(len(frames))
-            _collect(scored, parts, times, events, writer, mapper, ens.grid_cells, background)
+            _collect(scored, parts, times, events, writer, mapper, ens.grid_cells, background, fuse)
         try:
             last = scorer.finish()
         except InputError as exc:
             raise InputError(f"{src.path.name}: {exc}") from None
-        _collect(last, parts, times, events, writer, mapper, ens.grid_cells, background)
+        _collect(last, parts, times, events, writer, mapper, ens.grid_cells, background, fuse)
         events.finish()
         background.close()
         if writer:
@@ -164,8 +174,8 @@ def score_video(
     return result
 
 
-class _Times:
-    """The decoded frames' times, handed out again as the scored frames (which trail them) come out."""
+class _Trailing:
+    """Per-frame values of the decoded frames (their times, the classifier's vote), handed out again as the scored frames (which trail them) come out."""
 
     def __init__(self):
         self.pending: list[np.ndarray] = []
@@ -185,10 +195,32 @@ class _Times:
         return np.concatenate(self.taken) if self.taken else np.zeros(0)
 
 
-def _collect(scored: ScoredFrames, parts: list[ScoredFrames], times: _Times, events: EventTracker, writer, mapper, g: int, background: Background) -> None:
-    """Keep a chunk of scored frames' small arrays, feed the events, hand the rest to the writer."""
+def fusion_classifier(work_path: Path, cfg: Config, device: str) -> ClassifierStream:
+    """The classifier of the work folder, for ``score.classifier_weight``: it must read frames as the models do."""
+    from core.config import config_differences
+    from pipeline.supervise import classifier_path, load_classifier
+
+    ck, model = load_classifier(work_path, device=device)
+    diffs = config_differences(ck["cfg"], cfg, ("extract",))
+    if diffs:
+        raise ArtifactError(f"{classifier_path(work_path)}: trained on frames decoded otherwise than the models' ({'; '.join(diffs)}); run `supervise` again")
+    return ClassifierStream(model, ck["cfg"].supervise.window_frames, tuple(ck["input_size"]), device)
+
+
+def _fuse(s: ScoredFrames, p: np.ndarray, threshold: float, weight: float) -> ScoredFrames:
+    """Scored frames with the classifier's vote in their score and flag (``score.classifier_weight``); ``p``: p(not normal)."""
+    score = fuse_classifier(s.score, p, threshold, weight)
+    return replace(s, score=score, anomalous=score > threshold, p_anomalous=p)
+
+
+def _collect(
+    scored: ScoredFrames, parts: list[ScoredFrames], times: _Trailing, events: EventTracker, writer, mapper, g: int, background: Background, fuse=None
+) -> None:
+    """Keep a chunk of scored frames' small arrays, feed the events, hand the rest to the writer (``fuse``: add the classifier's vote first)."""
     if not len(scored):
         return
+    if fuse is not None:
+        scored = fuse(scored)
     # keep only the small per-frame arrays; cell scores and reconstructions go to disk or away
     # (copies: a view, even an empty one, would keep the whole chunk's arrays alive)
     parts.append(ScoredFrames(scored.first, scored.cell_z[:0].copy(), scored.region_z.copy(), scored.score.copy(), scored.anomalous.copy(),
@@ -203,14 +235,16 @@ def _collect(scored: ScoredFrames, parts: list[ScoredFrames], times: _Times, eve
 class _Writers:
     """scores.csv and maps.h5 written row by row to temporary names, renamed when the clip is done; events.csv at the end."""
 
-    def __init__(self, stack: ExitStack, out_path: Path, cfg: Config, ens: Ensemble, source: Path, stream: int, fps: float, with_maps: bool):
+    def __init__(self, stack: ExitStack, out_path: Path, cfg: Config, ens: Ensemble, source: Path, stream: int, fps: float, with_maps: bool,
+                 with_classifier: bool = False):  # fmt: skip
         self.out_path = out_path
+        self.with_classifier = with_classifier
         self.region_ids = ens.region_ids
         self.files = [out_path / "scores.csv"]
         tmp_csv = stack.enter_context(atomic_path(self.files[0]))
         self.csv_file = stack.enter_context(open(tmp_csv, "w", newline="", encoding="utf-8"))
         self.csv = csv.writer(self.csv_file)
-        self.csv.writerow(["frame", "time_s", "score", "anomalous", *ens.region_ids])
+        self.csv.writerow(["frame", "time_s", "score", "anomalous", *ens.region_ids, *(["p_anomalous"] if with_classifier else [])])
         self.h5 = None
         if with_maps:
             self.files.append(out_path / "maps.h5")
@@ -248,7 +282,8 @@ class _Writers:
     def write(self, s: ScoredFrames, maps: np.ndarray | None, times: np.ndarray) -> None:
         for i in range(len(s)):
             f = s.first + i
-            self.csv.writerow([f + 1, f"{times[i]:.3f}", f"{s.score[i]:.4f}", int(s.anomalous[i]), *(f"{v:.4f}" for v in s.region_z[i])])
+            extra = [f"{s.p_anomalous[i]:.4f}"] if self.with_classifier else []
+            self.csv.writerow([f + 1, f"{times[i]:.3f}", f"{s.score[i]:.4f}", int(s.anomalous[i]), *(f"{v:.4f}" for v in s.region_z[i]), *extra])
         if self.h5 is not None:
             if maps is not None:  # steps of 1/8 of a z unit: smaller files, invisible in a heatmap
                 maps = np.round(maps * MAP_STEPS) / MAP_STEPS
