@@ -239,7 +239,10 @@ class SuperviseConfig:
     learning_rate: float = 1e-3
     patience: int = 6  # epochs without validation improvement before stopping
     val_fraction: float = 0.25  # share of the clips of each kind held out whole for validation
-    augment: bool = True  # flips, brightness/contrast, shifts, temporal jitter
+    augment: bool = True  # brightness/contrast, shifts of up to 1/8 of the frame, temporal jitter
+    # horizontal flips too: off, since on a fixed camera where something happens is part of what it is
+    # (a walker on the lawn flipped onto the path is normal)
+    flip: bool = False
     include_train_clips: bool = True  # with labels.json: DATA/train's clips join as normal
     seed: int = 0
 
@@ -309,7 +312,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "serve": {"max_upload_megabytes": 2048.0},
         "supervise": {
             "frame_height": 64, "window_frames": 8, "frames_between_windows": 2, "ssim_threshold": 0.95, "filters": [16, 32, 64], "epochs": 30,
-            "batch_size": 16, "learning_rate": 1e-3, "patience": 6, "val_fraction": 0.25, "augment": True, "include_train_clips": True, "seed": 0,
+            "batch_size": 16, "learning_rate": 1e-3, "patience": 6, "val_fraction": 0.25, "augment": True, "flip": False, "include_train_clips": True,
+            "seed": 0,
         },
     },
     "convlstm": {
@@ -334,7 +338,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "serve": {"max_upload_megabytes": 2048.0},
         "supervise": {
             "frame_height": 64, "window_frames": 8, "frames_between_windows": 2, "ssim_threshold": 0.95, "filters": [16, 32, 64], "epochs": 30,
-            "batch_size": 16, "learning_rate": 1e-3, "patience": 6, "val_fraction": 0.25, "augment": True, "include_train_clips": True, "seed": 0,
+            "batch_size": 16, "learning_rate": 1e-3, "patience": 6, "val_fraction": 0.25, "augment": True, "flip": False, "include_train_clips": True,
+            "seed": 0,
         },
     },
 }  # fmt: skip

@@ -111,6 +111,11 @@ def event_metrics(clips: dict[str, tuple[np.ndarray, list[Event], float]]) -> di
     }
 
 
+def balanced_accuracy(truth: np.ndarray, pred: np.ndarray) -> float:
+    """The mean of the recalls of the classes present in ``truth`` (sklearn's definition, without its warnings when one class is absent)."""
+    return float(np.mean([(pred[truth == k] == k).mean() for k in np.unique(truth)]))
+
+
 def classification_metrics(truth: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
     """Per-frame metrics of a classifier: truth ``(n,)`` class indices, probs ``(n, K)``. JSON-ready.
 
@@ -119,7 +124,7 @@ def classification_metrics(truth: np.ndarray, probs: np.ndarray, classes: list[s
     matrix (rows: truth, columns: prediction) and, for the anomaly question
     (every class but ``classes[0]``, "normal", against it), the ROC AUC of 1 - p(normal).
     """
-    from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, precision_recall_fscore_support
+    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
     truth = np.asarray(truth, dtype=np.int64)
     pred = probs.argmax(axis=1)
@@ -130,7 +135,7 @@ def classification_metrics(truth: np.ndarray, probs: np.ndarray, classes: list[s
         "classes": list(classes),
         "n_frames": int(len(truth)),
         "accuracy": float(accuracy_score(truth, pred)),
-        "balanced_accuracy": float(balanced_accuracy_score(truth, pred)),
+        "balanced_accuracy": balanced_accuracy(truth, pred),
         "per_class": {c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(n[i])} for i, c in enumerate(classes)},
         "confusion": confusion_matrix(truth, pred, labels=labels).tolist(),
         "auc_anomalous": float(roc_auc_score(anomalous, 1.0 - probs[:, 0])) if anomalous.any() and (~anomalous).any() else None,

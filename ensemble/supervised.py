@@ -29,6 +29,7 @@ from torch import nn
 from core.config import SuperviseConfig
 from ensemble.classifier import AttentionClassifier3D
 from ensemble.fit import TrainingStopped
+from ensemble.metrics import balanced_accuracy
 
 
 @dataclass
@@ -90,16 +91,17 @@ def window_stack(frames: np.ndarray, ends: np.ndarray, window_frames: int) -> np
     return frames[idx].transpose(0, 2, 1, 3, 4)
 
 
-def augment(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-    """Random horizontal flips, brightness and contrast, and shifts of up to 1/8 of the frame, per window.
+def augment(x: torch.Tensor, rng: np.random.Generator, flip: bool = False) -> torch.Tensor:
+    """Random brightness and contrast, shifts of up to 1/8 of the frame and, with ``flip``, horizontal flips, per window.
 
     x: float ``(B, C, T, h, w)`` in [0, 1]. Vertical flips are left out: a fixed camera's
     scene is never upside down.
     """
     B, _, _, h, w = x.shape
     out = x.clone()
-    flip = rng.random(B) < 0.5
-    out[flip] = out[flip].flip(-1)
+    flipped = rng.random(B) < 0.5
+    if flip:
+        out[flipped] = out[flipped].flip(-1)
     contrast = torch.from_numpy(rng.uniform(0.8, 1.2, B)).float().view(B, 1, 1, 1, 1)
     bright = torch.from_numpy(rng.uniform(-0.1, 0.1, B)).float().view(B, 1, 1, 1, 1)
     mean = out.mean(dim=(1, 2, 3, 4), keepdim=True)
@@ -208,7 +210,7 @@ def fit_classifier(
             rows = train[order[i : i + cfg.batch_size]]
             x, y = _batch(clips, rows, T, rng.integers(-jitter, jitter + 1, len(rows)) if cfg.augment else None)
             if cfg.augment:
-                x = augment(x, rng)
+                x = augment(x, rng, cfg.flip)
             logits, _ = model(x.to(device))
             loss = loss_fn(logits, y.to(device))
             opt.zero_grad(set_to_none=True)
@@ -251,8 +253,6 @@ def _batch(clips: list[LabelledClip], rows: np.ndarray, T: int, jitter: np.ndarr
 
 @torch.inference_mode()
 def _validate(model, clips, rows, T, loss_fn, batch_size, device) -> tuple[float, float]:
-    from sklearn.metrics import balanced_accuracy_score
-
     model.eval()
     total, preds, truth = 0.0, [], []
     for i in range(0, len(rows), batch_size):
@@ -261,7 +261,7 @@ def _validate(model, clips, rows, T, loss_fn, batch_size, device) -> tuple[float
         total += float(loss_fn(logits, y.to(device))) * len(y)
         preds.append(logits.argmax(1).cpu().numpy())
         truth.append(y.numpy())
-    return total / len(rows), float(balanced_accuracy_score(np.concatenate(truth), np.concatenate(preds)))
+    return total / len(rows), balanced_accuracy(np.concatenate(truth), np.concatenate(preds))
 
 
 class ClassifierStream:

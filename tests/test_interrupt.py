@@ -175,3 +175,31 @@ def test_extract_killed_repeatedly_ends_with_the_same_frames(tmp_path):
         a = np.concatenate([c for _, c in iter_frames_file(tmp_path / "reference" / "frames" / name)])
         b = np.concatenate([c for _, c in iter_frames_file(work / "frames" / name)])
         assert np.array_equal(a, b)
+
+
+def test_supervise_killed_then_interrupted_resumes_to_the_uninterrupted_result(tmp_path, tiny_data, tiny_cfg):
+    cfg = tiny_cfg.with_overrides(supervise={"frame_height": 32, "window_frames": 4, "filters": (8, 16), "epochs": 6, "batch_size": 8})
+    (tmp_path / "cfg.toml").write_text(to_toml(cfg))
+    args = ["supervise", "--data", str(tiny_data), "--config", str(tmp_path / "cfg.toml")]
+    finish([*args, "--work", str(tmp_path / "reference")])
+    work = tmp_path / "killed"
+    partial = work / "classifier" / "model.partial.pt"
+    proc = start([*args, "--work", str(work)])
+    wait_for(partial.exists, proc, "the first epoch's snapshot")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=DEADLINE_S)
+    assert partial.exists() and not (work / "classifier" / "model.pt").exists(), "the kill did not land during training"
+    first = torch.load(partial, weights_only=True)["snapshot"]["state"]["epoch"]
+    proc = start([*args, "--work", str(work)])
+    wait_for(lambda: torch.load(partial, weights_only=True)["snapshot"]["state"]["epoch"] > first if partial.exists() else False, proc, "a later epoch")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and b"interrupted" in err and b"Traceback" not in err, err.decode()
+    res = subprocess.run([sys.executable, "cli.py", *args, "--work", str(work)], cwd=ROOT, capture_output=True, text=True, timeout=DEADLINE_S)
+    assert res.returncode == 0 and "supervise: resumed after epoch" in res.stderr, res.stderr
+    assert not partial.exists() and not temporaries(work)
+    a = torch.load(tmp_path / "reference" / "classifier" / "model.pt", weights_only=True)
+    b = torch.load(work / "classifier" / "model.pt", weights_only=True)
+    for key, tensor in a["weights"].items():
+        assert torch.equal(tensor, b["weights"][key]), f"{key} differs after resuming"
+    assert a["history"]["val_loss"] == b["history"]["val_loss"] and a["metrics"]["confusion"] == b["metrics"]["confusion"]

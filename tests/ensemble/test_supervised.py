@@ -103,6 +103,10 @@ def test_augmentation_keeps_shape_and_range_and_is_drawn_from_the_generator():
     assert a.shape == x.shape and a.min() >= 0 and a.max() <= 1
     assert torch.equal(a, augment(x, np.random.default_rng(1)))
     assert not torch.equal(a, augment(x, np.random.default_rng(2)))
+    # flips only when asked, drawn from the same generator (the other draws do not move)
+    f = augment(x, np.random.default_rng(1), flip=True)
+    same = [torch.equal(f[i], a[i]) for i in range(4)]
+    assert not all(same) and any(same)
 
 
 def test_the_stream_fed_in_chunks_equals_the_stream_fed_at_once():
