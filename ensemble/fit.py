@@ -65,6 +65,25 @@ class TrainState:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def improved(self, val_loss: float, epoch: int, patience: int) -> bool:
+        """Record ``epoch``'s validation loss: True when it is the best so far; after ``patience`` epochs without one, stop."""
+        if val_loss < self.best_val:
+            self.best_val, self.best_epoch, self.bad_epochs = val_loss, epoch, 0
+            return True
+        self.bad_epochs += 1
+        self.stopped_early = self.bad_epochs >= patience
+        return False
+
+
+def restore(model: nn.Module, opt: torch.optim.Optimizer, resume: dict[str, Any] | None, state_type: type[TrainState]) -> tuple[dict[str, torch.Tensor], TrainState]:
+    """Load an epoch's snapshot (from ``on_epoch``) into ``model`` and ``opt``; returns the best weights so far and
+    the training record. Without one: the model's current weights and a fresh record."""
+    if resume is None:
+        return copy.deepcopy(model.state_dict()), state_type()
+    model.load_state_dict(resume["model"])
+    opt.load_state_dict(resume["optimizer"])
+    return resume["best"], state_type(**resume["state"])
+
 
 class TrainingStopped(Exception):
     """Training was asked to stop; what the last finished epoch saved is kept."""
@@ -92,13 +111,7 @@ def fit_autoencoder(
     """
     model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    state = TrainState()
-    best = copy.deepcopy(model.state_dict())
-    if resume is not None:
-        model.load_state_dict(resume["model"])
-        opt.load_state_dict(resume["optimizer"])
-        best = resume["best"]
-        state = TrainState(**resume["state"])
+    best, state = restore(model, opt, resume, TrainState)
     loss_fn = nn.MSELoss()
     while state.epoch + 1 < cfg.epochs and not state.stopped_early:
         epoch = state.epoch + 1
@@ -122,12 +135,8 @@ def fit_autoencoder(
         state.epoch = epoch
         state.train_loss.append(total / max(count, 1))
         state.val_loss.append(val)
-        if val < state.best_val:
-            state.best_val, state.best_epoch, state.bad_epochs = val, epoch, 0
+        if state.improved(val, epoch, cfg.patience):
             best = copy.deepcopy(model.state_dict())
-        else:
-            state.bad_epochs += 1
-            state.stopped_early = state.bad_epochs >= cfg.patience
         state.seconds += time.perf_counter() - t0
         if on_epoch is not None:
             on_epoch(state, {"model": model.state_dict(), "optimizer": opt.state_dict(), "best": best, "state": state.to_dict()})

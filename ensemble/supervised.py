@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -28,7 +28,7 @@ from torch import nn
 
 from core.config import SuperviseConfig
 from ensemble.classifier import AttentionClassifier3D
-from ensemble.fit import TrainingStopped
+from ensemble.fit import TrainState, TrainingStopped, restore
 from ensemble.metrics import balanced_accuracy
 
 
@@ -142,21 +142,10 @@ def class_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
 
 
 @dataclass
-class ClassifierState:
-    """Everything needed to continue training after ``epoch`` (0-based, completed)."""
+class ClassifierState(TrainState):
+    """A :class:`TrainState` that also records the validation clips' balanced accuracy after every epoch."""
 
-    epoch: int = -1
-    best_val: float = float("inf")
-    best_epoch: int = -1
-    bad_epochs: int = 0
-    train_loss: list[float] = field(default_factory=list)
-    val_loss: list[float] = field(default_factory=list)
     val_balanced_accuracy: list[float] = field(default_factory=list)
-    seconds: float = 0.0
-    stopped_early: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def build_classifier(cfg: SuperviseConfig, channels: int, n_classes: int) -> AttentionClassifier3D:
@@ -188,13 +177,7 @@ def fit_classifier(
     loss_fn = nn.CrossEntropyLoss(weight=weights)
     model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=1e-4)
-    state = ClassifierState()
-    best = copy.deepcopy(model.state_dict())
-    if resume is not None:
-        model.load_state_dict(resume["model"])
-        opt.load_state_dict(resume["optimizer"])
-        best = resume["best"]
-        state = ClassifierState(**resume["state"])
+    best, state = restore(model, opt, resume, ClassifierState)
     T, jitter = cfg.window_frames, cfg.frames_between_windows // 2
     while state.epoch + 1 < cfg.epochs and not state.stopped_early:
         epoch = state.epoch + 1
@@ -224,12 +207,8 @@ def fit_classifier(
             v_loss, v_bacc = _validate(model, clips, val, T, loss_fn, cfg.batch_size, device)
             state.val_loss.append(v_loss)
             state.val_balanced_accuracy.append(v_bacc)
-            if v_loss < state.best_val:
-                state.best_val, state.best_epoch, state.bad_epochs = v_loss, epoch, 0
+            if state.improved(v_loss, epoch, cfg.patience):
                 best = copy.deepcopy(model.state_dict())
-            else:
-                state.bad_epochs += 1
-                state.stopped_early = state.bad_epochs >= cfg.patience
         else:
             state.best_epoch = epoch
             best = copy.deepcopy(model.state_dict())
