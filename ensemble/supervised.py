@@ -251,6 +251,10 @@ class ClassifierStream:
         self.T, self.size, self.device, self.batch = window_frames, size, device, batch_windows
         self.history: np.ndarray | None = None  # the last T - 1 frames, (T - 1, C, h, w)
 
+    def reset(self) -> None:
+        """Start a new clip (a live stream reconnected): its first frame fills the window again."""
+        self.history = None
+
     @torch.inference_mode()
     def push(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """uint8 frames ``(n, H, W, C)`` -> (probabilities ``(n, K)``, attention ``(n, h', w')``) of those frames."""

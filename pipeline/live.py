@@ -45,12 +45,14 @@ import numpy as np
 
 from core.artifacts import new_folder, remove_stale_temporaries
 from core.config import Config
-from core.errors import ConfigError, InputError
+from core.errors import InputError
 from cuboids.slicing import TubeCutter
 from ensemble.anomaly_map import AnomalyMapper
 from ensemble.ensemble import Ensemble, ScoredFrames
 from ensemble.events import Event, EventTracker
+from ensemble.supervised import ClassifierStream
 from pipeline.ffmpeg_io import ClipSource, ffmpeg_exe, measured_fps, read_frames
+from pipeline.score import fuse_vote, fusion_classifier
 from pipeline.sinks import JsonLines, Mqtt, Sinks, Webhook
 
 log = logging.getLogger(__name__)
@@ -306,8 +308,10 @@ class WatchSummary:
 class _Watcher:
     """The scoring state of one watch: tubes, scorer, events, the frames an event's clip and snapshot need."""
 
-    def __init__(self, ens: Ensemble, cfg: Config, out_path: Path, camera: str, sinks: Sinks, frames: FrameQueue):
+    def __init__(self, ens: Ensemble, cfg: Config, out_path: Path, camera: str, sinks: Sinks, frames: FrameQueue, clf: ClassifierStream | None = None):
         self.ens, self.cfg, self.out_path, self.camera, self.sinks, self.queue = ens, cfg, out_path, camera, sinks, frames
+        self.clf = clf
+        self.p_odd: collections.deque = collections.deque()  # the classifier's p(not normal) of the frames pending
         self.events_dir = out_path / "events"
         self.mapper = AnomalyMapper(ens.regions, ens.frame_size)
         self.boxes = np.array([[r.top, r.left, r.height, r.width] for r in ens.regions])
@@ -341,6 +345,8 @@ class _Watcher:
         self.segment = segment
         self.cut = TubeCutter.for_config(self.ens.regions, self.cfg)
         self.scorer = self.ens.scorer()
+        if self.clf is not None:
+            self.clf.reset()
 
     def _score_run(self, run: list) -> None:
         if not run:
@@ -352,6 +358,8 @@ class _Watcher:
             self.n_in += 1
         self.fps = measured_fps(np.array(self.times), self.fps)
         self.tracker.frame_seconds = 1.0 / self.fps
+        if self.clf is not None:
+            self.p_odd.extend(1.0 - self.clf.push(frames)[0][:, 0])
         self._handle(self.scorer.push(self.cut(frames)))
 
     def _finish_segment(self) -> None:
@@ -363,6 +371,7 @@ class _Watcher:
         except InputError:  # fewer frames than one window: nothing to score them with
             log.warning("%s: %d frames before the stream was lost, too few to score", self.camera, len(self.pending))
             self.pending.clear()
+            self.p_odd.clear()
 
     def finish(self) -> None:
         self._finish_segment()
@@ -378,6 +387,8 @@ class _Watcher:
         if not n:
             return
         rows = [self.pending.popleft() for _ in range(n)]
+        if self.clf is not None:
+            scored = fuse_vote(scored, np.array([self.p_odd.popleft() for _ in range(n)]), self.ens.threshold_, self.cfg.score.classifier_weight)
         self.recent.extend(rows)
         g = self.ens.grid_cells
         R = len(self.ens.regions)
@@ -538,8 +549,8 @@ def watch(
     cpu0 = sum(os.times()[:4])
     ens = Ensemble.load(models_path, cfg, device)
     cfg = replace(ens.cfg, live=cfg.live) if cfg else ens.cfg  # [live] is the watch's own: the models do not record it
-    if cfg.score.classifier_weight > 0:
-        raise ConfigError("score.classifier_weight: `watch` does not fuse the supervised classifier yet; set it to 0 for live scoring")
+    # the supervised classifier's vote, as `score` adds it (score.classifier_weight)
+    clf = fusion_classifier(Path(models_path).parent, cfg, device) if cfg.score.classifier_weight > 0 else None
     live = live_source(source, realtime, cfg.live.stall_seconds)
     camera = camera or camera_name(source)
     height, width = ens.frame_size
@@ -561,7 +572,7 @@ def watch(
     try:
         with new_folder(out_path):
             remove_stale_temporaries(out_path / "events")
-            watcher = _Watcher(ens, cfg, out_path, camera, sinks, queue)
+            watcher = _Watcher(ens, cfg, out_path, camera, sinks, queue, clf)
             feed.start()
             deadline = time.monotonic() + max_seconds if max_seconds else math.inf
             stalled = False

@@ -130,7 +130,7 @@ def score_video(
         if out_path:
             stack.enter_context(new_folder(out_path))
         writer = _Writers(stack, Path(out_path), cfg, ens, src.path, stream, fps, mapper is not None, clf is not None) if out_path else None
-        fuse = (lambda s: _fuse(s, p_odd.take(len(s)), ens.threshold_, cfg.score.classifier_weight)) if clf else None
+        fuse = (lambda s: fuse_vote(s, p_odd.take(len(s)), ens.threshold_, cfg.score.classifier_weight)) if clf else None
         bar = stack.enter_context(progress(total=src.n_frames_estimate or None, desc=f"score {src.path.name}", unit="frame"))
         # decoding and cutting tubes (optical flow included) run ahead in one helper
         # thread, maps and writing trail in another
@@ -207,7 +207,7 @@ def fusion_classifier(work_path: Path, cfg: Config, device: str) -> ClassifierSt
     return ClassifierStream(model, ck["cfg"].supervise.window_frames, tuple(ck["input_size"]), device)
 
 
-def _fuse(s: ScoredFrames, p: np.ndarray, threshold: float, weight: float) -> ScoredFrames:
+def fuse_vote(s: ScoredFrames, p: np.ndarray, threshold: float, weight: float) -> ScoredFrames:
     """Scored frames with the classifier's vote in their score and flag (``score.classifier_weight``); ``p``: p(not normal)."""
     score = fuse_classifier(s.score, p, threshold, weight)
     return replace(s, score=score, anomalous=score > threshold, p_anomalous=p)

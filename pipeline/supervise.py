@@ -73,7 +73,10 @@ def find_labelled_clips(data_path: str | Path, cfg: Config, only: list[str] | No
             raise InputError(f"{classes_path}: needs a {NORMAL}/ folder of clips without incidents (class 0) beside {', '.join(names) or 'the others'}")
         classes = [NORMAL] + [n for n in names if n != NORMAL]
         for k, name in enumerate(classes):
-            specs += [ClipSpec(f"{name}/{_clip_id(p)}", p, label=k) for p in list_clips(classes_path / name)]
+            found = [ClipSpec(f"{name}/{_clip_id(p)}", p, label=k) for p in list_clips(classes_path / name)]
+            if not found:
+                raise InputError(f"{classes_path / name}: holds no clips (video files or folders of images)")
+            specs += found
     elif (data_path / "labels.json").is_file():
         classes = [NORMAL, "anomalous"]
         labels = load_labels(data_path / "labels.json")

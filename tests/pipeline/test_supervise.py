@@ -20,6 +20,7 @@ from core.config import Config
 from core.errors import ArtifactError, InputError
 from core.workdir import WorkDir
 from ensemble.fusion import fuse_classifier
+from pipeline.live import watch
 from pipeline.report import report
 from pipeline.score import score_video
 from pipeline.supervise import classify_video, read_classifier, supervise
@@ -142,6 +143,19 @@ def test_score_adds_the_classifiers_vote_when_asked(fused_work, trained_work, ti
     assert np.allclose([float(r["p_anomalous"]) for r in rows], p, atol=1e-4)
 
 
+def test_watch_adds_the_same_vote_as_score(fused_work, tiny_data, tmp_path):
+    clip = tiny_data / "test" / "01.mkv"
+    scored = score_video(clip, WorkDir(fused_work).models, None, maps=False)
+    summary = watch(str(clip), WorkDir(fused_work).models, tmp_path / "live", events_path=tmp_path / "events.jsonl")
+    rows = []
+    for day in sorted((tmp_path / "live").glob("scores-*.csv")):
+        with open(day, newline="", encoding="utf-8") as fh:
+            rows += list(csv.DictReader(fh))
+    assert summary.frames == len(rows) == scored.n_frames
+    assert [r["score"] for r in rows] == [f"{v:.4f}" for v in scored.score]
+    assert [int(r["anomalous"]) for r in rows] == scored.anomalous.astype(int).tolist()
+
+
 def test_the_report_shows_where_the_classifier_looked(fused_work, tiny_data, tmp_path):
     made = report(tiny_data / "test" / "01.mkv", WorkDir(fused_work).models, tmp_path, n_gallery=2)
     page = made.html.read_text(encoding="utf-8")
@@ -158,6 +172,9 @@ def test_bad_input_is_one_line_and_leaves_nothing(tmp_path):
     (tmp_path / "data" / "classes" / "fights").mkdir(parents=True)
     res = _cli("supervise", "--data", tmp_path / "data", "--work", tmp_path / "work")
     assert res.returncode == 1 and res.stderr.strip().count("\n") == 0 and "needs a normal/ folder" in res.stderr, res.stderr
+    (tmp_path / "data" / "classes" / "normal").mkdir()
+    res = _cli("supervise", "--data", tmp_path / "data", "--work", tmp_path / "work")
+    assert res.returncode == 1 and "normal: holds no clips" in res.stderr, res.stderr
     res = _cli("supervise", "--data", tmp_path / "nothing", "--work", tmp_path / "work")
     assert res.returncode == 1 and "no labelled clips" in res.stderr, res.stderr
     res = _cli("classify", tmp_path / "x.mkv", "--work", tmp_path / "work")
