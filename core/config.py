@@ -169,6 +169,9 @@ class ScoreConfig:
     # normal (in busy scenes more people make more error, which is not unusual); at 1, motion where
     # the model never learned any (a cell it rebuilds as still) is explained away too
     explained_motion_max: float = 1.0
+    # motion energy added to every cell's error, r = e + weight x (E - mean E): 0 = the learned error
+    # alone; large = mostly the `speed` floor's "nothing moves" error (bench.motion)
+    motion_weight: float = 0.0
     smoothing_frames: int = 5  # causal moving average of cell errors; a clip starts from the normal level
     calibrate_on: str = "all"  # normal frames that set each cell's mean and std: "all" or "held_out"
     false_alarm_rate: float = 0.01  # share of held-out normal frames the alarm threshold lets through
@@ -183,6 +186,7 @@ class ScoreConfig:
         _check(self.cell_size >= 1, f"score.cell_size must be >= 1, not {self.cell_size}")
         _check(self.statistics in ("region", "cell"), f"score.statistics must be 'region' or 'cell', not {self.statistics!r}")
         _check(0.0 <= self.explained_motion_max <= 1.0, f"score.explained_motion_max must be in [0, 1], not {self.explained_motion_max}")
+        _check(0.0 <= self.motion_weight <= 100.0, f"score.motion_weight must be in [0, 100], not {self.motion_weight}")
         _check(1 <= self.smoothing_frames <= 1000, f"score.smoothing_frames must be 1..1000, not {self.smoothing_frames}")
         _check(self.calibrate_on in ("all", "held_out"), f"score.calibrate_on must be 'all' or 'held_out', not {self.calibrate_on!r}")
         _check(0.0 < self.false_alarm_rate < 0.5, f"score.false_alarm_rate must be in (0, 0.5), not {self.false_alarm_rate}")
@@ -276,6 +280,7 @@ _SECTION_TYPES = {
 # (section, key) -> the behaviour of the code that wrote those artifacts.
 RECORDED_BEFORE: dict[tuple[str, str], Any] = {
     ("score", "calibrate_on"): "held_out", ("model", "architecture"): "conv3d", ("score", "classifier_weight"): 0.0,
+    ("score", "motion_weight"): 0.0,
 }
 # Keys that no longer exist. An artifact that depends on them has a newer format version
 # now and is refused by its kind's check; one that does not (frames, tubes) still records
@@ -302,7 +307,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "val_block_frames": 60, "patience": 5, "max_windows_per_epoch": 0, "seed": 0,
         },
         "score": {
-            "frames_between_clips": 5, "cell_size": 4, "statistics": "region", "explained_motion_max": 1.0, "smoothing_frames": 5,
+            "frames_between_clips": 5, "cell_size": 4, "statistics": "region", "explained_motion_max": 1.0, "motion_weight": 0.0,
+            "smoothing_frames": 5,
             "calibrate_on": "all", "false_alarm_rate": 0.01, "min_event_seconds": 0.5, "event_gap_seconds": 1.0, "classifier_weight": 0.0,
         },
         "live": {
@@ -328,7 +334,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "val_block_frames": 60, "patience": 5, "max_windows_per_epoch": 0, "seed": 0,
         },
         "score": {
-            "frames_between_clips": 5, "cell_size": 4, "statistics": "region", "explained_motion_max": 1.0, "smoothing_frames": 5,
+            "frames_between_clips": 5, "cell_size": 4, "statistics": "region", "explained_motion_max": 1.0, "motion_weight": 0.0,
+            "smoothing_frames": 5,
             "calibrate_on": "all", "false_alarm_rate": 0.01, "min_event_seconds": 0.5, "event_gap_seconds": 1.0, "classifier_weight": 0.0,
         },
         "live": {

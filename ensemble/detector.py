@@ -195,7 +195,7 @@ class RegionDetector:
         cells = [self._cell_maps(x.tube) for x in tubes]  # per clip: (error, energy), each (n, K)
         use = held if s.calibrate_on == "held_out" else [np.ones(len(m), bool) for m in held]
         self.stats_, smoothed = fit_cell_stats(
-            [e for e, _ in cells], [E for _, E in cells], use, s.statistics, s.explained_motion_max, s.smoothing_frames
+            [e for e, _ in cells], [E for _, E in cells], use, s.statistics, s.explained_motion_max, s.smoothing_frames, s.motion_weight
         )
         scores = [self.stats_.z(r).max(axis=1) for r in smoothed]
         self.held_out_scores_ = np.concatenate([x[m] for x, m in zip(scores, held)]).astype(np.float32)

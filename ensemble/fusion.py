@@ -7,7 +7,8 @@ For every frame, region and cell:
    the mean of its input's squared deviation from "nothing moves" (the error a model
    would make that rebuilt every window as still);
 2. what is compared with normal: ``r = e - offset - slope * (E - mean_E)``. With
-   ``score.statistics = "region"`` (the default) ``r = e``: every cell of a region is
+   ``score.statistics = "region"`` (the default) ``r = e`` (plus ``motion_weight * E``, a blend
+   with the ``speed`` floor, whose error is E): every cell of a region is
    measured on the region's one scale. With ``"cell"``, the cell's own normal mean is
    taken off and so is the error its amount of motion explains on normal video (a
    per-cell least-squares slope, at most ``explained_motion_max``): a crowd makes more
@@ -77,7 +78,7 @@ class CausalMean:
 class CellStats:
     """What normal looks like in each of a region's K cells (arrays ``(K,)``, see the module doc)."""
 
-    offset: np.ndarray  # taken off every cell error: its normal mean ("cell"), or 0 ("region")
+    offset: np.ndarray  # taken off every cell error: its normal mean ("cell"), or 0 ("region"); less motion_weight x mean_energy
     mean_energy: np.ndarray  # mean cell motion energy on normal frames
     slope: np.ndarray  # error per unit of motion energy that counts as normal (0 for "region")
     prior: np.ndarray  # where the smoothing starts: the normal mean of r
@@ -105,10 +106,12 @@ class CellStats:
 
 
 def fit_cell_stats(
-    e: list[np.ndarray], E: list[np.ndarray], use: list[np.ndarray], statistics: str, explained_max: float, smoothing: int
+    e: list[np.ndarray], E: list[np.ndarray], use: list[np.ndarray], statistics: str, explained_max: float, smoothing: int,
+    motion_weight: float = 0.0,
 ) -> tuple[CellStats, list[np.ndarray]]:
     """One region's statistics from its normal clips' cell errors and energies (one ``(n, K)`` array per clip),
-    ``use``: the frames (bool per clip) they are taken on. Returns them and every clip's smoothed r."""
+    ``use``: the frames (bool per clip) they are taken on. Returns them and every clip's smoothed r.
+    ``motion_weight``: how much of the cell's motion energy E is added to its error."""
     e_use, E_use = np.concatenate([x[m] for x, m in zip(e, use)]), np.concatenate([x[m] for x, m in zip(E, use)])
     em, Em, slope = fit_slope(e_use, E_use, explained_max)
     K = len(em)
@@ -116,6 +119,9 @@ def fit_cell_stats(
         offset, slope = np.zeros(K), np.zeros(K)
     else:
         offset = em
+    # plus motion_weight x E itself, not its deviation from the cell's mean: on the region's one scale
+    # like the `speed` floor, whose error E is
+    slope, offset = slope - motion_weight, offset - motion_weight * Em
     partial = CellStats(offset, Em, slope, np.zeros(K), np.zeros(K), np.ones(K))
     prior = np.concatenate([partial.residual(a, b)[m] for a, b, m in zip(e, E, use)]).mean(axis=0)
     smoothed = [CausalMean(smoothing, prior)(partial.residual(a, b)) for a, b in zip(e, E)]

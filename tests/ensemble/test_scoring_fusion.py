@@ -145,6 +145,20 @@ def test_region_statistics_measure_every_cell_on_one_scale_cell_statistics_on_it
             assert np.allclose(stats.z(smoothed[0]).mean(axis=0), 0.0)
 
 
+def test_motion_weight_adds_the_motion_energy_the_speed_floor_scores():
+    rng = np.random.default_rng(3)
+    e, E = [rng.gamma(2.0, 1.0, (300, 2))], [rng.gamma(2.0, 2.0, (300, 2))]
+    use = [np.ones(300, bool)]
+    plain, _ = fit_cell_stats(e, E, use, "region", 1.0, smoothing=1)
+    blended, _ = fit_cell_stats(e, E, use, "region", 1.0, smoothing=1, motion_weight=0.5)
+    new_e, new_E = np.array([[1.0, 1.0]]), np.array([[9.0, 1.0]])
+    assert np.allclose(plain.residual(new_e, new_E), new_e), "0: the learned error alone"
+    assert np.allclose(blended.residual(new_e, new_E), new_e + 0.5 * new_E)
+    far, _ = fit_cell_stats(e, E, use, "region", 1.0, smoothing=1, motion_weight=100.0)
+    speed, _ = fit_cell_stats(E, E, use, "region", 1.0, smoothing=1)  # the floor: the error is the energy
+    assert np.allclose(far.z(far.residual(new_e, new_E)), speed.z(speed.residual(new_E, new_E)), rtol=0.02)
+
+
 def test_the_alarm_threshold_lets_through_at_most_the_asked_share():
     normal = np.arange(1000, dtype=float)
     t = alarm_threshold(normal, 0.01)
