@@ -11,6 +11,10 @@ never saw its clip. Those are compared on the same frames with the unsupervised
 ensemble's scores from ``EVAL/`` (the `evaluate` output ``make bench-ped2`` leaves), and
 with the two fused as ``score`` fuses them (``score.classifier_weight`` = 1).
 
+``--select KEY=V1,V2`` (a [supervise] key) makes it nested: in each fold, a classifier is
+trained for every value and the one with the best ROC AUC on that fold's own validation
+clips is kept, so the choice never sees the other fold.
+
 Printed: pooled frame AUC, average precision, the false-alarm and detection rates at
 each one's operating point (the classifier: p > 0.5; the ensemble and the fusion:
 its alarm threshold), the classifier's balanced accuracy, per-fold AUCs and the
@@ -53,6 +57,7 @@ def main() -> None:
     ap = dataset_arguments(__doc__)
     ap.add_argument("--eval", type=Path, default=None, help="an `evaluate` output folder of the unsupervised ensemble on DATA/test")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--select", default=None, metavar="KEY=V1,V2", help="choose a [supervise] setting per fold on its own validation clips")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     set_progress(sys.stderr.isatty())
@@ -60,21 +65,35 @@ def main() -> None:
     labels = load_labels(args.data / "labels.json")
     ids = sorted(labels)
     folds = [ids[0::2], ids[1::2]]
+    key, values = None, [None]
+    if args.select:
+        key, _, listed = args.select.partition("=")
+        default = getattr(cfg.supervise, key)
+        values = [type(default)(v) for v in listed.split(",")]
     truth = {cid: frame_labels(*labels[cid]) for cid in ids}
     p_anom: dict[str, np.ndarray] = {}
     per_fold = []
     for k, held in enumerate(folds):
         fitted_on = [c for c in ids if c not in held]
         t0 = time.perf_counter()
-        m = supervise(args.data, args.work / f"fold-{k + 1}", cfg, clips=fitted_on, device=args.device)
+        tried = {}
+        for value in values:
+            fold_cfg = cfg if key is None else cfg.with_overrides(supervise={key: value})
+            work = args.work / f"fold-{k + 1}" / ("" if key is None else f"{key}-{value}")
+            tried[value] = (supervise(args.data, work, fold_cfg, clips=fitted_on, device=args.device), work)
+        chosen = max(tried, key=lambda v: tried[v][0]["auc_anomalous"] or 0.0)
+        m, work = tried[chosen]
         seconds = time.perf_counter() - t0
+        if key is not None:
+            print(f"fold {k + 1}: {key} " + ", ".join(f"{v}: validation AUC {tried[v][0]['auc_anomalous'] or float('nan'):.4f}" for v in values) + f"; kept {chosen}", flush=True)
         for cid in held:
-            r = classify_video(args.data / "test" / f"{cid}.mkv", args.work / f"fold-{k + 1}", None, args.device)
+            r = classify_video(args.data / "test" / f"{cid}.mkv", work, None, args.device)
             p_anom[cid] = 1.0 - r.probabilities[:, 0]
         y = np.concatenate([truth[c] for c in held])
         p = np.concatenate([p_anom[c] for c in held])
         per_fold.append({"held_out": held, "trained_on": fitted_on, "auc": float(roc_auc_score(y, p)), "supervise_seconds": round(seconds, 1),
-                         "epochs_run": m["epochs_run"], "best_epoch": m["best_epoch"]})  # fmt: skip
+                         "epochs_run": m["epochs_run"], "best_epoch": m["best_epoch"], "chosen": chosen,
+                         "validation_auc": {str(v): tried[v][0]["auc_anomalous"] for v in values}})  # fmt: skip
         print(f"fold {k + 1}: trained on {','.join(fitted_on)} in {seconds:.0f} s, held out {','.join(held)}: AUC {per_fold[-1]['auc']:.4f}", flush=True)
     y = np.concatenate([truth[c] for c in ids])
     p = np.concatenate([p_anom[c] for c in ids])
