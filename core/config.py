@@ -169,8 +169,9 @@ class ScoreConfig:
     # normal (in busy scenes more people make more error, which is not unusual); at 1, motion where
     # the model never learned any (a cell it rebuilds as still) is explained away too
     explained_motion_max: float = 1.0
-    # motion energy added to every cell's error, r = e + weight x (E - mean E): 0 = the learned error
-    # alone; large = mostly the `speed` floor's "nothing moves" error (bench.motion)
+    # motion energy added to every cell's error, r = e + weight x E: 0 = the learned error alone;
+    # large = mostly the `speed` floor's "nothing moves" error (bench.motion); 0 kept on the
+    # training-split tuning sets (docs/experiments.md)
     motion_weight: float = 0.0
     smoothing_frames: int = 5  # causal moving average of cell errors; a clip starts from the normal level
     calibrate_on: str = "all"  # normal frames that set each cell's mean and std: "all" or "held_out"
@@ -239,7 +240,7 @@ class SuperviseConfig:
     window_frames: int = 8  # T: a window is the T frames up to the one it labels
     frames_between_windows: int = 2  # stride of training windows (classify labels every frame)
     ssim_threshold: float = 0.95  # a training window this similar (SSIM) to the last kept one of its class is skipped; 1 = keep all
-    filters: tuple[int, ...] = (16, 32, 64)  # 3D conv widths; the first pools space only, the others space and time
+    filters: tuple[int, ...] = (16, 32, 64)  # 3D conv widths; the first has stride 2 in space, each other one a 2x2x2 max pool after it
     epochs: int = 30
     batch_size: int = 16
     learning_rate: float = 1e-3
