@@ -550,12 +550,12 @@ def supervise(data, work, config_path, preset, clips, force, allow_damaged, devi
     import threading
 
     from pipeline.supervise import supervise as run_supervise
-    from pipeline.train import _sigint_sets, resolve_device
+    from pipeline.train import resolve_device, sigint_sets
 
     cfg = _config(config_path, preset)
     wanted = [c.strip() for c in clips.split(",") if c.strip()] if clips else None
     stop = threading.Event()
-    with work_lock(work, exclusive=True), _sigint_sets(stop):
+    with work_lock(work, exclusive=True), sigint_sets(stop):
         m = run_supervise(data, work, cfg, wanted, resolve_device(device), force, allow_damaged, stop)
     click.echo(format_classification(m))
     click.echo(f"classifier: {Path(work) / 'classifier'}")

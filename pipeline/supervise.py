@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from core.arrays import runs
-from core.artifacts import atomic_path, check_stamp, new_folder, remove_stale_temporaries, stamp, stamp_dict, write_json
+from core.artifacts import atomic_path, check_stamp, new_folder, remove_stale_temporaries, require_config, stamp, stamp_dict, write_json
 from core.config import Config
 from core.errors import ArtifactError, InputError, UserError
 from core.labels import frame_labels, load_labels
@@ -45,6 +45,7 @@ from ensemble.metrics import classification_metrics
 from ensemble.supervised import ClassifierStream, LabelledClip, build_classifier, fit_classifier, input_size, resize_frames, select_windows, split_clips
 from pipeline.extract import source_signature
 from pipeline.ffmpeg_io import list_clips, measured_fps, open_clip, output_fps, read_frames, working_size
+from pipeline.train import load_partial, save_partial
 
 log = logging.getLogger(__name__)
 
@@ -188,14 +189,13 @@ def supervise(
         channels = labelled[0].frames.shape[1]
         model = build_classifier(s, channels, len(classes))
         record = {"config": cfg.to_json(), "classes": classes, "training_clips": signatures}
-        resume = _load_partial(partial, record)
+        resume = load_partial(partial, record)
         bar = progress(total=s.epochs, desc="supervise", unit="epoch", initial=0 if resume is None else resume["state"]["epoch"] + 1)
         if resume is not None:
             log.info("supervise: resumed after epoch %d", resume["state"]["epoch"] + 1)
 
         def on_epoch(state, snapshot):
-            with atomic_path(partial) as tmp:
-                torch.save({**record, "snapshot": snapshot}, tmp)
+            save_partial(partial, record, snapshot)
             bar.update(1)
             bar.set_postfix(val_loss=f"{state.val_loss[-1]:.3g}" if state.val_loss else "-", refresh=False)
 
@@ -232,20 +232,6 @@ def _up_to_date(model_path: Path, cfg: Config, classes: list[str], signatures: d
     return ck["classes"] == classes and ck["training_clips"] == signatures
 
 
-def _load_partial(path: Path, record: dict) -> dict | None:
-    """The last epoch's state of an interrupted run on the same config, classes and clips, if any."""
-    if not path.exists():
-        return None
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # only a shortcut: when unreadable, train from the start
-        log.warning("%s: unreadable, training from the start", path)
-        return None
-    if not isinstance(saved, dict) or any(saved.get(k) != v for k, v in record.items()):
-        return None
-    return saved["snapshot"]
-
-
 def _clip_metrics(model, clips: list[LabelledClip], classes: list[str], window_frames: int, size, device: str) -> dict:
     """Per-frame metrics over whole clips: every frame, each by the window ending at it."""
     truth, probs = [], []
@@ -271,8 +257,6 @@ def read_classifier(path: str | Path, cfg: Config | None = None) -> dict[str, An
     check_stamp(ck, "classifier", path)
     recorded = Config.from_json(ck["config"], source=str(path))
     if cfg is not None:
-        from core.artifacts import require_config
-
         require_config("classifier", recorded, cfg, path, "run `supervise` with this config")
     ck["cfg"] = recorded
     return ck

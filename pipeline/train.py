@@ -82,16 +82,22 @@ def partial_path(models_path: Path, region_id: str) -> Path:
     return models_path / f"{region_id}.partial.pt"
 
 
-def _load_partial(path: Path, cfg: Config, clips: dict[str, str]) -> dict | None:
-    """The last epoch's training state of an interrupted run with the same config and clips, if any."""
+def save_partial(path: Path, record: dict[str, Any], snapshot: dict[str, Any]) -> None:
+    """Keep an epoch's training state (from ``on_epoch``) with what it was trained on (``record``: config, clips, ...)."""
+    with atomic_path(path) as tmp:
+        torch.save({**record, "snapshot": snapshot}, tmp)
+
+
+def load_partial(path: Path, record: dict[str, Any]) -> dict | None:
+    """The last epoch's training state of an interrupted run whose ``record`` equals this one's, if any."""
     if not path.exists():
         return None
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # a partial state is only a shortcut: when unreadable, train from scratch
-        log.warning("%s: unreadable, training this region from the start", path)
+        log.warning("%s: unreadable, training from the start", path)
         return None
-    if not isinstance(saved, dict) or saved.get("config") != cfg.to_json() or saved.get("training_clips") != clips:
+    if not isinstance(saved, dict) or any(saved.get(k) != v for k, v in record.items()):
         return None
     return saved["snapshot"]
 
@@ -114,7 +120,7 @@ def fit_region(
 
     A joblib worker: it takes paths and small values. ``report(kind, region_id,
     value)`` tells the caller's progress bar; setting ``stop`` ends training at
-    the next batch (see :func:`_sigint_sets`).
+    the next batch (see :func:`sigint_sets`).
     """
     stop = stop or threading.Event()
     if stop.is_set():
@@ -127,13 +133,13 @@ def fit_region(
     if mode == "recalibrate":
         det = RegionDetector.load(out, cfg, device, with_score=False).recalibrated(cfg, tubes)
     else:
-        resume = _load_partial(partial, cfg, clips)
+        record = {"config": cfg.to_json(), "training_clips": clips}
+        resume = load_partial(partial, record)
         if resume is not None:
             report("resumed", region_id, resume["state"]["epoch"] + 1)
 
         def on_epoch(state, snapshot):
-            with atomic_path(partial) as tmp:
-                torch.save({"config": cfg.to_json(), "training_clips": clips, "snapshot": snapshot}, tmp)
+            save_partial(partial, record, snapshot)
             report("epoch", region_id, state.val_loss[-1])
 
         try:
@@ -164,7 +170,7 @@ def fit_region_task(
 
 
 @contextmanager
-def _sigint_sets(stop: threading.Event):
+def sigint_sets(stop: threading.Event):
     """While inside, Ctrl-C sets ``stop`` instead of raising KeyboardInterrupt; a second Ctrl-C raises.
 
     Workers poll ``stop`` between batches and return early, so the caller
@@ -259,7 +265,7 @@ def train_ensemble(
             # cuDNN's default algorithms are not deterministic, so on a GPU a resumed or
             # repeated run would not end where the first did; the flags are global, hence
             # set here, around every worker, and not in each worker's thread
-            with _sigint_sets(stop), torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=True):
+            with sigint_sets(stop), torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=True):
                 Parallel(n_jobs=workers, backend="threading")(
                     delayed(fit_region)(cuboids_path, models_path, rid, cfg, mode, device, report, stop) for rid, mode in todo.items()
                 )

@@ -10,7 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 from PIL import Image
@@ -23,7 +22,7 @@ from ensemble.fusion import fuse_classifier
 from pipeline.live import watch
 from pipeline.report import report
 from pipeline.score import score_video
-from pipeline.supervise import classify_video, read_classifier, supervise
+from pipeline.supervise import classify_video, read_attention, read_classifier, supervise
 from pipeline.synthetic import make_classes, render_clip, write_video
 from pipeline.train import train_ensemble
 
@@ -82,8 +81,8 @@ def test_classify_finds_where_and_when_the_odd_one_is(class_work, tmp_path):
     assert [row["class"] for row in rows] == [r.classes[k] for k in r.predicted]
     assert any(c == "place" and a >= 15 for a, b, c, p in r.segments)
     # the attention map points at the disc in the grass, the lower right where nothing else goes
-    with h5py.File(tmp_path / "out" / "attention.h5") as fh:
-        att = fh["attention"][:].astype(np.float32)
+    classes, probs, att = read_attention(tmp_path / "out" / "attention.h5")
+    assert classes == r.classes and np.allclose(probs, r.probabilities, atol=1e-6)
     h, w = att.shape[1:]
     seen = np.flatnonzero(in_view)[5:]
     lower_right = att[seen][:, h // 2 :, w // 2 :].mean()
