@@ -206,8 +206,10 @@ def train(data, work, config_path, preset, force, jobs, threads, device, schedul
 
     Each region's model is trained on normal windows only, with 20% of the
     frames held out (in contiguous blocks) for early stopping. Then the normal
-    frames set what normal looks like in every cell of every region, and the
-    held-out frames set the alarm threshold (score.false_alarm_rate). Regions
+    frames set what normal looks like in every cell of every region (its
+    reconstruction error, and a bank of normal codes its novelty is measured
+    against), and the held-out frames set the alarm threshold
+    (score.false_alarm_rate). Regions
     train in parallel; with only [score] changed, train recalibrates and keeps the weights.
     """
     from core.workdir import WorkDir

@@ -173,9 +173,16 @@ class ScoreConfig:
     # large = mostly the `speed` floor's "nothing moves" error (bench.motion); 0 kept on the
     # training-split tuning sets (docs/experiments.md)
     motion_weight: float = 0.0
+    # share of a cell's score from how unusual its code is (the autoencoder's encoding of the cell's
+    # neighbourhood: its distance to the nearest of `code_bank` normal codes of the region) rather
+    # than from its reconstruction error; 0 = reconstruction error alone (docs/experiments.md)
+    novelty_weight: float = 0.5
+    code_bank: int = 2048  # normal codes kept per region (a greedy k-centre subset of the training video's)
     smoothing_frames: int = 5  # causal moving average of cell errors; a clip starts from the normal level
     calibrate_on: str = "all"  # normal frames that set each cell's mean and std: "all" or "held_out"
-    false_alarm_rate: float = 0.01  # share of held-out normal frames the alarm threshold lets through
+    # share of held-out normal frames the alarm threshold lets through: the largest of 0.001 ... 0.05 that kept
+    # false alarms within 10% on both training-split tuning sets (docs/experiments.md)
+    false_alarm_rate: float = 0.05
     min_event_seconds: float = 0.5  # flagged stretches shorter than this raise no event
     event_gap_seconds: float = 1.0  # an event ends after this long without a flagged frame
     # weight of the supervised classifier's anomaly probability p in the frame score, in units of
@@ -188,6 +195,8 @@ class ScoreConfig:
         _check(self.statistics in ("region", "cell"), f"score.statistics must be 'region' or 'cell', not {self.statistics!r}")
         _check(0.0 <= self.explained_motion_max <= 1.0, f"score.explained_motion_max must be in [0, 1], not {self.explained_motion_max}")
         _check(0.0 <= self.motion_weight <= 100.0, f"score.motion_weight must be in [0, 100], not {self.motion_weight}")
+        _check(0.0 <= self.novelty_weight <= 1.0, f"score.novelty_weight must be in [0, 1], not {self.novelty_weight}")
+        _check(16 <= self.code_bank <= 65536, f"score.code_bank must be 16..65536, not {self.code_bank}")
         _check(1 <= self.smoothing_frames <= 1000, f"score.smoothing_frames must be 1..1000, not {self.smoothing_frames}")
         _check(self.calibrate_on in ("all", "held_out"), f"score.calibrate_on must be 'all' or 'held_out', not {self.calibrate_on!r}")
         _check(0.0 < self.false_alarm_rate < 0.5, f"score.false_alarm_rate must be in (0, 0.5), not {self.false_alarm_rate}")
@@ -283,7 +292,7 @@ _SECTION_TYPES = {
 # (section, key) -> the behaviour of the code that wrote those artifacts.
 RECORDED_BEFORE: dict[tuple[str, str], Any] = {
     ("score", "calibrate_on"): "held_out", ("model", "architecture"): "conv3d", ("score", "classifier_weight"): 0.0,
-    ("score", "motion_weight"): 0.0,
+    ("score", "motion_weight"): 0.0, ("score", "novelty_weight"): 0.0, ("score", "code_bank"): 2048,
 }
 # Keys that no longer exist. An artifact that depends on them has a newer format version
 # now and is refused by its kind's check; one that does not (frames, tubes) still records
@@ -311,7 +320,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         },
         "score": {
             "frames_between_clips": 5, "cell_size": 4, "statistics": "region", "explained_motion_max": 1.0, "motion_weight": 0.0,
-            "smoothing_frames": 5,
+            "novelty_weight": 0.0, "code_bank": 2048, "smoothing_frames": 5,
             "calibrate_on": "all", "false_alarm_rate": 0.01, "min_event_seconds": 0.5, "event_gap_seconds": 1.0, "classifier_weight": 0.0,
         },
         "live": {
@@ -338,7 +347,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         },
         "score": {
             "frames_between_clips": 5, "cell_size": 4, "statistics": "region", "explained_motion_max": 1.0, "motion_weight": 0.0,
-            "smoothing_frames": 5,
+            "novelty_weight": 0.0, "code_bank": 2048, "smoothing_frames": 5,
             "calibrate_on": "all", "false_alarm_rate": 0.01, "min_event_seconds": 0.5, "event_gap_seconds": 1.0, "classifier_weight": 0.0,
         },
         "live": {

@@ -2,9 +2,10 @@
 
 The scikit-learn / PyOD pattern: ``__init__`` stores settings; ``fit(tubes)``
 trains on normal clips and sets the learned attributes (``model_``,
-``stats_``, ``held_out_scores_``, ``threshold_``, ``history_``);
+``stats_``, ``novelty_`` (the bank of normal codes and its statistics, or None),
+``held_out_scores_``, ``threshold_``, ``history_``);
 ``score_samples(tube)`` gives one score per frame, higher = more anomalous (the
-region's largest cell z, see ``ensemble.fusion``); ``predict(tube)`` flags the
+region's largest cell z blended with its novelty z, see ``ensemble.fusion``); ``predict(tube)`` flags the
 frames whose score exceeds ``threshold_``, the score that ``score.false_alarm_rate``
 of the held-out normal frames exceed (the region on its own; the ensemble sets
 one threshold for all regions together). Both raise until the detector is
@@ -13,7 +14,8 @@ statistics computed under other ``[score]`` settings.
 
 Checkpoint (``models/<region_id>.pt``, read with ``torch.load(weights_only=True)``):
 a dict of plain values and tensors: format, format_version, config (JSON),
-region, frame_size, state_dict, stats (per cell), held_out_scores, history,
+region, frame_size, state_dict, stats (per cell), novelty (the code bank and its
+statistics; absent when ``score.novelty_weight`` is 0), held_out_scores, history,
 training_clips.
 """
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 import pickle
 import threading
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +39,13 @@ from core.grid import Region
 from core.tubes import FLOW_ZERO, RegionTube, code_to_flow
 from core.windows import window_index
 from ensemble.fit import TrainState, fit_autoencoder, split_windows, validation_masks
-from ensemble.fusion import CausalMean, CellStats, alarm_threshold, cell_means, fit_cell_stats
+from ensemble.fusion import CellStats, NoveltyStats, ScoreChain, alarm_threshold, cell_means, fit_cell_stats
 from ensemble.model import build_autoencoder
+from ensemble.novelty import build_bank, frame_codes, novelty_map, segment_ids, spread_floor
 from ensemble.sliding import score_tubes
 
 _INIT_LOCK = threading.Lock()
-MAPS = ("error", "reconstruction", "energy")  # what window_maps gives for every pixel, in this order
+MAPS = ("error", "reconstruction", "energy", "novelty")  # what window_maps gives for every pixel, in this order
 
 
 def encode_windows(windows: np.ndarray, mode: str) -> torch.Tensor:
@@ -104,6 +108,7 @@ class RegionDetector:
         self.cfg = cfg
         self.region = region
         self.frame_size = frame_size
+        self.novelty_: NoveltyStats | None = None
 
     @property
     def needs_previous(self) -> bool:
@@ -191,13 +196,33 @@ class RegionDetector:
         fitted on, from which the alarm threshold is set.
         """
         s, t = self.cfg.score, self.cfg.train
-        held = validation_masks([len(x.tube) for x in tubes], t.val_block_frames, t.val_fraction)
-        cells = [self._cell_maps(x.tube) for x in tubes]  # per clip: (error, energy), each (n, K)
+        lengths = [len(x.tube) for x in tubes]
+        held = validation_masks(lengths, t.val_block_frames, t.val_fraction)
+        self.novelty_ = None
+        if s.novelty_weight == 0:
+            cells = [self._cell_maps(x.tube) for x in tubes]  # per clip: (n, 4, K)
+        else:
+            # the bank of normal codes; then every segment of the normal video is measured against the
+            # bank without its own codes, as new video would be (ensemble.novelty)
+            segments = segment_ids(lengths)
+            T = self.cfg.cuboids.clip_length_in_frames
+            codes = [frame_codes(self._encode, x.tube, T, self.needs_previous) for x in tubes]
+            bank, bank_segment = build_bank(codes, segments, s.code_bank, t.seed)
+            cells, pieces = [], []
+            for x, seg, h in zip(tubes, segments, held):
+                for sid in np.unique(seg):
+                    rest = bank[bank_segment != sid]
+                    cells.append(self._cell_maps(x.tube[seg == sid], torch.from_numpy(rest if len(rest) else bank)))
+                    pieces.append(h[seg == sid])
+            held = pieces
         use = held if s.calibrate_on == "held_out" else [np.ones(len(m), bool) for m in held]
-        self.stats_, smoothed = fit_cell_stats(
-            [e for e, _ in cells], [E for _, E in cells], use, s.statistics, s.explained_motion_max, s.smoothing_frames, s.motion_weight
-        )
-        scores = [self.stats_.z(r).max(axis=1) for r in smoothed]
+        e, E = [c[:, MAPS.index("error")] for c in cells], [c[:, MAPS.index("energy")] for c in cells]
+        self.stats_, _ = fit_cell_stats(e, E, use, s.statistics, s.explained_motion_max, s.smoothing_frames, s.motion_weight)
+        if s.novelty_weight > 0:  # the region's largest cell novelty, one value a frame
+            peak = [c[:, MAPS.index("novelty")].max(axis=1, keepdims=True) for c in cells]
+            stats, _ = fit_cell_stats(peak, [np.zeros_like(x) for x in peak], use, "region", 0.0, s.smoothing_frames)
+            self.novelty_ = NoveltyStats(bank, replace(stats, std=np.maximum(stats.std, spread_floor(bank))))
+        scores = [self._chain(c)[1] for c in cells]
         self.held_out_scores_ = np.concatenate([x[m] for x, m in zip(scores, held)]).astype(np.float32)
         self.threshold_ = alarm_threshold(self.held_out_scores_, s.false_alarm_rate)
         return self
@@ -209,34 +234,49 @@ class RegionDetector:
             raise RuntimeError(f"detector for {self.region.region_id} is not fitted")
 
     @torch.inference_mode()
-    def window_maps(self, windows: np.ndarray) -> np.ndarray:
-        """uint8 windows ``(B, T', C, P, P)`` -> float32 ``(B, T, 3, P, P)``: for every pixel (see :data:`MAPS`) the
+    def window_maps(self, windows: np.ndarray, bank: torch.Tensor | None = None) -> np.ndarray:
+        """uint8 windows ``(B, T', C, P, P)`` -> float32 ``(B, T, 4, P, P)``: for every pixel (see :data:`MAPS`) the
         squared reconstruction error (channel mean), the reconstruction as shown (:func:`shown_reconstruction`),
-        and the input's motion energy (:func:`motion_energy`)."""
+        the input's motion energy (:func:`motion_energy`) and its code's novelty (``ensemble.novelty``; 0 when
+        ``score.novelty_weight`` is 0). ``bank``: the normal codes to measure novelty against, if not ``novelty_``'s."""
         self._require_fitted()
         mode = self.cfg.model.input
         x = encode_windows(windows, mode).to(self.device_)
-        y = self.model_(x)
+        code = self.model_.encode(x)
+        y = self.model_.decode(code)
         error = ((y - x) ** 2).mean(dim=1).cpu()
-        return torch.stack([error, shown_reconstruction(y, windows, mode), motion_energy(x.cpu(), mode)], dim=2).numpy()
+        if bank is None and self.novelty_ is not None:
+            bank = torch.from_numpy(self.novelty_.bank)
+        novelty = torch.zeros_like(error) if bank is None else novelty_map(code, bank.to(code.device), x.shape[-1]).cpu()
+        return torch.stack([error, shown_reconstruction(y, windows, mode), motion_energy(x.cpu(), mode), novelty], dim=2).numpy()
 
-    def _cell_maps(self, tube: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """One clip's tube ``(n, C, P, P)`` -> its cell errors and cell motion energies, each ``(n, K)``."""
+    @torch.inference_mode()
+    def _encode(self, windows: np.ndarray) -> torch.Tensor:
+        return self.model_.encode(encode_windows(windows, self.cfg.model.input).to(self.device_))
+
+    def _cell_maps(self, tube: np.ndarray, bank: torch.Tensor | None = None) -> np.ndarray:
+        """One clip's tube ``(n, C, P, P)`` -> its cell means of every map of :data:`MAPS` ``(n, 4, K)``."""
         T = self.cfg.cuboids.clip_length_in_frames
-        maps = score_tubes([self.window_maps], len(MAPS), tube[None], T, self.cfg.score.frames_between_clips, self.needs_previous)[:, 0]
-        cells = cell_means(maps, self.cfg.score.cell_size)  # (n, 3, K)
-        return cells[:, MAPS.index("error")], cells[:, MAPS.index("energy")]
+        fn = self.window_maps if bank is None else (lambda w: self.window_maps(w, bank))
+        maps = score_tubes([fn], len(MAPS), tube[None], T, self.cfg.score.frames_between_clips, self.needs_previous)[:, 0]
+        return cell_means(maps, self.cfg.score.cell_size)
+
+    def _chain(self, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Cell maps ``(n, 4, K)`` of one clip -> cell z ``(n, K)``, region score ``(n,)``, stream z ``(n, 2)`` (:class:`ScoreChain`)."""
+        s = self.cfg.score
+        chain = ScoreChain(self.stats_, None if self.novelty_ is None else self.novelty_.stats, s.smoothing_frames, s.novelty_weight)
+        return chain(*(cells[:, MAPS.index(m)] for m in ("error", "energy", "novelty")))
 
     def cell_scores(self, tube: np.ndarray) -> np.ndarray:
         """One clip's tube ``(n, C, P, P)`` uint8 -> every cell's z ``(n, K)``."""
         self._require_fitted()
-        e, E = self._cell_maps(tube)
-        smooth = CausalMean(self.cfg.score.smoothing_frames, prior=self.stats_.prior)
-        return self.stats_.z(smooth(self.stats_.residual(e, E)))
+        return self._chain(self._cell_maps(tube))[0]
 
     def score_samples(self, tube: np.ndarray) -> np.ndarray:
-        """One clip's tube ``(n, C, P, P)`` uint8 -> ``(n,)``: each frame's largest cell z, higher = more anomalous."""
-        return self.cell_scores(tube).max(axis=1)
+        """One clip's tube ``(n, C, P, P)`` uint8 -> ``(n,)``: each frame's score (its largest cell z, blended with its
+        novelty z when there is a novelty stream), higher = more anomalous."""
+        self._require_fitted()
+        return self._chain(self._cell_maps(tube))[1]
 
     def predict(self, tube: np.ndarray) -> np.ndarray:
         """One clip's tube -> ``(n,)`` bool: the frames whose score exceeds ``threshold_``."""
@@ -253,6 +293,7 @@ class RegionDetector:
             "frame_size": list(self.frame_size),
             "state_dict": {k: v.detach().cpu() for k, v in self.model_.state_dict().items()},
             "stats": self.stats_.to_dict(),
+            **({"novelty": self.novelty_.to_dict()} if self.novelty_ is not None else {}),
             "held_out_scores": torch.from_numpy(np.asarray(self.held_out_scores_, np.float32)),
             "history": self.history_.to_dict() | {"n_train_windows": int(getattr(self, "n_train_windows_", 0))},
             "training_clips": dict(training_clips),
@@ -285,6 +326,7 @@ class RegionDetector:
         det.device_ = torch.device(device)
         if ck["format_version"] == KINDS["checkpoint"].version:
             det.stats_ = CellStats.from_dict(ck["stats"])
+            det.novelty_ = NoveltyStats.from_dict(ck["novelty"]) if recorded.score.novelty_weight > 0 else None
             det.held_out_scores_ = ck["held_out_scores"].numpy()
             det.threshold_ = alarm_threshold(det.held_out_scores_, recorded.score.false_alarm_rate)
         det.history_ = TrainState(**{k: v for k, v in ck["history"].items() if k in TrainState.__dataclass_fields__})

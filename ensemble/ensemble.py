@@ -11,9 +11,9 @@ The alarm threshold is the frame score (the largest region score) that a share
 training clips that no model was fitted on, the same frames for every region.
 
 :class:`EnsembleScorer` is the whole scoring chain after the tubes: sliding
-windows through every region's model -> per-frame pixel errors, reconstructions
-and motion energies -> cell errors -> the part motion does not explain -> causal
-smoothing -> cell z -> region and frame scores (``ensemble.fusion``). It knows
+windows through every region's model -> per-frame pixel errors, reconstructions,
+motion energies and code novelties -> cell values -> the part motion does not explain
+-> causal smoothing -> z of each stream -> region and frame scores (``ensemble.fusion``). It knows
 nothing of videos: the score stage cuts frames into tubes and feeds it.
 """
 
@@ -32,7 +32,7 @@ from core.config import Config
 from core.errors import ArtifactError
 from core.grid import Region
 from ensemble.detector import MAPS, RegionDetector
-from ensemble.fusion import CausalMean, CellStats, alarm_threshold, cell_means
+from ensemble.fusion import CellStats, ScoreChain, alarm_threshold, cell_means
 from ensemble.sliding import SlidingWindowScorer
 
 
@@ -151,6 +151,9 @@ class ScoredFrames:
     anomalous: np.ndarray  # (n,) bool: the frame score is above the alarm threshold
     reconstructions: np.ndarray  # (n, R, P, P) in [0, 1], as ensemble.detector.shown_reconstruction draws them
     p_anomalous: np.ndarray | None = None  # (n,) the supervised classifier's vote, when score.classifier_weight fuses it
+    # (n, R, 2): each region's largest cell z of the reconstruction stream and of the novelty stream (NaN
+    # without one), so a user can see which fired; region_z is the largest cell z of their blend
+    stream_z: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.score)
@@ -170,8 +173,13 @@ class EnsembleScorer:
             ensemble.needs_previous,
             batch_windows,
         )
-        self.stats = CellStats.stack([d.stats_ for d in ensemble.detectors])  # arrays (R, K)
-        self.smooth = CausalMean(cfg.score.smoothing_frames, prior=self.stats.prior)
+        novelty = [d.novelty_ for d in ensemble.detectors]
+        self.chain = ScoreChain(
+            CellStats.stack([d.stats_ for d in ensemble.detectors]),  # arrays (R, K)
+            None if novelty[0] is None else CellStats.stack([n.stats for n in novelty]),  # arrays (R, 1)
+            cfg.score.smoothing_frames,
+            cfg.score.novelty_weight,
+        )
         self.threshold = ensemble.threshold_
         self.n_done = 0
 
@@ -184,10 +192,10 @@ class EnsembleScorer:
 
     def _post(self, maps: np.ndarray) -> ScoredFrames:
         cells = cell_means(maps, self.cfg.score.cell_size)  # (n, R, 3, K)
-        residual = self.stats.residual(cells[:, :, MAPS.index("error")], cells[:, :, MAPS.index("energy")])
-        cell_z = self.stats.z(self.smooth(residual))
-        region_z = cell_z.max(axis=2)
+        cell_z, region_z, stream_z = self.chain(*(cells[:, :, MAPS.index(m)] for m in ("error", "energy", "novelty")))
         score = region_z.max(axis=1)
-        out = ScoredFrames(self.n_done, cell_z, region_z, score, score > self.threshold, maps[:, :, MAPS.index("reconstruction")])
+        out = ScoredFrames(
+            self.n_done, cell_z, region_z, score, score > self.threshold, maps[:, :, MAPS.index("reconstruction")], stream_z=stream_z
+        )
         self.n_done += len(maps)
         return out

@@ -17,8 +17,9 @@ For every frame, region and cell:
    level, so that a clip's first frames are no noisier than the rest;
 4. z against normal frames: the region's largest smoothed cell value's mean and
    spread (``"region"``), or each cell's own (``"cell"``);
-5. region score = its largest cell z; frame score = the largest region score. The
-   alarm threshold is set on held-out normal frames (``ensemble.ensemble``).
+5. region score = its largest cell z, blended (``score.novelty_weight``) with the z of its
+   codes' novelty (``ensemble.novelty``, :class:`ScoreChain`); frame score = the largest region
+   score. The alarm threshold is set on held-out normal frames (``ensemble.ensemble``).
 
 ``"cell"`` scored best on every training-split tuning set and lost on UCSD Ped2's test
 split, twice (docs/experiments.md): it makes a region as sensitive to where something
@@ -103,6 +104,60 @@ class CellStats:
     def stack(cls, stats: list["CellStats"]) -> "CellStats":
         """Several regions' statistics as arrays ``(R, K)``, to score all regions at once."""
         return cls(**{k: np.stack([getattr(s, k) for s in stats]) for k in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class NoveltyStats:
+    """A region's second stream (``ensemble.novelty``): its bank of normal codes ``(M, D)`` and what its
+    largest cell novelty, smoothed, looks like on normal frames (``stats``: arrays of one value)."""
+
+    bank: np.ndarray
+    stats: CellStats
+
+    def to_dict(self) -> dict:
+        import torch  # the checkpoint stores tensors; this module is otherwise numpy only
+
+        return {"bank": torch.from_numpy(np.ascontiguousarray(self.bank, np.float32)), "stats": self.stats.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "NoveltyStats":
+        return cls(d["bank"].numpy().astype(np.float32), CellStats.from_dict(d["stats"]))
+
+
+def fuse_streams(z_reconstruction: np.ndarray, z_novelty: np.ndarray | None, novelty_weight: float) -> np.ndarray:
+    """The reconstruction z, or, with a novelty stream, ``(1 - w) x z_rec + w x z_novelty``."""
+    if z_novelty is None:
+        return z_reconstruction
+    return (1.0 - novelty_weight) * z_reconstruction + novelty_weight * z_novelty
+
+
+class ScoreChain:
+    """Cell maps of consecutive frames -> cell z, region scores and each stream's region z; smoothing carried across calls.
+
+    Arrays ``(..., K)``: one region ``(n, K)`` with its own statistics, or all ``(n, R, K)`` with
+    :meth:`CellStats.stack`-ed ones. The reconstruction stream: steps 2-5 of the module doc. The
+    novelty stream (``novelty`` given): the region's largest cell novelty, smoothed, as z against
+    normal frames. A region's score blends the two streams' region z with ``novelty_weight``;
+    the cell z (what the anomaly maps show) blends the cells' own, each cell's novelty smoothed on its own.
+    """
+
+    def __init__(self, stats: CellStats, novelty: CellStats | None, smoothing: int, novelty_weight: float):
+        self.stats, self.novelty, self.weight = stats, novelty, novelty_weight
+        self.smooth = CausalMean(smoothing, prior=stats.prior)
+        if novelty is not None:
+            self.smooth_peak = CausalMean(smoothing, prior=novelty.prior)
+            self.smooth_cells = CausalMean(smoothing, prior=novelty.prior)
+
+    def __call__(self, error: np.ndarray, energy: np.ndarray, novelty: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Cell errors, motion energies and novelties ``(..., K)`` -> cell z ``(..., K)``, region score ``(...)``,
+        and the reconstruction and novelty region z ``(..., 2)`` (novelty NaN without that stream)."""
+        z_rec = self.stats.z(self.smooth(self.stats.residual(error, energy)))
+        rec = z_rec.max(axis=-1)
+        if self.novelty is None:
+            return z_rec, rec, np.stack([rec, np.full(rec.shape, np.nan)], axis=-1)
+        nov = self.novelty.z(self.smooth_peak(novelty.max(axis=-1, keepdims=True)))[..., 0]
+        cells = self.novelty.z(self.smooth_cells(novelty))
+        return fuse_streams(z_rec, cells, self.weight), fuse_streams(rec, nov, self.weight), np.stack([rec, nov], axis=-1)
 
 
 def fit_cell_stats(

@@ -51,9 +51,16 @@ class SpatioTemporalAutoencoder(nn.Module):
         layers += [nn.ConvTranspose3d(c, in_channels, kernel_size=3, stride=1, padding=1), nn.Sigmoid()]
         self.decoder = nn.Sequential(*layers)
 
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, C, T, P, P) in [0, 1] -> the code (B, D, T, P', P'), D the code's width."""
+        return self.encoder(x)
+
+    def decode(self, code: torch.Tensor) -> torch.Tensor:
+        return self.decoder(code)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, C, T, P, P) in [0, 1] -> reconstruction of the same shape."""
-        return self.decoder(self.encoder(x))
+        return self.decode(self.encode(x))
 
 
 class ConvLSTMCell(nn.Module):
@@ -146,10 +153,18 @@ class ConvLSTMAutoencoder(nn.Module):
         layers += [nn.ConvTranspose2d(c, in_channels, kernel_size=3, stride=2, padding=1, output_padding=1), nn.Sigmoid()]
         self.spatial_decoder = nn.Sequential(*layers)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B, C, T, P, P) in [0, 1] -> reconstruction of the same shape."""
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, C, T, P, P) in [0, 1] -> the code (B, D, T, P', P'): the middle ConvLSTM's output."""
         B, C, T, P, _ = x.shape
         code = self.spatial_encoder(x.transpose(1, 2).reshape(B * T, C, P, P))
-        code = self.temporal(code.reshape(B, T, *code.shape[1:]).transpose(1, 2))  # (B, C', T, P', P')
+        return self.temporal[:4](code.reshape(B, T, *code.shape[1:]).transpose(1, 2))
+
+    def decode(self, code: torch.Tensor) -> torch.Tensor:
+        B, _, T = code.shape[:3]
+        code = self.temporal[4:](code)  # (B, C', T, P', P')
         out = self.spatial_decoder(code.transpose(1, 2).reshape(B * T, code.shape[1], *code.shape[3:]))
-        return out.reshape(B, T, C, P, P).transpose(1, 2)
+        return out.reshape(B, T, *out.shape[1:]).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, C, T, P, P) in [0, 1] -> reconstruction of the same shape."""
+        return self.decode(self.encode(x))

@@ -213,6 +213,7 @@ def write_heatmaps(maps_path: str | Path, video_path: str | Path, out_path: str 
     with open_h5(maps_path, "maps") as fh:
         cfg = recorded_config(dict(fh.attrs), maps_path)
         score, anomalous, region_z = fh["score"][()], fh["anomalous"][()].astype(bool), fh["region_z"][()]
+        stream_z = fh["stream_z"][()] if "stream_z" in fh else None
         region_ids = json.loads(fh.attrs["region_ids"])
         boxes = fh.attrs["boxes"]
         times = fh["time_s"][()]
@@ -225,14 +226,25 @@ def write_heatmaps(maps_path: str | Path, video_path: str | Path, out_path: str 
     fig, _ = timeline_figure(region_z, score, anomalous, region_ids, times, k, truth, title=name)
     written = [save_figure(fig, out_path / "regions_time.png")]
     for i in chosen:
-        fig = frame_figure(pictures[i], amaps[i], boxes, region_ids, region_z[i], k, frame_title(name, i, times[i], score[i], anomalous[i]))
+        title = frame_title(name, i, times[i], score[i], anomalous[i], streams_text(region_z[i], None if stream_z is None else stream_z[i], region_ids))
+        fig = frame_figure(pictures[i], amaps[i], boxes, region_ids, region_z[i], k, title)
         written.append(save_figure(fig, out_path / f"frame_{i + 1:06d}.png"))
     return written
 
 
-def frame_title(name: str, i: int, time_s: float, score: float, anomalous: bool) -> str:
-    """``name  frame N (t s)  score s [ANOMALOUS]`` for 0-based frame ``i`` at ``time_s``."""
-    return f"{name}  frame {i + 1} ({time_s:.1f} s)  score {score:.2f}" + ("  ANOMALOUS" if anomalous else "")
+def frame_title(name: str, i: int, time_s: float, score: float, anomalous: bool, streams: str = "") -> str:
+    """``name  frame N (t s)  score s [ANOMALOUS]`` for 0-based frame ``i`` at ``time_s``, and ``streams`` on a second line."""
+    head = f"{name}  frame {i + 1} ({time_s:.1f} s)  score {score:.2f}" + ("  ANOMALOUS" if anomalous else "")
+    return head + (f"\n{streams}" if streams else "")
+
+
+def streams_text(region_z: np.ndarray, stream_z: np.ndarray | None, region_ids: list[str]) -> str:
+    """Which stream fired in the frame's strongest region: ``r1c2: reconstruction z 3.1, novelty z 7.2``
+    (empty without a novelty stream: the region's z is then its reconstruction z)."""
+    if stream_z is None or np.isnan(stream_z).all():
+        return ""
+    j = int(np.argmax(region_z))
+    return f"{region_ids[j]}: reconstruction z {stream_z[j, 0]:.1f}, novelty z {stream_z[j, 1]:.1f}"
 
 
 def maps_source(maps_path: Path) -> tuple[str, int] | None:

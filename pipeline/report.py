@@ -48,7 +48,7 @@ from core.progress import progress
 from ensemble.anomaly_map import AnomalyMapper
 from ensemble.ensemble import Ensemble
 from pipeline.ffmpeg_io import ffmpeg_exe, open_clip, read_frames
-from pipeline.heatmaps import attention_figure, frame_figure, frame_title, map_range, pick_frames, save_figure, timeline_figure
+from pipeline.heatmaps import attention_figure, frame_figure, frame_title, map_range, pick_frames, save_figure, streams_text, timeline_figure
 from pipeline.score import ScoreResult, score_video
 from pipeline.supervise import Classified, classifier_path, classify_video
 
@@ -293,12 +293,14 @@ def render_html(
         for i in chosen:
             z = result.region_z[i]
             top_region = result.region_ids[int(np.argmax(z))]
+            streams = streams_text(z, None if result.stream_z is None else result.stream_z[i], result.region_ids)
+            detail = f"; {streams.split(': ', 1)[1]}" if streams else ""
             fig = frame_figure(pictures[i], fh["maps"][i].astype(np.float32), boxes, result.region_ids, z, k, frame_title(name, i, times[i], result.score[i], result.anomalous[i]))
             png = save_figure(fig)
             gallery.append(
                 f'<figure data-frame="{i}"><img alt="frame {i + 1}" src="{_data_uri(png, "image/png")}">'
                 f"<figcaption>frame {i + 1} · {times[i]:.1f} s · score {result.score[i]:.2f} · "
-                f"strongest region <b>{top_region}</b> ({z.max():.1f})</figcaption></figure>"
+                f"strongest region <b>{top_region}</b> ({z.max():.1f}{detail})</figcaption></figure>"
             )
 
     classifier = _classifier_section(classified, pictures) if classified is not None else ""
@@ -308,10 +310,15 @@ def render_html(
         f"<td>{e.peak_score:.2f} at {e.peak_s:.1f} s</td><td>{html.escape(', '.join(e.regions))}</td></tr>"
         for e in events
     ) or '<tr><td colspan="4">no events</td></tr>'
+    sz = result.stream_z if result.stream_z is not None and len(result.stream_z) else None
+    both = sz is not None and not np.isnan(sz).all()
     thr_rows = "".join(
-        f"<tr><td>{r['region_id']}</td><td>{r['held_out_max']:.2f}</td><td>{r['threshold']:.2f}</td><td>{result.region_z[:, j].max():.2f}</td></tr>"
+        f"<tr><td>{r['region_id']}</td><td>{r['held_out_max']:.2f}</td><td>{r['threshold']:.2f}</td><td>{result.region_z[:, j].max():.2f}</td>"
+        + (f"<td>{sz[:, j, 0].max():.2f}</td><td>{sz[:, j, 1].max():.2f}</td>" if both else "")
+        + "</tr>"
         for j, r in enumerate(ens.manifest["regions"])
     )
+    stream_heads = "<th>highest reconstruction z here</th><th>highest novelty z here</th>" if both else ""
     manifest = ens.manifest
     flagged = int(result.anomalous.sum())
     truth_line = ""
@@ -324,7 +331,7 @@ def render_html(
 {truth_line}
 <li>scored at {n / max(result.seconds, 1e-9):.1f} frames/s ({duration / max(result.seconds, 1e-9):.1f}× real time) on {html.escape(str(ens.detectors[0].device_))}</li>
 <li>models: {len(result.region_ids)} regions ({manifest['grid']['rows']}×{manifest['grid']['cols']}), trained {html.escape(str(manifest.get('created', '?')))} on {len(manifest['training_clips'])} clip(s): {html.escape(', '.join(manifest['training_clips']))}</li>
-<li>a frame is flagged when its score, the largest cell z of any region, exceeds the alarm threshold {k:.2f}: the score that a share {ens.cfg.score.false_alarm_rate:g} of the held-out normal frames exceed. {_CELL_Z[ens.cfg.score.statistics]}</li>
+<li>a frame is flagged when its score, the largest cell z of any region, exceeds the alarm threshold {k:.2f}: the score that a share {ens.cfg.score.false_alarm_rate:g} of the held-out normal frames exceed. {_CELL_Z[ens.cfg.score.statistics]}{_novelty_note(ens.cfg.score.novelty_weight)}</li>
 </ul>"""
     return _PAGE.format(
         title=html.escape(f"Anomaly report: {name}"),
@@ -337,6 +344,7 @@ def render_html(
         gallery="".join(gallery) or "<p>no frames</p>",
         classifier=classifier,
         thr_rows=thr_rows,
+        stream_heads=stream_heads,
         config=html.escape(to_toml(ens.cfg)),
         geometry=json.dumps({"x0": x0, "x1": x1, "t0": t0, "t1": t1, "video_fps": video_fps, "times": [round(float(t), 3) for t in times]}),
     )
@@ -358,6 +366,13 @@ def _classifier_section(c: Classified, pictures: dict[int, np.ndarray]) -> str:
     return (f'<h2 id="classifier">Supervised classifier ({html.escape(", ".join(c.classes))}): segments, and where it looked</h2>'
             f"<table><tr><th>frames</th><th>time</th><th>class</th><th>mean probability</th></tr>{rows}</table>"
             f'<div class="gallery">{"".join(figures)}</div>')  # fmt: skip
+
+
+def _novelty_note(weight: float) -> str:
+    if weight == 0:
+        return ""
+    return (f" Blended with it, weight {weight:g}: the novelty z, how far the autoencoder's code of the cell's neighbourhood lies"
+            " from every normal code of the region (the last two columns of the regions table say which one fired).")
 
 
 _CELL_Z = {
@@ -397,7 +412,7 @@ pre {{ background: #f6f6f6; padding: 8px; font-size: 12px; max-height: 260px; ov
 <div class="gallery">{gallery}</div>
 {classifier}
 <h2>Regions and thresholds</h2>
-<table><tr><th>region</th><th>highest score on held-out normal frames</th><th>threshold of the region alone</th><th>highest score here</th></tr>{thr_rows}</table>
+<table><tr><th>region</th><th>highest score on held-out normal frames</th><th>threshold of the region alone</th><th>highest score here</th>{stream_heads}</tr>{thr_rows}</table>
 <h2>Config</h2>
 <pre>{config}</pre>
 <script>

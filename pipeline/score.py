@@ -75,6 +75,7 @@ class ScoreResult:
     seconds: float
     out_path: Path | None = None
     files: list[Path] = field(default_factory=list)
+    stream_z: np.ndarray | None = None  # (n_frames, R, 2): each region's reconstruction and novelty z (ensemble.ensemble.ScoredFrames)
 
     @property
     def n_frames(self) -> int:
@@ -164,6 +165,7 @@ def score_video(
         score=np.concatenate([p.score for p in parts]) if parts else np.zeros(0),
         anomalous=np.concatenate([p.anomalous for p in parts]) if parts else np.zeros(0, bool),
         region_z=np.concatenate([p.region_z for p in parts]) if parts else np.zeros((0, R)),
+        stream_z=np.concatenate([p.stream_z for p in parts]) if parts else np.zeros((0, R, 2)),
         threshold=ens.threshold_,
         events=list(events.done),
         seconds=time.perf_counter() - t0,
@@ -224,7 +226,7 @@ def _collect(
     # keep only the small per-frame arrays; cell scores and reconstructions go to disk or away
     # (copies: a view, even an empty one, would keep the whole chunk's arrays alive)
     parts.append(ScoredFrames(scored.first, scored.cell_z[:0].copy(), scored.region_z.copy(), scored.score.copy(), scored.anomalous.copy(),
-                              scored.reconstructions[:0].copy()))  # fmt: skip
+                              scored.reconstructions[:0].copy(), stream_z=scored.stream_z.copy()))  # fmt: skip
     stamps = times.take(len(scored))
     events.push(scored.anomalous, scored.score, scored.region_z, stamps)
     if writer:
@@ -259,6 +261,7 @@ class _Writers:
                     rdcc_nbytes=0,  # written in whole chunks: a cache only holds memory (see cuboids.store)
                 ),
                 "region_z": self.h5.create_dataset("region_z", (0, R), np.float32, maxshape=(None, R), chunks=(256, R)),
+                "stream_z": self.h5.create_dataset("stream_z", (0, R, 2), np.float32, maxshape=(None, R, 2), chunks=(256, R, 2)),
                 "score": self.h5.create_dataset("score", (0,), np.float32, maxshape=(None,), chunks=(1024,)),
                 "anomalous": self.h5.create_dataset("anomalous", (0,), np.uint8, maxshape=(None,), chunks=(1024,)),
                 "time_s": self.h5.create_dataset("time_s", (0,), np.float64, maxshape=(None,), chunks=(1024,)),
@@ -288,7 +291,7 @@ class _Writers:
             if maps is not None:  # steps of 1/8 of a z unit: smaller files, invisible in a heatmap
                 maps = np.round(maps * MAP_STEPS) / MAP_STEPS
             values = {
-                "maps": maps, "region_z": s.region_z, "score": s.score, "anomalous": s.anomalous, "time_s": times,
+                "maps": maps, "region_z": s.region_z, "stream_z": s.stream_z, "score": s.score, "anomalous": s.anomalous, "time_s": times,
                 "reconstructions": np.round(s.reconstructions * 255.0).astype(np.uint8),
             }  # fmt: skip
             for name, ds in self.ds.items():

@@ -27,7 +27,7 @@ def copied(trained_work, tmp_path) -> WorkDir:
 def test_status_of_a_checkpoint_says_what_to_redo(copied, tiny_cfg):
     path, clips = copied.models / "r0c0.pt", tube_files(copied.cuboids, "r0c0")
     assert region_status(path, tiny_cfg, clips) == "fresh"
-    assert region_status(path, tiny_cfg.with_overrides(score={"false_alarm_rate": 0.05}), clips) == "recalibrate"
+    assert region_status(path, tiny_cfg.with_overrides(score={"false_alarm_rate": 0.02}), clips) == "recalibrate"
     assert region_status(path, tiny_cfg.with_overrides(train={"epochs": 3}), clips) == "train"
     assert region_status(path, tiny_cfg.with_overrides(cuboids={"blur_sigma": 0.5}), clips) == "train"
     assert region_status(path, tiny_cfg, {**clips, "05": "1:2"}) == "train", "a training clip was added"

@@ -1,0 +1,125 @@
+"""The novelty stream: k-centre bank, segments, distances, and how a detector calibrates and scores with it."""
+
+import numpy as np
+import pytest
+import torch
+
+from core.workdir import WorkDir
+from cuboids.store import load_region
+from ensemble.detector import MAPS, RegionDetector
+from ensemble.fusion import fuse_streams
+from ensemble.novelty import SEGMENT_FRAMES, build_bank, frame_codes, k_centres, nearest_distance, novelty_map, segment_ids
+
+
+def test_k_centres_cover_every_point_better_than_a_random_subset():
+    rng = np.random.default_rng(0)
+    # a dense cluster and a few rare points far away: a random subset misses the rare ones
+    x = np.concatenate([rng.normal(0, 0.1, (2000, 3)), rng.normal(5, 0.1, (10, 3))]).astype(np.float32)
+    idx = k_centres(x, 20)
+    assert len(set(idx.tolist())) == 20
+    radius = nearest_distance(torch.from_numpy(x), torch.from_numpy(x[idx])).max()
+    rand = nearest_distance(torch.from_numpy(x), torch.from_numpy(x[rng.choice(len(x), 20, replace=False)])).max()
+    assert (idx >= 2000).any(), "the rare normal points are represented"
+    assert radius < 0.5 * rand
+
+
+def test_k_centres_stop_once_every_distinct_row_is_chosen():
+    x = np.repeat(np.eye(3, dtype=np.float32), 50, axis=0)
+    assert sorted(x[k_centres(x, 10)].argmax(axis=1).tolist()) == [0, 1, 2]
+
+
+def test_nearest_distance_is_the_brute_force_minimum():
+    rng = np.random.default_rng(1)
+    q, b = rng.normal(size=(2, 7, 5, 4)).astype(np.float32), rng.normal(size=(30, 4)).astype(np.float32)
+    want = np.sqrt(((q[..., None, :] - b) ** 2).sum(-1)).min(-1)
+    assert np.allclose(nearest_distance(torch.from_numpy(q), torch.from_numpy(b)).numpy(), want, atol=1e-5)
+
+
+def test_novelty_map_spreads_each_location_over_its_pixels():
+    code = torch.zeros(1, 2, 3, 2, 2)
+    code[0, :, 1, 0, 1] = 1.0  # one location of frame 1 is (1, 1), the bank holds only (0, 0)
+    m = novelty_map(code, torch.zeros(1, 2), patch=8)
+    assert m.shape == (1, 3, 8, 8)
+    assert torch.allclose(m[0, 1, :4, 4:], torch.full((4, 4), 2**0.5)) and float(m.sum()) == pytest.approx(16 * 2**0.5)
+
+
+def test_segments_are_clips_or_equal_stretches_of_long_ones():
+    segs = segment_ids([120, 2 * SEGMENT_FRAMES + 100, 5])
+    assert [np.unique(s).tolist() for s in segs] == [[0], [1, 2, 3], [4]]
+    counts = np.bincount(segs[1])[1:]
+    assert counts.max() - counts.min() <= 1 and counts.max() <= SEGMENT_FRAMES
+
+
+def test_frame_codes_give_every_frame_the_code_of_the_window_that_covers_it():
+    tube = np.arange(23, dtype=np.uint8)[:, None, None, None].repeat(4, axis=2).repeat(4, axis=3)  # (23, 1, 4, 4)
+
+    def encode(w):  # a code that is the window's frame numbers: (B, 1, T, 1, 1)
+        return torch.from_numpy(w[:, :, 0, :1, :1].astype(np.float32)).unsqueeze(1)
+
+    codes = frame_codes(encode, tube, 5, with_previous=False)
+    assert codes.shape == (23, 1, 1)
+    assert codes[:, 0, 0].tolist() == list(range(23)), "windows tile the clip, the last one aligned to its end"
+    assert frame_codes(encode, tube[:3], 5, False)[:, 0, 0].tolist() == [0, 1, 2], "a clip shorter than a window"
+
+
+def test_build_bank_keeps_segment_labels_and_its_size():
+    rng = np.random.default_rng(2)
+    codes = [rng.normal(size=(40, 4, 3)).astype(np.float32), rng.normal(3, 1, size=(30, 4, 3)).astype(np.float32)]
+    bank, seg = build_bank(codes, segment_ids([40, 30]), 25, seed=0)
+    assert bank.shape == (25, 3) and set(seg.tolist()) == {0, 1}
+    for b, s in zip(bank, seg):  # every kept code is one of its segment's own codes
+        assert (np.abs(codes[s].reshape(-1, 3) - b).sum(axis=1) < 1e-6).any()
+
+
+def test_fusion_blends_the_two_streams():
+    a, b = np.array([1.0, 4.0]), np.array([3.0, 0.0])
+    assert fuse_streams(a, None, 0.5) is a
+    assert fuse_streams(a, b, 0.5).tolist() == [2.0, 2.0] and fuse_streams(a, b, 0.0).tolist() == a.tolist()
+
+
+def test_a_detector_measures_normal_segments_without_their_own_codes(trained_work, tiny_cfg, monkeypatch):
+    wd = WorkDir(trained_work)
+    det = RegionDetector.load(wd.models / "r1c2.pt", tiny_cfg)
+    assert det.novelty_ is not None and 16 <= len(det.novelty_.bank) <= tiny_cfg.score.code_bank
+    tubes, _, _ = load_region(wd.cuboids, "r1c2", tiny_cfg)
+    banks = []
+    original = RegionDetector._cell_maps
+
+    def spy(self, tube, bank=None):
+        banks.append(None if bank is None else bank.numpy().copy())
+        return original(self, tube, bank)
+
+    monkeypatch.setattr(RegionDetector, "_cell_maps", spy)
+    again = det.recalibrated(tiny_cfg, tubes)
+    assert len(banks) == len(tubes), "one pass per segment (every tiny clip is one)"
+    full = again.novelty_.bank
+    for b in banks:
+        assert b is not None and len(b) < len(full), "each segment's own codes are left out of its bank"
+    assert np.allclose(full, det.novelty_.bank), "the bank is the same from the same video and seed"
+
+
+def test_unseen_motion_is_more_novel_than_normal_motion(trained_work, tiny_cfg):
+    wd = WorkDir(trained_work)
+    det = RegionDetector.load(wd.models / "r1c1.pt", tiny_cfg)  # a region where the training clips move
+    tubes, _, _ = load_region(wd.cuboids, "r1c1", tiny_cfg)
+    normal = tubes[0].tube[:8][None]
+    fast = normal.copy()
+    fast[..., 4:12, 4:12] = np.where(np.arange(8)[:, None, None, None] % 2 == 0, 250, 5).astype(np.uint8)  # violent flicker of flow codes
+    maps_n, maps_f = det.window_maps(normal), det.window_maps(fast)
+    k = MAPS.index("novelty")
+    assert maps_f[:, :, k].mean() > 3 * maps_n[:, :, k].mean()
+
+
+def test_novelty_off_scores_the_reconstruction_stream_alone(trained_work, tiny_cfg):
+    wd = WorkDir(trained_work)
+    cfg = tiny_cfg.with_overrides(score={"novelty_weight": 0.0})
+    det = RegionDetector.load(wd.models / "r1c1.pt", tiny_cfg)
+    tubes, _, _ = load_region(wd.cuboids, "r1c1", tiny_cfg)
+    off = det.recalibrated(cfg, tubes)
+    assert off.novelty_ is None
+    cell_z, region, streams = det._chain(det._cell_maps(tubes[0].tube))
+    assert not np.isnan(streams).any() and streams[:, 1].std() > 0
+    assert np.allclose(off.score_samples(tubes[0].tube), streams[:, 0], atol=1e-5), "the reconstruction stream does not depend on the weight"
+    assert np.allclose(off.cell_scores(tubes[0].tube).max(axis=1), streams[:, 0], atol=1e-5)
+    assert np.allclose(region, 0.5 * (streams[:, 0] + streams[:, 1]), atol=1e-5), "a region's score blends its streams' peaks"
+    assert np.allclose(det.score_samples(tubes[0].tube), region, atol=1e-5)
