@@ -173,7 +173,7 @@ class ScoreConfig:
     # large = mostly the `speed` floor's "nothing moves" error (bench.motion); 0 kept on the
     # training-split tuning sets (docs/experiments.md)
     motion_weight: float = 0.0
-    # share of a cell's score from how unusual its code is (the autoencoder's encoding of the cell's
+    # share of a region's score from how unusual its codes are (the autoencoder's encoding of each cell's
     # neighbourhood: its distance to the nearest of `code_bank` normal codes of the region) rather
     # than from its reconstruction error; 0 = reconstruction error alone (docs/experiments.md)
     novelty_weight: float = 0.5

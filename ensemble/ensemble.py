@@ -146,13 +146,13 @@ class ScoredFrames:
 
     first: int
     cell_z: np.ndarray  # (n, R, K): every cell's z
-    region_z: np.ndarray  # (n, R): each region's score, its largest cell z
+    region_z: np.ndarray  # (n, R): each region's score, its largest cell z blended with its novelty z
     score: np.ndarray  # (n,) frame score: the largest region score
     anomalous: np.ndarray  # (n,) bool: the frame score is above the alarm threshold
     reconstructions: np.ndarray  # (n, R, P, P) in [0, 1], as ensemble.detector.shown_reconstruction draws them
     p_anomalous: np.ndarray | None = None  # (n,) the supervised classifier's vote, when score.classifier_weight fuses it
-    # (n, R, 2): each region's largest cell z of the reconstruction stream and of the novelty stream (NaN
-    # without one), so a user can see which fired; region_z is the largest cell z of their blend
+    # (n, R, 2): each region's z of the reconstruction stream and of the novelty stream (NaN without one),
+    # so a user can see which fired; region_z blends the two (ensemble.fusion.ScoreChain)
     stream_z: np.ndarray | None = None
 
     def __len__(self) -> int:
@@ -191,7 +191,7 @@ class EnsembleScorer:
         return self._post(self.windows.finish())
 
     def _post(self, maps: np.ndarray) -> ScoredFrames:
-        cells = cell_means(maps, self.cfg.score.cell_size)  # (n, R, 3, K)
+        cells = cell_means(maps, self.cfg.score.cell_size)  # (n, R, len(MAPS), K)
         cell_z, region_z, stream_z = self.chain(*(cells[:, :, MAPS.index(m)] for m in ("error", "energy", "novelty")))
         score = region_z.max(axis=1)
         out = ScoredFrames(

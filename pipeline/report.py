@@ -295,7 +295,7 @@ def render_html(
             top_region = result.region_ids[int(np.argmax(z))]
             streams = streams_text(z, None if result.stream_z is None else result.stream_z[i], result.region_ids)
             detail = f"; {streams.split(': ', 1)[1]}" if streams else ""
-            fig = frame_figure(pictures[i], fh["maps"][i].astype(np.float32), boxes, result.region_ids, z, k, frame_title(name, i, times[i], result.score[i], result.anomalous[i]))
+            fig = frame_figure(pictures[i], fh["maps"][i].astype(np.float32), boxes, result.region_ids, z, k, frame_title(name, i, times[i], result.score[i], result.anomalous[i], streams))
             png = save_figure(fig)
             gallery.append(
                 f'<figure data-frame="{i}"><img alt="frame {i + 1}" src="{_data_uri(png, "image/png")}">'
