@@ -331,7 +331,7 @@ def render_html(
 {truth_line}
 <li>scored at {n / max(result.seconds, 1e-9):.1f} frames/s ({duration / max(result.seconds, 1e-9):.1f}× real time) on {html.escape(str(ens.detectors[0].device_))}</li>
 <li>models: {len(result.region_ids)} regions ({manifest['grid']['rows']}×{manifest['grid']['cols']}), trained {html.escape(str(manifest.get('created', '?')))} on {len(manifest['training_clips'])} clip(s): {html.escape(', '.join(manifest['training_clips']))}</li>
-<li>a frame is flagged when its score, the largest cell z of any region, exceeds the alarm threshold {k:.2f}: the score that a share {ens.cfg.score.false_alarm_rate:g} of the held-out normal frames exceed. {_CELL_Z[ens.cfg.score.statistics]}{_novelty_note(ens.cfg.score.novelty_weight)}</li>
+<li>a frame is flagged when its score, the largest score of any region, exceeds the alarm threshold {k:.2f}: the score that a share {ens.cfg.score.false_alarm_rate:g} of the held-out normal frames exceed. {_CELL_Z[ens.cfg.score.statistics]}{_novelty_note(ens.cfg.score.novelty_weight)}</li>
 </ul>"""
     return _PAGE.format(
         title=html.escape(f"Anomaly report: {name}"),
@@ -371,8 +371,9 @@ def _classifier_section(c: Classified, pictures: dict[int, np.ndarray]) -> str:
 def _novelty_note(weight: float) -> str:
     if weight == 0:
         return ""
-    return (f" Blended with it, weight {weight:g}: the novelty z, how far the autoencoder's code of the cell's neighbourhood lies"
-            " from every normal code of the region (the last two columns of the regions table say which one fired).")
+    return (f" A region's score blends its largest cell z with weight {1 - weight:g} and, with weight {weight:g}, its novelty z: how far"
+            " the autoencoder's codes of its cells lie from every normal code of the region (the last two columns of the regions table"
+            " say which one fired).")
 
 
 _CELL_Z = {
