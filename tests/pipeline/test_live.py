@@ -67,8 +67,12 @@ def test_watch_gives_the_same_scores_as_score(watched_file, trained_work, tiny_d
     scored = score_video(tiny_data / "test" / "01.mkv", WorkDir(trained_work).models, None)
     rows = csv_scores(out / "live")
     assert summary.frames == len(rows) == scored.n_frames == 80 and summary.dropped == 0
-    assert [r["score"] for r in rows] == [f"{v:.4f}" for v in scored.score]
-    assert [int(r["anomalous"]) for r in rows] == scored.anomalous.astype(int).tolist()
+    # watch feeds the models in other batch sizes than score: see test_score's chunk-size test for the tolerance
+    live = np.array([float(r["score"]) for r in rows])
+    np.testing.assert_allclose(live, scored.score, rtol=1e-5, atol=1e-2)
+    clear = np.abs(scored.score - scored.threshold) > 1e-2  # flags compared where rounding cannot flip them
+    assert clear.mean() > 0.9
+    assert np.array_equal(np.array([int(r["anomalous"]) for r in rows])[clear], scored.anomalous.astype(int)[clear])
     times = np.array([float(r["frame_time"]) for r in rows])
     np.testing.assert_allclose(np.diff(times), 0.1, atol=1e-3)  # the file's own spacing, not the decoding speed
 

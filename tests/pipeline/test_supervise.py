@@ -151,8 +151,11 @@ def test_watch_adds_the_same_vote_as_score(fused_work, tiny_data, tmp_path):
         with open(day, newline="", encoding="utf-8") as fh:
             rows += list(csv.DictReader(fh))
     assert summary.frames == len(rows) == scored.n_frames
-    assert [r["score"] for r in rows] == [f"{v:.4f}" for v in scored.score]
-    assert [int(r["anomalous"]) for r in rows] == scored.anomalous.astype(int).tolist()
+    # other batch sizes than score's: see test_score's chunk-size test for the tolerance
+    np.testing.assert_allclose([float(r["score"]) for r in rows], scored.score, rtol=1e-5, atol=1e-2)
+    clear = np.abs(scored.score - scored.threshold) > 1e-2  # flags compared where rounding cannot flip them
+    assert clear.mean() > 0.9
+    assert np.array_equal(np.array([int(r["anomalous"]) for r in rows])[clear], scored.anomalous.astype(int)[clear])
 
 
 def test_the_report_shows_where_the_classifier_looked(fused_work, tiny_data, tmp_path):
