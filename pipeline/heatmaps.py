@@ -241,10 +241,16 @@ def frame_title(name: str, i: int, time_s: float, score: float, anomalous: bool,
 def streams_text(region_z: np.ndarray, stream_z: np.ndarray | None, region_ids: list[str]) -> str:
     """Which stream fired in the frame's strongest region: ``r1c2: reconstruction z 3.1, novelty z 7.2``
     (empty without a novelty stream: the region's z is then its reconstruction z)."""
+    detail = stream_detail(region_z, stream_z)
+    return f"{region_ids[int(np.argmax(region_z))]}: {detail}" if detail else ""
+
+
+def stream_detail(region_z: np.ndarray, stream_z: np.ndarray | None) -> str:
+    """The strongest region's two z: ``reconstruction z 3.1, novelty z 7.2`` (empty without a novelty stream)."""
     if stream_z is None or np.isnan(stream_z).all():
         return ""
     j = int(np.argmax(region_z))
-    return f"{region_ids[j]}: reconstruction z {stream_z[j, 0]:.1f}, novelty z {stream_z[j, 1]:.1f}"
+    return f"reconstruction z {stream_z[j, 0]:.1f}, novelty z {stream_z[j, 1]:.1f}"
 
 
 def maps_source(maps_path: Path) -> tuple[str, int] | None:

@@ -48,7 +48,9 @@ from core.progress import progress
 from ensemble.anomaly_map import AnomalyMapper
 from ensemble.ensemble import Ensemble
 from pipeline.ffmpeg_io import ffmpeg_exe, open_clip, read_frames
-from pipeline.heatmaps import attention_figure, frame_figure, frame_title, map_range, pick_frames, save_figure, streams_text, timeline_figure
+from pipeline.heatmaps import (
+    attention_figure, frame_figure, frame_title, map_range, pick_frames, save_figure, stream_detail, streams_text, timeline_figure,
+)
 from pipeline.score import ScoreResult, score_video
 from pipeline.supervise import Classified, classifier_path, classify_video
 
@@ -293,8 +295,10 @@ def render_html(
         for i in chosen:
             z = result.region_z[i]
             top_region = result.region_ids[int(np.argmax(z))]
-            streams = streams_text(z, None if result.stream_z is None else result.stream_z[i], result.region_ids)
-            detail = f"; {streams.split(': ', 1)[1]}" if streams else ""
+            stream_z = None if result.stream_z is None else result.stream_z[i]
+            streams = streams_text(z, stream_z, result.region_ids)
+            detail = stream_detail(z, stream_z)
+            detail = f"; {detail}" if detail else ""
             fig = frame_figure(pictures[i], fh["maps"][i].astype(np.float32), boxes, result.region_ids, z, k, frame_title(name, i, times[i], result.score[i], result.anomalous[i], streams))
             png = save_figure(fig)
             gallery.append(
