@@ -22,9 +22,10 @@ The untouched held-out clips are included too, as all-normal clips.
 
 Which clips are held out: the last ones, or (``--holdout busiest``) the ones
 with the most motion, so that the pseudo-test scenes are more crowded than the
-training scenes, as a new recording's often are.
+training scenes, as a new recording's often are, or the ones named
+(``--holdout 05,06,07,08``), for a set unlike those already built.
 
-    python -m bench.pseudo --train DATA/train --out work/tuning [--holdout busiest]
+    python -m bench.pseudo --train DATA/train --out work/tuning [--holdout busiest|NAMES] [--seed N]
 """
 
 from __future__ import annotations
@@ -147,16 +148,22 @@ def motion_share(path: Path, level: int = 20) -> float:
 
 
 def make_tuning_set(train_path: Path, out_path: Path, n_holdout: int = 4, seed: int = 0, holdout: str = "last") -> Path:
-    """``out_path/train`` (links to the clips kept for training), ``out_path/test`` and ``labels.json``."""
+    """``out_path/train`` (links to the clips kept for training), ``out_path/test`` and ``labels.json``.
+    ``holdout``: "last", "busiest" (``n_holdout`` clips), or clip names (file stems) separated by commas."""
     clips = list_clips(train_path)
-    if len(clips) <= n_holdout:
+    if holdout in ("last", "busiest") and len(clips) <= n_holdout:
         raise ValueError(f"{train_path}: needs more than {n_holdout} clips")
     if holdout == "busiest":
         busy = {c: motion_share(c) for c in clips}
         held = sorted(sorted(clips, key=busy.get)[-n_holdout:])
         print("motion share per clip: " + ", ".join(f"{c.stem} {busy[c]:.4f}" for c in clips))
-    else:
+    elif holdout == "last":
         held = clips[-n_holdout:]
+    else:
+        names = holdout.split(",")
+        held = [c for c in clips if c.stem in names]
+        if len(held) != len(set(names)) or len(held) == len(clips):
+            raise ValueError(f"{train_path}: --holdout {holdout} must name some, not all, of its clips")
     keep = [c for c in clips if c not in held]
     print("held out: " + ", ".join(c.stem for c in held))
     (out_path / "train").mkdir(parents=True, exist_ok=True)
@@ -194,7 +201,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--train", type=Path, required=True, help="a dataset's train/ folder")
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--holdout", choices=("last", "busiest"), default="last")
+    ap.add_argument("--holdout", default="last", help='"last", "busiest", or clip names separated by commas')
     ap.add_argument("--n-holdout", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
