@@ -178,6 +178,9 @@ class ScoreConfig:
     # than from its reconstruction error; 0 = reconstruction error alone (docs/experiments.md)
     novelty_weight: float = 0.5
     code_bank: int = 2048  # normal codes kept per region (a greedy k-centre subset of the training video's)
+    # what novelty measures at each location: the autoencoder's "code" (its bottleneck, what the decoder
+    # rebuilds from) or the wider "features" of the encoder's last layer before it (ensemble.model)
+    novelty_features: str = "code"
     smoothing_frames: int = 5  # causal moving average of cell errors; a clip starts from the normal level
     calibrate_on: str = "all"  # normal frames that set each cell's mean and std: "all" or "held_out"
     # share of held-out normal frames the alarm threshold lets through: the largest of 0.001 ... 0.05 that kept
@@ -197,6 +200,7 @@ class ScoreConfig:
         _check(0.0 <= self.motion_weight <= 100.0, f"score.motion_weight must be in [0, 100], not {self.motion_weight}")
         _check(0.0 <= self.novelty_weight <= 1.0, f"score.novelty_weight must be in [0, 1], not {self.novelty_weight}")
         _check(16 <= self.code_bank <= 65536, f"score.code_bank must be 16..65536, not {self.code_bank}")
+        _check(self.novelty_features in ("code", "features"), f"score.novelty_features must be 'code' or 'features', not {self.novelty_features!r}")
         _check(1 <= self.smoothing_frames <= 1000, f"score.smoothing_frames must be 1..1000, not {self.smoothing_frames}")
         _check(self.calibrate_on in ("all", "held_out"), f"score.calibrate_on must be 'all' or 'held_out', not {self.calibrate_on!r}")
         _check(0.0 < self.false_alarm_rate < 0.5, f"score.false_alarm_rate must be in (0, 0.5), not {self.false_alarm_rate}")
@@ -293,6 +297,7 @@ _SECTION_TYPES = {
 RECORDED_BEFORE: dict[tuple[str, str], Any] = {
     ("score", "calibrate_on"): "held_out", ("model", "architecture"): "conv3d", ("score", "classifier_weight"): 0.0,
     ("score", "motion_weight"): 0.0, ("score", "novelty_weight"): 0.0, ("score", "code_bank"): 2048,
+    ("score", "novelty_features"): "code",
 }
 # Keys that no longer exist. An artifact that depends on them has a newer format version
 # now and is refused by its kind's check; one that does not (frames, tubes) still records
@@ -320,7 +325,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         },
         "score": {
             "frames_between_clips": 5, "cell_size": 4, "statistics": "region", "explained_motion_max": 1.0, "motion_weight": 0.0,
-            "novelty_weight": 0.0, "code_bank": 2048, "smoothing_frames": 5,
+            "novelty_weight": 0.0, "code_bank": 2048, "novelty_features": "code", "smoothing_frames": 5,
             "calibrate_on": "all", "false_alarm_rate": 0.01, "min_event_seconds": 0.5, "event_gap_seconds": 1.0, "classifier_weight": 0.0,
         },
         "live": {
@@ -347,7 +352,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         },
         "score": {
             "frames_between_clips": 5, "cell_size": 4, "statistics": "region", "explained_motion_max": 1.0, "motion_weight": 0.0,
-            "novelty_weight": 0.0, "code_bank": 2048, "smoothing_frames": 5,
+            "novelty_weight": 0.0, "code_bank": 2048, "novelty_features": "code", "smoothing_frames": 5,
             "calibrate_on": "all", "false_alarm_rate": 0.01, "min_event_seconds": 0.5, "event_gap_seconds": 1.0, "classifier_weight": 0.0,
         },
         "live": {

@@ -237,22 +237,26 @@ class RegionDetector:
     def window_maps(self, windows: np.ndarray, bank: torch.Tensor | None = None) -> np.ndarray:
         """uint8 windows ``(B, T', C, P, P)`` -> float32 ``(B, T, 4, P, P)``: for every pixel (see :data:`MAPS`) the
         squared reconstruction error (channel mean), the reconstruction as shown (:func:`shown_reconstruction`),
-        the input's motion energy (:func:`motion_energy`) and its code's novelty (``ensemble.novelty``; 0 when
-        ``score.novelty_weight`` is 0). ``bank``: the normal codes to measure novelty against, if not ``novelty_``'s."""
+        the input's motion energy (:func:`motion_energy`) and the novelty of its code or features (``ensemble.novelty``,
+        ``score.novelty_features``; 0 when ``score.novelty_weight`` is 0). ``bank``: the normal codes to measure
+        novelty against, if not ``novelty_``'s."""
         self._require_fitted()
         mode = self.cfg.model.input
         x = encode_windows(windows, mode).to(self.device_)
-        code = self.model_.encode(x)
+        features, code = self.model_.encode_features(x)
         y = self.model_.decode(code)
         error = ((y - x) ** 2).mean(dim=1).cpu()
         if bank is None and self.novelty_ is not None:
             bank = torch.from_numpy(self.novelty_.bank)
-        novelty = torch.zeros_like(error) if bank is None else novelty_map(code, bank.to(code.device), x.shape[-1]).cpu()
+        measured = features if self.cfg.score.novelty_features == "features" else code
+        novelty = torch.zeros_like(error) if bank is None else novelty_map(measured, bank.to(code.device), x.shape[-1]).cpu()
         return torch.stack([error, shown_reconstruction(y, windows, mode), motion_energy(x.cpu(), mode), novelty], dim=2).numpy()
 
     @torch.inference_mode()
     def _encode(self, windows: np.ndarray) -> torch.Tensor:
-        return self.model_.encode(encode_windows(windows, self.cfg.model.input).to(self.device_))
+        """uint8 windows -> what the novelty stream measures at every location (``score.novelty_features``)."""
+        features, code = self.model_.encode_features(encode_windows(windows, self.cfg.model.input).to(self.device_))
+        return features if self.cfg.score.novelty_features == "features" else code
 
     def _cell_maps(self, tube: np.ndarray, bank: torch.Tensor | None = None) -> np.ndarray:
         """One clip's tube ``(n, C, P, P)`` -> its cell means of every map of :data:`MAPS` ``(n, 4, K)``."""

@@ -41,6 +41,7 @@ class SpatioTemporalAutoencoder(nn.Module):
             layers += [nn.Conv3d(c, bottleneck_channels, kernel_size=1), nn.ReLU(inplace=True)]
             c = bottleneck_channels
         self.encoder = nn.Sequential(*layers)
+        self.n_feature_layers = 2 * len(filters)  # the convolutions (and ReLUs) before the bottleneck
         layers = []
         for f in reversed(filters):
             layers += [
@@ -54,6 +55,12 @@ class SpatioTemporalAutoencoder(nn.Module):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, C, T, P, P) in [0, 1] -> the code (B, D, T, P', P'), D the code's width."""
         return self.encoder(x)
+
+    def encode_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x -> (the last convolution's output before the bottleneck (B, filters[-1], T, P', P'), the code);
+        without a bottleneck the two are the same."""
+        features = self.encoder[: self.n_feature_layers](x)
+        return features, self.encoder[self.n_feature_layers :](features)
 
     def decode(self, code: torch.Tensor) -> torch.Tensor:
         return self.decoder(code)
@@ -155,9 +162,14 @@ class ConvLSTMAutoencoder(nn.Module):
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, C, T, P, P) in [0, 1] -> the code (B, D, T, P', P'): the middle ConvLSTM's output."""
+        return self.encode_features(x)[1]
+
+    def encode_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x -> (the spatial encoder's output of every frame (B, filters[-1], T, P', P'), the code)."""
         B, C, T, P, _ = x.shape
-        code = self.spatial_encoder(x.transpose(1, 2).reshape(B * T, C, P, P))
-        return self.temporal[:4](code.reshape(B, T, *code.shape[1:]).transpose(1, 2))
+        features = self.spatial_encoder(x.transpose(1, 2).reshape(B * T, C, P, P))
+        features = features.reshape(B, T, *features.shape[1:]).transpose(1, 2)
+        return features, self.temporal[:4](features)
 
     def decode(self, code: torch.Tensor) -> torch.Tensor:
         B, _, T = code.shape[:3]

@@ -123,3 +123,35 @@ def test_novelty_off_scores_the_reconstruction_stream_alone(trained_work, tiny_c
     assert np.allclose(off.cell_scores(tubes[0].tube).max(axis=1), streams[:, 0], atol=1e-5)
     assert np.allclose(region, 0.5 * (streams[:, 0] + streams[:, 1]), atol=1e-5), "a region's score blends its streams' peaks"
     assert np.allclose(det.score_samples(tubes[0].tube), region, atol=1e-5)
+
+
+@pytest.mark.parametrize("architecture, filters, bottleneck", [("conv3d", (4, 6), 2), ("conv3d", (4, 6), 0), ("convlstm", (4, 6), 3)])
+def test_encode_features_gives_the_wider_features_and_the_code_the_decoder_rebuilds_from(architecture, filters, bottleneck):
+    from ensemble.model import build_autoencoder
+
+    torch.manual_seed(0)
+    model = build_autoencoder(architecture, 2, filters, bottleneck).eval()
+    x = torch.rand(3, 2, 5, 16, 16)
+    features, code = model.encode_features(x)
+    assert features.shape == (3, filters[-1], 5, 4, 4) and code.shape[2:] == (5, 4, 4)
+    assert torch.equal(code, model.encode(x)) and torch.allclose(model.decode(code), model(x))
+    if architecture == "conv3d" and not bottleneck:
+        assert torch.equal(features, code), "without a bottleneck the features are the code"
+    else:
+        assert code.shape[1] == (bottleneck or filters[-1]) and not torch.equal(features[:, : code.shape[1]], code)
+
+
+def test_novelty_on_the_encoders_features_keeps_a_bank_of_their_width(trained_work, tiny_cfg):
+    wd = WorkDir(trained_work)
+    det = RegionDetector.load(wd.models / "r1c1.pt", tiny_cfg)
+    tubes, _, _ = load_region(wd.cuboids, "r1c1", tiny_cfg)
+    wide = det.recalibrated(tiny_cfg.with_overrides(score={"novelty_features": "features"}), tubes)
+    assert det.novelty_.bank.shape[1] == tiny_cfg.model.bottleneck_channels
+    assert wide.novelty_.bank.shape[1] == tiny_cfg.model.filters[-1]
+    normal = tubes[0].tube[:8][None]
+    fast = normal.copy()
+    fast[..., 4:12, 4:12] = np.where(np.arange(8)[:, None, None, None] % 2 == 0, 250, 5).astype(np.uint8)
+    k = MAPS.index("novelty")
+    assert wide.window_maps(fast)[:, :, k].mean() > 3 * wide.window_maps(normal)[:, :, k].mean()
+    same = [det.window_maps(normal)[:, :, i] for i in range(3)], [wide.window_maps(normal)[:, :, i] for i in range(3)]
+    assert all(np.array_equal(a, b) for a, b in zip(*same)), "error, reconstruction and energy do not depend on what novelty measures"
