@@ -65,6 +65,9 @@ class Cluster:
             for fut in self.as_completed(futures):
                 i = index[fut.key]
                 results[i] = fut.result()  # raises the task's own exception
+                # the result is in hand: let the scheduler forget the task, or it would run it again
+                # if the worker holding its copy died (a region trained twice, its epoch state left behind)
+                fut.release()
                 if on_done is not None:
                     on_done(i, results[i])
         return results

@@ -244,6 +244,8 @@ def run_fleet(command: str, cameras: list[Camera], cluster: Cluster, device: str
         with cluster.cancelling(futures), progress(total=len(futures), desc=f"fleet {command}: {len(cameras)} cameras", unit="task") as bar:
             for fut in cluster.as_completed(futures):
                 name = owner[fut.key]
+                if fut is not parts[name].last:  # only `last` is read: the scheduler may forget the rest (Cluster.run)
+                    fut.release()
                 pending[name] -= 1
                 if pending[name] == 0:
                     results[name].seconds = time.perf_counter() - t0
