@@ -133,7 +133,9 @@ class TrainConfig:
     val_fraction: float = 0.2  # share of frames held out, as contiguous blocks
     val_block_frames: int = 60  # length of one held-out block
     patience: int = 5  # epochs without validation improvement before stopping
-    max_windows_per_epoch: int = 0  # sample this many windows per epoch; 0 = all
+    # windows an epoch visits at most (a random draw, new each epoch), so that an epoch of hours of footage costs
+    # about what one of UCSD Ped2's 944 does; 0 = all (docs/experiments.md)
+    max_windows_per_epoch: int = 1000
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -85,6 +85,9 @@ def restore(model: nn.Module, opt: torch.optim.Optimizer, resume: dict[str, Any]
     return resume["best"], state_type(**resume["state"])
 
 
+_VALIDATION_DRAW = 2**32 - 1  # the random stream of the validation windows' draw, apart from every epoch's (seed, epoch)
+
+
 class TrainingStopped(Exception):
     """Training was asked to stop; what the last finished epoch saved is kept."""
 
@@ -107,8 +110,15 @@ def fit_autoencoder(
     ``resume``: a dict from a previous ``on_epoch`` call (model, optimizer, best weights, state).
     ``should_stop``: polled before every batch; when it returns True the
     unfinished epoch is dropped and :class:`TrainingStopped` is raised.
+    ``cfg.max_windows_per_epoch``: an epoch trains on at most that many windows, a new random
+    draw each epoch, and validates on at most that many, the same draw every epoch (so that
+    epochs compare); with hours of footage an epoch then costs about what a short one does.
     Returns the best weights and the training record.
     """
+    cap = cfg.max_windows_per_epoch
+    if cap and len(val_index) > cap:
+        keep = np.random.default_rng([cfg.seed, _VALIDATION_DRAW]).choice(len(val_index), cap, replace=False)
+        val_index = val_index[np.sort(keep)]
     model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     best, state = restore(model, opt, resume, TrainState)
@@ -117,8 +127,8 @@ def fit_autoencoder(
         epoch = state.epoch + 1
         t0 = time.perf_counter()
         order = np.random.default_rng([cfg.seed, epoch]).permutation(len(train_index))
-        if cfg.max_windows_per_epoch:
-            order = order[: cfg.max_windows_per_epoch]
+        if cap:
+            order = order[:cap]
         model.train()
         total, count = 0.0, 0
         for i in range(0, len(order), cfg.batch_size):

@@ -72,6 +72,27 @@ def test_training_reduces_the_loss_and_resuming_matches_an_uninterrupted_run():
         assert torch.allclose(full[k], resumed[k])
 
 
+def test_an_epoch_draws_at_most_max_windows_per_epoch_and_validates_on_a_fixed_draw():
+    from core.config import TrainConfig
+
+    frames, tr, va = _toy()
+    frames[:, 0, 0, 0] = np.arange(len(frames))  # every window named by its first frame
+    calls = []
+
+    def enc(w):
+        calls.append(w[:, 0, 0, 0, 0].tolist())
+        return encode_windows(w, "frames")
+
+    cfg = TrainConfig(epochs=3, batch_size=32, patience=10, max_windows_per_epoch=6)
+    fit_autoencoder(SpatioTemporalAutoencoder(1, (4,), 2), frames, tr, va, enc, cfg, torch.device("cpu"))
+    assert len(tr) == 40 and len(va) == 10 and [len(c) for c in calls] == [6] * 6, "one batch of 6 to train and one to validate, each epoch"
+    train_calls, val_calls = calls[0::2], calls[1::2]
+    assert len({tuple(sorted(c)) for c in train_calls}) == 3, "a new draw of training windows every epoch"
+    assert all(set(c) <= set(tr[:, 0].tolist()) for c in train_calls)
+    assert val_calls[0] == val_calls[1] == val_calls[2], "validation measures the same windows every epoch"
+    assert set(val_calls[0]) <= set(va[:, 0].tolist())
+
+
 def test_checkpoint_round_trip_gives_the_same_errors(trained_work, tiny_cfg, tmp_path):
     wd = WorkDir(trained_work)
     det = RegionDetector.load(wd.models / "r0c0.pt", tiny_cfg)
