@@ -133,8 +133,8 @@ class TrainConfig:
     val_fraction: float = 0.2  # share of frames held out, as contiguous blocks
     val_block_frames: int = 60  # length of one held-out block
     patience: int = 5  # epochs without validation improvement before stopping
-    # windows an epoch visits at most (a random draw, new each epoch), so that an epoch of hours of footage costs
-    # about what one of UCSD Ped2's 944 does; 0 = all (docs/experiments.md)
+    # windows an epoch trains on at most (a new random draw each epoch) and validates on (one fixed draw), so that
+    # an epoch of hours of footage costs about what one of UCSD Ped2's 944 does; 0 = all (docs/experiments.md)
     max_windows_per_epoch: int = 1000
     seed: int = 0
 
