@@ -243,20 +243,23 @@ class RegionDetector:
         self._require_fitted()
         mode = self.cfg.model.input
         x = encode_windows(windows, mode).to(self.device_)
-        features, code = self.model_.encode_features(x)
+        measured, code = self._encode_input(x)
         y = self.model_.decode(code)
         error = ((y - x) ** 2).mean(dim=1).cpu()
         if bank is None and self.novelty_ is not None:
             bank = torch.from_numpy(self.novelty_.bank)
-        measured = features if self.cfg.score.novelty_features == "features" else code
         novelty = torch.zeros_like(error) if bank is None else novelty_map(measured, bank.to(code.device), x.shape[-1]).cpu()
         return torch.stack([error, shown_reconstruction(y, windows, mode), motion_energy(x.cpu(), mode), novelty], dim=2).numpy()
 
+    def _encode_input(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Model input -> (what the novelty stream measures at every location (``score.novelty_features``), the code)."""
+        features, code = self.model_.encode_features(x)
+        return (features if self.cfg.score.novelty_features == "features" else code), code
+
     @torch.inference_mode()
     def _encode(self, windows: np.ndarray) -> torch.Tensor:
-        """uint8 windows -> what the novelty stream measures at every location (``score.novelty_features``)."""
-        features, code = self.model_.encode_features(encode_windows(windows, self.cfg.model.input).to(self.device_))
-        return features if self.cfg.score.novelty_features == "features" else code
+        """uint8 windows -> what the novelty stream measures at every location."""
+        return self._encode_input(encode_windows(windows, self.cfg.model.input).to(self.device_))[0]
 
     def _cell_maps(self, tube: np.ndarray, bank: torch.Tensor | None = None) -> np.ndarray:
         """One clip's tube ``(n, C, P, P)`` -> its cell means of every map of :data:`MAPS` ``(n, 4, K)``."""
