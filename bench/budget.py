@@ -2,9 +2,9 @@
 
     python -m bench.budget [--size 256] [--batch 4] [--steps 5] [--threads 2]
 
-The unsupervised methods that pass 0.95 frame AUC on UCSD Ped2 without any
-pretrained network predict whole frames with a U-Net (Liu et al. 2018; Park et
-al. 2020, MNAD). This times one training step (forward, backward, Adam) of a
+The unsupervised methods that pass 0.95 frame AUC on UCSD Ped2 without
+pretrained detectors predict whole frames with a U-Net (Park et al. 2020, MNAD,
+from scratch; Liu et al. 2018 with a pretrained flow network in its loss). This times one training step (forward, backward, Adam) of a
 U-Net of that size: four RGB frames in, one frame out, 64-128-256-512 channels,
 two 3 x 3 convolutions with batch norm per level, at ``--size`` pixels square,
 and multiplies by the schedule of MNAD's public training script (batch 4, 60

@@ -12,7 +12,11 @@ def test_the_frame_predictor_maps_four_frames_to_one_at_the_input_size():
 
 
 def test_budget_prints_the_step_time_and_the_schedule_it_implies(capsys):
-    main(["--size", "16", "--batch", "1", "--steps", "1", "--threads", "1"])
+    threads = torch.get_num_threads()
+    try:
+        main(["--size", "16", "--batch", "1", "--steps", "1", "--threads", "1"])
+    finally:
+        torch.set_num_threads(threads)  # the rest of the suite keeps its threads
     out = capsys.readouterr().out
     assert "one training step: median" in out
     assert "one Ped2 epoch (2486 steps)" in out
