@@ -18,9 +18,10 @@ from __future__ import annotations
 import argparse
 import time
 
-import numpy as np
 import torch
 from torch import nn
+
+from bench.speed import stats
 
 PED2_TRAIN_FRAMES, PED2_TRAIN_CLIPS = 2550, 16
 EPOCHS, INPUT_FRAMES = 60, 4
@@ -84,12 +85,13 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     times = step_seconds(a.size, a.batch, a.steps)
-    per_step = float(np.median(times))
+    s = stats(times)
+    per_step = s["median"]
     samples = PED2_TRAIN_FRAMES - PED2_TRAIN_CLIPS * INPUT_FRAMES
     steps_per_epoch = -(-samples // a.batch)
     total = per_step * steps_per_epoch * EPOCHS
     print(f"U-Net frame predictor, {a.size} x {a.size}, batch {a.batch}, {a.threads} threads")
-    print(f"one training step: median {per_step:.2f} s over {len(times)} (min {min(times):.2f}, max {max(times):.2f})")
+    print(f"one training step: median {per_step:.2f} s over {s['runs']} (min {s['min']:.2f}, max {s['max']:.2f})")
     print(f"one Ped2 epoch ({steps_per_epoch} steps): {per_step * steps_per_epoch / 60:.0f} min")
     print(f"{EPOCHS} epochs: {total / 3600:.1f} h, {total / 1800:.0f} times the 30-minute training budget")
 
