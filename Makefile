@@ -44,7 +44,7 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
-$(DEMO_DATA)/labels.json: pipeline/synthetic.py | $(STAMP)
+$(DEMO_DATA)/labels.json: pipeline/media/synthetic.py | $(STAMP)
 	$(CLI) demo-data --out $(DEMO_DATA)
 
 extract: $(STAMP) $(DATA_DEP)
@@ -74,7 +74,7 @@ demo-supervised: $(STAMP) $(DEMO_DATA)/classes/normal
 	$(CLI) supervise --data $(DEMO_DATA) --work $(DEMO_WORK) --config configs/demo.toml
 	$(CLI) classify $(DEMO_DATA)/test/03.mkv --work $(DEMO_WORK) --heatmaps 3
 
-$(DEMO_DATA)/classes/normal: pipeline/synthetic.py | $(STAMP)
+$(DEMO_DATA)/classes/normal: pipeline/media/synthetic.py | $(STAMP)
 	$(CLI) demo-data --out $(DEMO_DATA)
 
 # The browser tests drive Debian's chromium and the MQTT test Debian's mosquitto broker; as root,

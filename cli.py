@@ -14,8 +14,8 @@ from pathlib import Path
 
 import click
 
-from core.errors import UserError
-from core.lock import work_lock
+from cuboid_ad.core.errors import UserError
+from cuboid_ad.core.lock import work_lock
 
 log = logging.getLogger("cuboid-ad")
 
@@ -70,7 +70,7 @@ def run_options(f):
 
     @functools.wraps(f)
     def wrapper(*args, quiet: bool, **kwargs):
-        from core.progress import set_progress
+        from cuboid_ad.core.progress import set_progress
 
         debug = click.get_current_context().meta.get("debug", False)
         level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
@@ -111,7 +111,7 @@ def data_option(required: bool):
 
 
 def _config(config_path, preset):
-    from core.config import load_config
+    from cuboid_ad.core.config import load_config
 
     return load_config(config_path, preset)
 
@@ -147,12 +147,12 @@ def extract(data, work, config_path, preset, force, jobs, allow_damaged, stream,
     Frames are converted to the working size and colour of the config
     ([extract]). Clips already extracted with the same settings are skipped.
     """
-    from core.workdir import WorkDir
-    from pipeline.cluster import connect
-    from pipeline.extract import extract_folder
+    from cuboid_ad.core.cluster import connect
+    from cuboid_ad.core.workdir import WorkDir
+    from cuboid_ad.pipeline.stages.extract import extract_folder
 
     cfg = _config(config_path, preset)
-    with work_lock(work, exclusive=True), connect(scheduler, [work]) as cluster:
+    with work_lock(work, exclusive=True), connect(scheduler, [work], warm_modules=(extract_folder.__module__,)) as cluster:
         paths = extract_folder(data / "train", WorkDir(work).frames, cfg, n_jobs=_jobs(jobs), force=force, allow_damaged=allow_damaged,
                                stream=stream, cluster=cluster)  # fmt: skip
     click.echo(f"extract: {len(paths)} clips in {WorkDir(work).frames}")
@@ -174,17 +174,17 @@ def cuboids(data, work, config_path, preset, force, jobs, scheduler):
     stored once; training windows of clip_length_in_frames frames are read from
     it ([cuboids]).
     """
-    from core.workdir import WorkDir
-    from pipeline.cluster import connect
-    from pipeline.extract import check_frames_origin
-    from pipeline.slice import slice_folder
+    from cuboid_ad.core.cluster import connect
+    from cuboid_ad.core.workdir import WorkDir
+    from cuboid_ad.pipeline.stages.extract import check_frames_origin
+    from cuboid_ad.pipeline.stages.slice import slice_folder
 
     cfg = _config(config_path, preset)
     wd = WorkDir(work)
     with work_lock(work, exclusive=True):
         if data is not None:
             check_frames_origin(wd.frames, data / "train")
-        with connect(scheduler, [work]) as cluster:
+        with connect(scheduler, [work], warm_modules=(slice_folder.__module__,)) as cluster:
             paths = slice_folder(wd.frames, wd.cuboids, cfg, n_jobs=_jobs(jobs), force=force, cluster=cluster)
     click.echo(f"cuboids: {len(paths)} clips x {len(cfg.cuboids.region_ids)} regions in {wd.cuboids}")
 
@@ -212,17 +212,17 @@ def train(data, work, config_path, preset, force, jobs, threads, device, schedul
     (score.false_alarm_rate). Regions
     train in parallel; with only [score] changed, train recalibrates and keeps the weights.
     """
-    from core.workdir import WorkDir
-    from pipeline.cluster import connect
-    from pipeline.extract import check_frames_origin
-    from pipeline.train import train_ensemble
+    from cuboid_ad.core.cluster import connect
+    from cuboid_ad.core.workdir import WorkDir
+    from cuboid_ad.pipeline.stages.extract import check_frames_origin
+    from cuboid_ad.pipeline.stages.train import train_ensemble
 
     cfg = _config(config_path, preset)
     wd = WorkDir(work)
     with work_lock(work, exclusive=True):
         if data is not None:
             check_frames_origin(wd.frames, data / "train")
-        with connect(scheduler, [work]) as cluster:
+        with connect(scheduler, [work], warm_modules=(train_ensemble.__module__,)) as cluster:
             manifest = train_ensemble(wd.cuboids, wd.models, cfg, n_jobs=jobs, device=device, force=force, threads=threads, cluster=cluster)
     click.echo(f"train: {len(cfg.cuboids.region_ids)} region models, manifest {manifest}")
 
@@ -248,9 +248,9 @@ def score(video, work, out, config_path, preset, heatmaps, no_maps, allow_damage
     filtered by score.min_event_seconds and score.event_gap_seconds) and
     OUT/maps.h5 (anomaly maps), and prints the events with their times and regions.
     """
-    from core.workdir import WorkDir
-    from pipeline.score import score_video
-    from pipeline.train import resolve_device
+    from cuboid_ad.core.runtime import resolve_device
+    from cuboid_ad.core.workdir import WorkDir
+    from cuboid_ad.pipeline.stages.score import score_video
 
     wd = WorkDir(work)
     out = out or wd.scores_for(video)
@@ -261,9 +261,7 @@ def score(video, work, out, config_path, preset, heatmaps, no_maps, allow_damage
                              device=resolve_device(device), allow_damaged=allow_damaged, stream=stream)
     _print_events(result)
     if heatmaps:
-        from pipeline.heatmaps import (
-            write_heatmaps,  # matplotlib takes 0.5 s to import: only when asked
-        )
+        from cuboid_ad.pipeline.views.heatmaps import write_heatmaps  # matplotlib takes 0.5 s to import: only when asked
 
         written = write_heatmaps(out / "maps.h5", video, out / "heatmaps")
         click.echo(f"heatmaps: {len(written)} PNG files in {out / 'heatmaps'}")
@@ -298,9 +296,9 @@ def watch_cmd(source, work, camera, events_path, out, max_seconds, realtime, mqt
     one is reconnected with a growing wait. Ends at the end of a file or stdin,
     after --max-seconds, or on Ctrl-C / SIGTERM (an open event gets its end).
     """
-    from core.workdir import WorkDir
-    from pipeline.live import camera_name, watch
-    from pipeline.train import resolve_device
+    from cuboid_ad.core.runtime import resolve_device
+    from cuboid_ad.core.workdir import WorkDir
+    from cuboid_ad.pipeline.live.watch import camera_name, watch
 
     wd = WorkDir(work)
     camera = camera or camera_name(source)
@@ -329,8 +327,8 @@ def serve_cmd(work, host, port, config_path, preset, device):
     """
     import uvicorn
 
-    from pipeline.train import resolve_device
-    from pipeline.webapp import make_app
+    from cuboid_ad.core.runtime import resolve_device
+    from cuboid_ad.pipeline.views.webapp import make_app
 
     app = make_app(work, _optional_config(config_path, preset), resolve_device(device))
     if host not in ("127.0.0.1", "localhost", "::1"):
@@ -377,14 +375,14 @@ def evaluate(data, work, labels, out, config_path, preset, allow_damaged, stream
     the confusion matrix at the alarm threshold, and the events: false alarms
     per minute of normal video and the labelled anomalous segments they hit.
     """
-    from core.workdir import WorkDir
-    from pipeline.cluster import connect
-    from pipeline.evaluate import evaluate as run_evaluate
-    from pipeline.train import resolve_device
+    from cuboid_ad.core.cluster import connect
+    from cuboid_ad.core.runtime import resolve_device
+    from cuboid_ad.core.workdir import WorkDir
+    from cuboid_ad.pipeline.stages.evaluate import evaluate as run_evaluate
 
     wd = WorkDir(work)
     out = out or wd.eval
-    with work_lock(work, exclusive=False), connect(scheduler, [work]) as cluster:
+    with work_lock(work, exclusive=False), connect(scheduler, [work], warm_modules=(run_evaluate.__module__,)) as cluster:
         metrics = run_evaluate(data / "test", labels or data / "labels.json", wd.models, out, _optional_config(config_path, preset),
                                device if cluster else resolve_device(device), allow_damaged, stream, cluster)
     click.echo(format_metrics(metrics))
@@ -422,13 +420,13 @@ def _fleet_command(name: str, summary: str) -> None:
     @scheduler_option
     @run_options
     def command(fleet_file, workers, threads, device, scheduler):
-        from pipeline.cluster import connect, local_cluster
-        from pipeline.fleet import format_results, load_fleet, run_fleet
+        from cuboid_ad.core.cluster import connect, local_cluster
+        from cuboid_ad.pipeline.scale.fleet import format_results, load_fleet, run_fleet
 
         cameras = load_fleet(fleet_file)
         with contextlib.ExitStack() as stack:
             address = scheduler or stack.enter_context(local_cluster(workers))
-            cluster = stack.enter_context(connect(address, [c.work for c in cameras]))
+            cluster = stack.enter_context(connect(address, [c.work for c in cameras], warm_modules=(run_fleet.__module__,)))
             results = run_fleet(name, cameras, cluster, device=device, threads=threads)
         click.echo(format_results(results))
         failed = [r.camera.name for r in results if r.error]
@@ -482,9 +480,9 @@ def heatmap(video, work, out, frames, top, allow_damaged, stream, device):
 
     Uses OUT/maps.h5 from an earlier `score` of the same clip, or scores the clip first.
     """
-    from core.workdir import WorkDir
-    from pipeline.heatmaps import heatmaps_of
-    from pipeline.train import resolve_device
+    from cuboid_ad.core.runtime import resolve_device
+    from cuboid_ad.core.workdir import WorkDir
+    from cuboid_ad.pipeline.views.heatmaps import heatmaps_of
 
     wd = WorkDir(work)
     try:
@@ -516,9 +514,9 @@ def report_cmd(video, work, out, labels_path, gallery, allow_damaged, stream, de
     OUT/report.mp4 (H.264), which sits beside it. Click the timeline, a
     segment or a gallery frame to seek the video there.
     """
-    from core.workdir import WorkDir
-    from pipeline.report import report
-    from pipeline.train import resolve_device
+    from cuboid_ad.core.runtime import resolve_device
+    from cuboid_ad.core.workdir import WorkDir
+    from cuboid_ad.pipeline.views.report import report
 
     wd = WorkDir(work)
     out = out or wd.scores_for(video)
@@ -551,8 +549,8 @@ def supervise(data, work, config_path, preset, clips, force, allow_damaged, devi
     """
     import threading
 
-    from pipeline.supervise import supervise as run_supervise
-    from pipeline.train import resolve_device, sigint_sets
+    from cuboid_ad.core.runtime import resolve_device, sigint_sets
+    from cuboid_ad.pipeline.stages.supervise import supervise as run_supervise
 
     cfg = _config(config_path, preset)
     wanted = [c.strip() for c in clips.split(",") if c.strip()] if clips else None
@@ -591,9 +589,9 @@ def classify(video, work, out, heatmaps, allow_damaged, stream, device):
     probability, from the window of frames up to it) and OUT/attention.h5 (where
     the classifier looked), and prints the segments of a class other than normal.
     """
-    from core.workdir import WorkDir
-    from pipeline.supervise import classify_video
-    from pipeline.train import resolve_device
+    from cuboid_ad.core.runtime import resolve_device
+    from cuboid_ad.core.workdir import WorkDir
+    from cuboid_ad.pipeline.stages.supervise import classify_video
 
     out = out or WorkDir(work).scores_for(video)
     with work_lock(work, exclusive=False):
@@ -611,7 +609,7 @@ def classify(video, work, out, heatmaps, allow_damaged, stream, device):
 @preset_option
 def show_config(config_path, preset):
     """Print the effective config as TOML (defaults, preset, then --config on top)."""
-    from core.config import to_toml
+    from cuboid_ad.core.config import to_toml
 
     try:
         click.echo(to_toml(_config(config_path, preset)), nl=False)
@@ -634,7 +632,7 @@ def demo_data(out, size, frames_per_clip, train_clips, clips_per_class):
     test clip adds one labelled anomaly: a much faster object, an object where
     none ever goes, an unusual shape.
     """
-    from pipeline.synthetic import make_classes, make_dataset
+    from cuboid_ad.pipeline.media.synthetic import make_classes, make_dataset
 
     try:
         width, height = (int(v) for v in size.lower().split("x"))

@@ -29,15 +29,15 @@ from pathlib import Path
 import torch
 
 from bench.quality import commit, dataset_arguments
-from core.config import load_config
-from core.progress import set_progress
-from core.workdir import WorkDir
-from ensemble.detector import read_checkpoint
-from pipeline.cluster import connect, local_cluster
-from pipeline.evaluate import evaluate
-from pipeline.extract import extract_folder
-from pipeline.slice import slice_folder
-from pipeline.train import train_ensemble
+from cuboid_ad.core.cluster import connect, local_cluster
+from cuboid_ad.core.config import load_config
+from cuboid_ad.core.progress import set_progress
+from cuboid_ad.core.workdir import WorkDir
+from cuboid_ad.ensemble.detector import read_checkpoint
+from cuboid_ad.pipeline.stages.evaluate import evaluate
+from cuboid_ad.pipeline.stages.extract import extract_folder
+from cuboid_ad.pipeline.stages.slice import slice_folder
+from cuboid_ad.pipeline.stages.train import train_ensemble
 
 CAMERAS = (10, 100, 1000)
 WORKERS = (1, 10, 100)

@@ -26,13 +26,14 @@ from pathlib import Path
 
 import numpy as np
 
-from core.config import Config
-from core.grid import Region, make_grid
-from core.tubes import FLOW_ZERO
-from cuboids.slicing import TubeCutter
-from ensemble.detector import encode_windows
-from ensemble.fusion import CausalMean, alarm_threshold, region_errors
-from pipeline.ffmpeg_io import list_clips, open_clip, read_frames, working_size
+from cuboid_ad.core.config import Config
+from cuboid_ad.core.grid import Region, make_grid
+from cuboid_ad.core.tubes import FLOW_ZERO
+from cuboid_ad.cuboids.slicing import TubeCutter
+from cuboid_ad.ensemble.detector import encode_windows
+from cuboid_ad.ensemble.fusion import alarm_threshold, region_errors
+from cuboid_ad.ensemble.streams.base import CausalMean
+from cuboid_ad.pipeline.media.decode import list_clips, open_clip, read_frames, working_size
 
 SPEED_PATCH, SPEED_SMOOTHING = 4, 5  # the speed floor's region rule (see the module doc)
 
@@ -66,22 +67,31 @@ def region_speed(path: Path, cfg: Config) -> np.ndarray:
 
 
 class Baseline:
-    """Per-region z of a no-learning per-frame measure, max over regions."""
+    """Per-region z of a no-learning per-frame measure, max over regions, with PyOD's contract:
+    ``X`` is a measure's values ``(n_frames, R)`` (:func:`region_motion`, :func:`region_speed`)."""
 
-    def __init__(self, cfg: Config, measure):
-        self.cfg = cfg
-        self.measure = measure
+    def __init__(self, false_alarm_rate: float):
+        self.false_alarm_rate = false_alarm_rate
 
-    def fit(self, clips_path: Path) -> "Baseline":
-        values = np.concatenate([self.measure(p, self.cfg) for p in list_clips(clips_path)])
-        self.mean_ = values.mean(axis=0)
-        self.std_ = np.maximum(values.std(axis=0), 1e-9)
-        self.threshold_ = alarm_threshold(((values - self.mean_) / self.std_).max(axis=1), self.cfg.score.false_alarm_rate)
+    def fit(self, X: np.ndarray) -> "Baseline":
+        """Normal frames' values ``(n, R)``: each region's mean and spread, and the alarm threshold."""
+        self.mean_ = X.mean(axis=0)
+        self.std_ = np.maximum(X.std(axis=0), 1e-9)
+        self.decision_scores_ = self.decision_function(X)
+        self.threshold_ = alarm_threshold(self.decision_scores_, self.false_alarm_rate)
         return self
 
-    def score_samples(self, path: Path) -> np.ndarray:
-        z = (self.measure(path, self.cfg) - self.mean_) / self.std_
-        return z.max(axis=1)
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        """Values ``(n, R)`` -> ``(n,)``: the largest region z, higher = more anomalous."""
+        return ((X - self.mean_) / self.std_).max(axis=1)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return (self.decision_function(X) > self.threshold_).astype(np.int64)
+
+
+def fit_baseline(name: str, clips_path: Path, cfg: Config) -> Baseline:
+    """The floor ``name`` fitted on every clip of ``clips_path``."""
+    return Baseline(cfg.score.false_alarm_rate).fit(np.concatenate([BASELINES[name](p, cfg) for p in list_clips(clips_path)]))
 
 
 BASELINES = {"motion": region_motion, "speed": region_speed}

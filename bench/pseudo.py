@@ -36,10 +36,10 @@ from pathlib import Path
 
 import numpy as np
 
-from core.config import ExtractConfig
-from core.labels import label_ranges
-from pipeline.ffmpeg_io import list_clips, open_clip, read_frames
-from pipeline.synthetic import write_video
+from cuboid_ad.core.config import ExtractConfig
+from cuboid_ad.core.labels import label_ranges
+from cuboid_ad.pipeline.media.decode import list_clips, open_clip, read_frames
+from cuboid_ad.pipeline.media.synthetic import write_video
 
 
 def _decode(path: Path) -> tuple[np.ndarray, float]:

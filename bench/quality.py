@@ -25,18 +25,18 @@ from pathlib import Path
 import joblib
 import numpy as np
 
-from bench.motion import BASELINES, Baseline
-from core.config import load_config, to_toml
-from core.labels import frame_labels, load_labels
-from core.progress import set_progress
-from core.workdir import WorkDir
-from ensemble.events import find_events
-from ensemble.metrics import event_metrics, frame_metrics
-from pipeline.evaluate import evaluate
-from pipeline.extract import extract_folder
-from pipeline.ffmpeg_io import list_clips, open_clip
-from pipeline.slice import slice_folder
-from pipeline.train import train_ensemble
+from bench.motion import BASELINES, fit_baseline
+from cuboid_ad.core.config import load_config, to_toml
+from cuboid_ad.core.labels import frame_labels, load_labels
+from cuboid_ad.core.progress import set_progress
+from cuboid_ad.core.workdir import WorkDir
+from cuboid_ad.ensemble.events import find_events
+from cuboid_ad.ensemble.metrics import event_metrics, frame_metrics
+from cuboid_ad.pipeline.media.decode import list_clips, open_clip
+from cuboid_ad.pipeline.stages.evaluate import evaluate
+from cuboid_ad.pipeline.stages.extract import extract_folder
+from cuboid_ad.pipeline.stages.slice import slice_folder
+from cuboid_ad.pipeline.stages.train import train_ensemble
 
 
 def commit() -> str:
@@ -51,11 +51,11 @@ def commit() -> str:
 def baseline_metrics(name: str, data: Path, cfg) -> dict:
     """A floor's frame and event metrics, its events made by the models' event rule."""
     t0 = time.perf_counter()
-    model = Baseline(cfg, BASELINES[name]).fit(data / "train")
+    model = fit_baseline(name, data / "train", cfg)
     labels = load_labels(data / "labels.json")
     clips, events = {}, {}
     for p in list_clips(data / "test"):
-        s = model.score_samples(p)
+        s = model.decision_function(BASELINES[name](p, cfg))
         y = frame_labels(*labels[p.stem])
         fps = open_clip(p, cfg.extract).fps
         found = find_events(s > model.threshold_, s, s[:, None], np.arange(len(s)) / fps, ["frame"], model.threshold_,

@@ -36,15 +36,15 @@ import torch
 from joblib import Parallel, delayed
 
 from bench.quality import commit
-from core.config import Config
-from core.progress import set_progress
-from core.windows import gather_windows, window_starts
-from core.workdir import WorkDir
-from cuboids.slicing import TubeCutter, crop_flow, crop_regions, optical_flow
-from ensemble.ensemble import Ensemble
-from pipeline.ffmpeg_io import ffmpeg_exe, open_clip, read_frames
-from pipeline.score import score_video
-from pipeline.train import fit_region
+from cuboid_ad.core.config import Config
+from cuboid_ad.core.progress import set_progress
+from cuboid_ad.core.windows import gather_windows, window_starts
+from cuboid_ad.core.workdir import WorkDir
+from cuboid_ad.cuboids.slicing import TubeCutter, crop_flow, crop_regions, optical_flow
+from cuboid_ad.ensemble.ensemble import Ensemble
+from cuboid_ad.pipeline.media.decode import ffmpeg_exe, open_clip, read_frames
+from cuboid_ad.pipeline.stages.score import score_video
+from cuboid_ad.pipeline.stages.train import fit_region
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -35,11 +35,11 @@ import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from bench.quality import commit, dataset_arguments
-from core.config import load_config
-from core.labels import frame_labels, load_labels
-from core.progress import set_progress
-from ensemble.fusion import fuse_classifier
-from pipeline.supervise import classify_video, supervise
+from cuboid_ad.core.config import load_config
+from cuboid_ad.core.labels import frame_labels, load_labels
+from cuboid_ad.core.progress import set_progress
+from cuboid_ad.ensemble.fusion import fuse_classifier
+from cuboid_ad.pipeline.stages.supervise import classify_video, supervise
 
 
 def read_scores(eval_path: Path, clip_id: str) -> tuple[np.ndarray, np.ndarray]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.labels import frame_labels, load_labels
+from cuboid_ad.core.labels import frame_labels, load_labels
 
 
 def flag_rates(data: Path, eval_dir: Path, sigmas: list[float]) -> list[tuple[float, float, float]]:

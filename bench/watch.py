@@ -34,10 +34,10 @@ import threading
 import time
 from pathlib import Path
 
-from core.config import load_config
-from core.labels import load_labels
-from ensemble.ensemble import Ensemble
-from pipeline.ffmpeg_io import ffmpeg_exe, list_clips
+from cuboid_ad.core.config import load_config
+from cuboid_ad.core.labels import load_labels
+from cuboid_ad.ensemble.ensemble import Ensemble
+from cuboid_ad.pipeline.media.decode import ffmpeg_exe, list_clips
 
 ROOT = Path(__file__).resolve().parents[1]
 

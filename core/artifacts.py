@@ -23,8 +23,8 @@ from typing import Any
 
 import h5py
 
-from core.config import Config, config_differences
-from core.errors import ArtifactError
+from cuboid_ad.core.config import Config, config_differences
+from cuboid_ad.core.errors import ArtifactError, UserError
 
 APP = "cuboid-ad"
 
@@ -57,18 +57,29 @@ KINDS: dict[str, ArtifactKind] = {
     for k in (
         ArtifactKind("frames", 2, ("extract",)),  # 2: each frame's time
         ArtifactKind("tube", 1, ("extract", "cuboids")),
-        # checkpoint 2: per-cell statistics and held-out scores; the weights of version 1 still load
-        ArtifactKind("checkpoint", 2, ("extract", "cuboids", "model", "train"), recalibrate=("score",)),
-        ArtifactKind("manifest", 2, ("extract", "cuboids", "model", "train", "score")),
+        # checkpoint 2: per-cell statistics and held-out scores; 3: each stream's statistics by name (ensemble.streams);
+        # the weights of versions 1 and 2 still load (train recalibrates them)
+        ArtifactKind("checkpoint", 3, ("extract", "cuboids", "model", "train"), recalibrate=("score",)),
+        ArtifactKind("manifest", 3, ("extract", "cuboids", "model", "train", "score")),  # 3: the streams
         ArtifactKind("classifier", 1, ("extract", "supervise")),
         ArtifactKind("attention", 1, ("extract", "supervise")),  # classify's per-frame attention maps and probabilities
-        ArtifactKind("maps", 3, ("extract", "cuboids", "model", "train", "score")),  # 3: each frame's time, the video stream
+        # maps 3: each frame's time, the video stream; 4: stream_z of every stream score.streams names (attribute streams)
+        ArtifactKind("maps", 4, ("extract", "cuboids", "model", "train", "score")),
     )
 }
 
 
-def _tmp_name(path: Path) -> Path:
+def temporary_name(path: Path) -> Path:
+    """Where ``path`` is written before it is complete: hidden, beside it, named after this process
+    (so that :func:`remove_stale_temporaries` knows a dead writer's)."""
     return path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+
+
+def commit(tmp: Path, path: Path) -> None:
+    """Put a complete temporary file in place under its final name, on disk first."""
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
 
 
 @contextmanager
@@ -76,12 +87,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path to write; rename it onto ``path`` only on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(path)
+    tmp = temporary_name(path)
     try:
         yield tmp
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        commit(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -198,3 +207,32 @@ def require_config(kind: str, recorded: Config, current: Config, path: Path | st
     diffs = config_differences(recorded, current, k.all_sections if with_recalibrate else k.sections)
     if diffs:
         raise ArtifactError(f"{path} was made with a different config ({'; '.join(diffs)}); {remedy}")
+
+
+def source_signature(path: Path) -> dict[str, object]:
+    """What identifies a clip's content cheaply: its path, byte size and mtime (folders: of every file)."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file())
+        size = sum(p.stat().st_size for p in files)
+        mtime = max((p.stat().st_mtime for p in files), default=path.stat().st_mtime)
+    else:
+        st = path.stat()
+        size, mtime = st.st_size, st.st_mtime
+    return {"source_path": str(path.resolve()), "source_size": int(size), "source_mtime": float(mtime)}
+
+
+def is_current(path: Path, kind: str, cfg: Config, inputs: dict[str, object]) -> bool:
+    """True when ``path`` is a complete, readable artifact of ``kind`` that records exactly these ``inputs``
+    (what it was made from: a source's signature, the video stream, ...) and a config current for its kind.
+    The one rule by which every stage decides to skip work already done."""
+    path = Path(path)
+    if not path.exists():
+        return False
+    try:
+        with open_h5(path, kind) as fh:
+            attrs = dict(fh.attrs)
+        recorded = recorded_config(attrs, path)
+    except UserError:
+        return False
+    return all(attrs.get(k) == v for k, v in inputs.items()) and not stale_sections(kind, recorded, cfg)

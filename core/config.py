@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from core.errors import ConfigError
+from cuboid_ad.core.errors import ConfigError
 
 SECTIONS = ("extract", "cuboids", "model", "train", "score", "live", "serve", "supervise")
 FLOW_PRESETS = ("medium", "fast", "ultrafast")
@@ -175,10 +175,10 @@ class ScoreConfig:
     # large = mostly the `speed` floor's "nothing moves" error (bench.motion); 0 kept on the
     # training-split tuning sets (docs/experiments.md)
     motion_weight: float = 0.0
-    # share of a region's score from how unusual its codes are (the autoencoder's encoding of each cell's
-    # neighbourhood: its distance to the nearest of `code_bank` normal codes of the region) rather
-    # than from its reconstruction error; 0 = reconstruction error alone (docs/experiments.md)
-    novelty_weight: float = 0.5
+    # the per-region streams (ensemble.streams) and each one's weight in a region's score: "reconstruction"
+    # (how badly the autoencoder rebuilds a cell), "novelty" (how far its codes lie from the nearest of `code_bank`
+    # normal codes of the region); weight 0 = computed and shown, not scored (docs/experiments.md: half each)
+    streams: tuple[tuple[str, float], ...] = (("novelty", 0.5), ("reconstruction", 0.5))
     code_bank: int = 2048  # normal codes kept per region (a greedy k-centre subset of the training video's)
     # what novelty measures at each location: the autoencoder's "code" (its bottleneck, what the decoder
     # rebuilds from) or the wider "features" of the encoder's last layer before it (ensemble.model)
@@ -200,7 +200,13 @@ class ScoreConfig:
         _check(self.statistics in ("region", "cell"), f"score.statistics must be 'region' or 'cell', not {self.statistics!r}")
         _check(0.0 <= self.explained_motion_max <= 1.0, f"score.explained_motion_max must be in [0, 1], not {self.explained_motion_max}")
         _check(0.0 <= self.motion_weight <= 100.0, f"score.motion_weight must be in [0, 100], not {self.motion_weight}")
-        _check(0.0 <= self.novelty_weight <= 1.0, f"score.novelty_weight must be in [0, 1], not {self.novelty_weight}")
+        streams = self.streams.items() if isinstance(self.streams, dict) else self.streams
+        # sorted by name: equal tables are equal configs (the streams run in ensemble.streams' order anyway)
+        object.__setattr__(self, "streams", tuple(sorted((str(k), float(v)) for k, v in streams)))
+        names = [k for k, _ in self.streams]
+        _check(len(names) == len(set(names)) and all(names), f"score.streams must name each stream once, not {names}")
+        _check(all(0.0 <= w <= 100.0 for _, w in self.streams), f"score.streams weights must be in [0, 100], not {dict(self.streams)}")
+        _check(any(w > 0 for _, w in self.streams), f"score.streams must give some stream a weight above 0, not {dict(self.streams)}")
         _check(16 <= self.code_bank <= 65536, f"score.code_bank must be 16..65536, not {self.code_bank}")
         _check(self.novelty_features in ("code", "features"), f"score.novelty_features must be 'code' or 'features', not {self.novelty_features!r}")
         _check(1 <= self.smoothing_frames <= 1000, f"score.smoothing_frames must be 1..1000, not {self.smoothing_frames}")
@@ -298,7 +304,7 @@ _SECTION_TYPES = {
 # (section, key) -> the behaviour of the code that wrote those artifacts.
 RECORDED_BEFORE: dict[tuple[str, str], Any] = {
     ("score", "calibrate_on"): "held_out", ("model", "architecture"): "conv3d", ("score", "classifier_weight"): 0.0,
-    ("score", "motion_weight"): 0.0, ("score", "novelty_weight"): 0.0, ("score", "code_bank"): 2048,
+    ("score", "motion_weight"): 0.0, ("score", "streams"): {"reconstruction": 1.0}, ("score", "code_bank"): 2048,
     ("score", "novelty_features"): "code",
 }
 # Keys that no longer exist. An artifact that depends on them has a newer format version
@@ -327,7 +333,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         },
         "score": {
             "frames_between_clips": 5, "cell_size": 4, "statistics": "region", "explained_motion_max": 1.0, "motion_weight": 0.0,
-            "novelty_weight": 0.0, "code_bank": 2048, "novelty_features": "code", "smoothing_frames": 5,
+            "streams": {"reconstruction": 1.0}, "code_bank": 2048, "novelty_features": "code", "smoothing_frames": 5,
             "calibrate_on": "all", "false_alarm_rate": 0.01, "min_event_seconds": 0.5, "event_gap_seconds": 1.0, "classifier_weight": 0.0,
         },
         "live": {
@@ -354,7 +360,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         },
         "score": {
             "frames_between_clips": 5, "cell_size": 4, "statistics": "region", "explained_motion_max": 1.0, "motion_weight": 0.0,
-            "novelty_weight": 0.0, "code_bank": 2048, "novelty_features": "code", "smoothing_frames": 5,
+            "streams": {"reconstruction": 1.0}, "code_bank": 2048, "novelty_features": "code", "smoothing_frames": 5,
             "calibrate_on": "all", "false_alarm_rate": 0.01, "min_event_seconds": 0.5, "event_gap_seconds": 1.0, "classifier_weight": 0.0,
         },
         "live": {
@@ -424,7 +430,7 @@ class Config:
         out: dict[str, Any] = {"preset": self.preset}
         for name in SECTIONS:
             sec = dataclasses.asdict(getattr(self, name))
-            out[name] = {k: list(v) if isinstance(v, tuple) else v for k, v in sec.items()}
+            out[name] = {k: _plain(v) for k, v in sec.items()}
         return out
 
     def to_json(self) -> str:
@@ -464,6 +470,10 @@ class Config:
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: recorded config is not a table of settings")
         data = {name: dict(values) if isinstance(values, dict) else values for name, values in data.items()}
+        score = data.get("score")
+        if isinstance(score, dict) and "novelty_weight" in score:  # before score.streams: the novelty stream's share
+            w = float(score.pop("novelty_weight"))
+            score.setdefault("streams", {"reconstruction": 1.0 - w, "novelty": w} if w > 0 else {"reconstruction": 1.0})
         for section, key in RETIRED:
             if isinstance(data.get(section), dict):
                 data[section].pop(key, None)
@@ -485,7 +495,20 @@ class Config:
         return replace(self, **changed)
 
 
+def _plain(value: Any) -> Any:
+    """A setting as a TOML or JSON file holds it: lists for tuples, a table for (name, value) pairs."""
+    if isinstance(value, tuple) and value and all(isinstance(v, tuple) for v in value):
+        return {k: v for k, v in value}
+    return list(value) if isinstance(value, tuple) else value
+
+
 def _check_type(where: str, value: Any, default: Any) -> None:
+    if isinstance(default, tuple) and default and isinstance(default[0], tuple):  # a table of name = number
+        ok = isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                                             for k, v in value.items())
+        if not ok:
+            raise ConfigError(f"{where} = {value!r} has the wrong type (expected a table of name = number)")
+        return
     if isinstance(default, bool):
         ok = isinstance(value, bool)
     elif isinstance(default, int):
@@ -560,4 +583,6 @@ def _toml_value(value: Any) -> str:
         return json.dumps(value)
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
     raise TypeError(f"cannot write {value!r} as TOML")  # pragma: no cover

@@ -18,9 +18,9 @@ from typing import Any
 import h5py
 import numpy as np
 
-from core.artifacts import atomic_path, open_h5, recorded_config, require_config, stamp
-from core.config import Config
-from core.errors import ArtifactError
+from cuboid_ad.core.artifacts import atomic_path, open_h5, recorded_config, require_config, stamp
+from cuboid_ad.core.config import Config
+from cuboid_ad.core.errors import ArtifactError
 
 FRAME_CHUNK = 16  # frames per HDF5 chunk: small enough for streaming reads, large enough to compress
 
@@ -98,3 +98,10 @@ def iter_frames_file(path: str | Path, chunk_frames: int = 64) -> Iterator[tuple
         ds = fh["frames"]
         for start in range(0, ds.shape[0], chunk_frames):
             yield start, ds[start : start + chunk_frames]
+
+
+def measured_fps(times: np.ndarray, nominal: float) -> float:
+    """The frame rate the frames' own times show: the reciprocal of their median interval."""
+    steps = np.diff(np.asarray(times, np.float64))
+    steps = steps[steps > 0]
+    return float(1.0 / np.median(steps)) if len(steps) else nominal

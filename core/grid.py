@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.config import CuboidConfig
-from core.errors import ConfigError
+from cuboid_ad.core.config import CuboidConfig
+from cuboid_ad.core.errors import ConfigError
 
 MIN_REGION_PIXELS = 8
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from core.arrays import runs
-from core.errors import InputError
+from cuboid_ad.core.arrays import runs
+from cuboid_ad.core.errors import InputError
 
 
 def load_labels(path: str | Path) -> dict[str, tuple[int, list[tuple[int, int]]]]:
@@ -53,3 +53,14 @@ def label_ranges(mask: np.ndarray) -> list[list[int]]:
     """A clip's anomalous-frame mask -> its ranges as the labels file writes them (1-based, inclusive)."""
     return [[a + 1, b] for a, b in runs(mask)]
 
+
+
+def clip_truth(labels_path: str | Path, clip_id: str, n_frames: int) -> np.ndarray:
+    """The labelled anomalous frames ``(n_frames,)`` of one clip; refuses a labels file that does not describe it."""
+    labels = load_labels(labels_path)
+    if clip_id not in labels:
+        raise InputError(f"{labels_path}: no entry for clip {clip_id!r} (clips there: {', '.join(sorted(labels)[:8])}…)")
+    n, ranges = labels[clip_id]
+    if n != n_frames:
+        raise InputError(f"{labels_path}: clip {clip_id!r} has {n} frames there but {n_frames} were decoded")
+    return frame_labels(n, ranges)

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from core.errors import UserError
+from cuboid_ad.core.errors import UserError
 
 
 @contextmanager

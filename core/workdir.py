@@ -6,6 +6,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+def clip_id(path: str | Path) -> str:
+    """A clip's id, which names its frames file, tubes and outputs: a video file's name without its extension, a frame folder's name."""
+    path = Path(path)
+    return path.name if path.is_dir() else path.stem
+
+
 @dataclass(frozen=True)
 class WorkDir:
     root: Path
@@ -29,10 +35,14 @@ class WorkDir:
     def eval(self) -> Path:
         return self.root / "eval"
 
+    @property
+    def classifier(self) -> Path:
+        """The supervised classifier's folder (`supervise`): model.pt, metrics.json, confusion.png."""
+        return self.root / "classifier"
+
     def scores_for(self, video: str | Path) -> Path:
         """Default output folder of `score VIDEO`: named after the clip."""
-        video = Path(video)
-        return self.root / "scores" / (video.stem if video.suffix else video.name)
+        return self.root / "scores" / clip_id(video)
 
     def live_for(self, camera: str) -> Path:
         """Default output folder of `watch --camera NAME`: daily score files and event snapshots and clips."""

@@ -15,10 +15,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.arrays import gaussian_blur
-from core.config import Config
-from core.grid import Region
-from core.tubes import FLOW_GAIN, FLOW_ZERO
+from cuboid_ad.core.arrays import gaussian_blur
+from cuboid_ad.core.config import Config
+from cuboid_ad.core.grid import Region
+from cuboid_ad.core.tubes import FLOW_GAIN, FLOW_ZERO
 
 
 @torch.inference_mode()

@@ -21,14 +21,14 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from core.artifacts import atomic_path, open_h5, recorded_config, remove_stale_temporaries, require_config, stale_sections, stamp
-from core.config import Config
-from core.errors import ArtifactError, InputError, UserError
-from core.frames import iter_frames_file, read_frames_info
-from core.grid import Region, make_grid
-from core.tubes import RegionTube
-from core.windows import window_starts
-from cuboids.slicing import TubeCutter
+from cuboid_ad.core.artifacts import atomic_path, is_current, open_h5, recorded_config, remove_stale_temporaries, require_config, stamp
+from cuboid_ad.core.config import Config
+from cuboid_ad.core.errors import ArtifactError, InputError
+from cuboid_ad.core.frames import iter_frames_file, read_frames_info
+from cuboid_ad.core.grid import Region, make_grid
+from cuboid_ad.core.tubes import RegionTube
+from cuboid_ad.core.windows import window_starts
+from cuboid_ad.cuboids.slicing import TubeCutter
 
 
 def _frames_signature(frames_path: Path) -> dict[str, object]:
@@ -106,21 +106,8 @@ def slice_clip(
 
 def is_up_to_date(frames_path: Path, cuboids_path: Path, cfg: Config) -> bool:
     """True when every region's tube of this frames file is complete, cut from it, with this config."""
-    clip_id = frames_path.stem
     signature = _frames_signature(frames_path)
-    for region_id in cfg.cuboids.region_ids:
-        path = region_file(cuboids_path, region_id, clip_id)
-        if not path.exists():
-            return False
-        try:
-            with open_h5(path, "tube") as fh:
-                attrs = dict(fh.attrs)
-            recorded = recorded_config(attrs, path)
-        except UserError:
-            return False
-        if any(attrs.get(k) != v for k, v in signature.items()) or stale_sections("tube", recorded, cfg):
-            return False
-    return True
+    return all(is_current(region_file(cuboids_path, rid, frames_path.stem), "tube", cfg, signature) for rid in cfg.cuboids.region_ids)
 
 
 def prune(cuboids_path: Path, cfg: Config, clip_ids: set[str]) -> None:

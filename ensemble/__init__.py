@@ -1,1 +1,1 @@
-"""The per-region autoencoders: model, training, scoring, fusion into frame scores and maps."""
+"""The per-region detectors: the autoencoder, its training, the streams (ensemble.streams) it is scored by, fusion into frame scores, maps, events and metrics."""

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.grid import Region
+from cuboid_ad.core.grid import Region
 
 
 class AnomalyMapper:

@@ -1,22 +1,20 @@
-"""One region's detector: its autoencoder plus what normal errors look like there.
+"""One region's detector: its autoencoder plus what normal looks like there, stream by stream.
 
-The scikit-learn / PyOD pattern: ``__init__`` stores settings; ``fit(tubes)``
-trains on normal clips and sets the learned attributes (``model_``,
-``stats_``, ``novelty_`` (the bank of normal codes and its statistics, or None),
-``held_out_scores_``, ``threshold_``, ``history_``);
-``score_samples(tube)`` gives one score per frame, higher = more anomalous (the
-region's largest cell z blended with its novelty z, see ``ensemble.fusion``); ``predict(tube)`` flags the
-frames whose score exceeds ``threshold_``, the score that ``score.false_alarm_rate``
-of the held-out normal frames exceed (the region on its own; the ensemble sets
-one threshold for all regions together). Both raise until the detector is
-fitted. :meth:`recalibrated` returns a new detector with the same weights and
-statistics computed under other ``[score]`` settings.
+PyOD's pattern: ``__init__`` stores settings; ``fit(tubes)`` trains on normal clips
+and sets the learned attributes (``model_``, ``fitted_``: what each stream of
+``score.streams`` learned, ``held_out_scores_``, ``threshold_``, ``history_``) and
+returns the detector; ``decision_function(tube)`` gives one score per frame, higher =
+more anomalous (the streams' region z weighed, see ``ensemble.fusion``);
+``predict(tube)`` is 1 for the frames whose score exceeds ``threshold_``, the score
+that ``score.false_alarm_rate`` of the held-out normal frames exceed (the region on
+its own; the ensemble sets one threshold for all regions together), else 0. Both
+raise until the detector is fitted. :meth:`recalibrated` returns a new detector with
+the same weights and its statistics computed under other ``[score]`` settings.
 
 Checkpoint (``models/<region_id>.pt``, read with ``torch.load(weights_only=True)``):
-a dict of plain values and tensors: format, format_version, config (JSON),
-region, frame_size, state_dict, stats (per cell), novelty (the code bank and its
-statistics; absent when ``score.novelty_weight`` is 0), held_out_scores, history,
-training_clips.
+a dict of plain values and tensors: format, format_version, config (JSON), region,
+frame_size, state_dict, streams (each stream's statistics and reference, by name),
+held_out_scores, history, training_clips.
 """
 
 from __future__ import annotations
@@ -24,7 +22,6 @@ from __future__ import annotations
 import pickle
 import threading
 import zipfile
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,20 +29,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.artifacts import KINDS, atomic_path, require_config, stamp_dict
-from core.config import Config
-from core.errors import ArtifactError, InputError
-from core.grid import Region
-from core.tubes import FLOW_ZERO, RegionTube, code_to_flow
-from core.windows import window_index
-from ensemble.fit import TrainState, fit_autoencoder, split_windows, validation_masks
-from ensemble.fusion import CellStats, NoveltyStats, ScoreChain, alarm_threshold, cell_means, fit_cell_stats
-from ensemble.model import build_autoencoder
-from ensemble.novelty import build_bank, frame_codes, novelty_map, segment_ids, spread_floor
-from ensemble.sliding import score_tubes
+from cuboid_ad.core.artifacts import KINDS, atomic_path, require_config, stamp_dict
+from cuboid_ad.core.config import Config
+from cuboid_ad.core.errors import ArtifactError, InputError
+from cuboid_ad.core.grid import Region
+from cuboid_ad.core.tubes import RegionTube, code_to_flow
+from cuboid_ad.core.windows import window_index
+from cuboid_ad.ensemble.fit import TrainState, fit_autoencoder, split_windows, validation_masks
+from cuboid_ad.ensemble.fusion import ScoreChain, alarm_threshold, cell_means, map_layout
+from cuboid_ad.ensemble.model import build_autoencoder
+from cuboid_ad.ensemble.sliding import score_tubes
+from cuboid_ad.ensemble.streams import resolve
+from cuboid_ad.ensemble.streams.base import Fitted, Forward
+from cuboid_ad.ensemble.streams.novelty import segment_ids
 
 _INIT_LOCK = threading.Lock()
-MAPS = ("error", "reconstruction", "energy", "novelty")  # what window_maps gives for every pixel, in this order
 
 
 def encode_windows(windows: np.ndarray, mode: str) -> torch.Tensor:
@@ -64,19 +62,6 @@ def encode_windows(windows: np.ndarray, mode: str) -> torch.Tensor:
             out = torch.cat([x[:, :, 1:], out], dim=1)
     # channels-last 3D convolutions run about twice as fast on CPU (oneDNN)
     return out.contiguous(memory_format=torch.channels_last_3d)
-
-
-STILL = {"flow": FLOW_ZERO / 255.0, "diff": 0.5, "both": 0.5}  # the model input of "nothing moves" (encode_windows)
-
-
-def motion_energy(x: torch.Tensor, mode: str) -> torch.Tensor:
-    """Model input ``(B, C', T, P, P)`` -> its motion energy ``(B, T, P, P)``: the squared distance of its
-    motion channels from "nothing moves", channel mean; what a model that rebuilt every window as
-    still would get wrong. ``frames`` input carries no motion: zeros."""
-    if mode == "frames":
-        return torch.zeros_like(x[:, 0])
-    motion = x[:, x.shape[1] // 2 :] if mode == "both" else x  # "both" stacks frames, then differences
-    return ((motion - STILL[mode]) ** 2).mean(dim=1)
 
 
 def shown_reconstruction(y: torch.Tensor, windows: np.ndarray, mode: str) -> torch.Tensor:
@@ -108,11 +93,18 @@ class RegionDetector:
         self.cfg = cfg
         self.region = region
         self.frame_size = frame_size
-        self.novelty_: NoveltyStats | None = None
+        self.streams = resolve(cfg.score)  # [(stream, weight)] in the registry's order
+        # a window's maps: the reconstruction as shown (index 0), then each stream's
+        self.layout = map_layout([s for s, _ in self.streams])
+        self.n_maps = 1 + sum(len(s.maps) for s, _ in self.streams)
 
     @property
     def needs_previous(self) -> bool:
         return self.cfg.needs_previous
+
+    @property
+    def stream_names(self) -> list[str]:
+        return [s.name for s, _ in self.streams]
 
     def build_model(self) -> nn.Module:
         m = self.cfg.model
@@ -188,40 +180,36 @@ class RegionDetector:
         return other._calibrate(tubes)
 
     def _calibrate(self, tubes: list[RegionTube]) -> "RegionDetector":
-        """Score the normal clips exactly as new video is scored, and keep what normal looks like in each cell.
+        """Score the normal clips exactly as new video is scored, and keep what normal looks like to every stream.
 
         The statistics come from every normal frame (``score.calibrate_on = "all"``) or
         only from the blocks held out from training (``"held_out"``); the held-out blocks'
         scores are kept either way (``held_out_scores_``): frames the weights were not
-        fitted on, from which the alarm threshold is set.
+        fitted on, from which the alarm threshold is set. A stream with a reference built
+        from the normal video (the novelty's bank) measures each segment of it against
+        the reference without that segment, as new video would be (``ensemble.streams.base``).
         """
         s, t = self.cfg.score, self.cfg.train
         lengths = [len(x.tube) for x in tubes]
         held = validation_masks(lengths, t.val_block_frames, t.val_fraction)
-        self.novelty_ = None
-        if s.novelty_weight == 0:
-            cells = [self._cell_maps(x.tube) for x in tubes]  # per clip: (n, 4, K)
+        if not any(stream.leaves_segment_out for stream, _ in self.streams):
+            references = {stream.name: None for stream, _ in self.streams}
+            cells = [self._cell_maps(x.tube, references) for x in tubes]  # per clip: (n, n_maps, K)
         else:
-            # the bank of normal codes; then every segment of the normal video is measured against the
-            # bank without its own codes, as new video would be (ensemble.novelty)
             segments = segment_ids(lengths)
-            T = self.cfg.cuboids.clip_length_in_frames
-            codes = [frame_codes(self._encode, x.tube, T, self.needs_previous) for x in tubes]
-            bank, bank_segment = build_bank(codes, segments, s.code_bank, t.seed)
+            references = {stream.name: stream.reference(self._encode, [x.tube for x in tubes], segments, self.cfg) for stream, _ in self.streams}
             cells, pieces = [], []
             for x, seg, h in zip(tubes, segments, held):
                 for sid in np.unique(seg):
-                    rest = bank[bank_segment != sid]
-                    cells.append(self._cell_maps(x.tube[seg == sid], torch.from_numpy(rest if len(rest) else bank)))
+                    apart = {stream.name: stream.without_segment(references[stream.name], sid) for stream, _ in self.streams}
+                    cells.append(self._cell_maps(x.tube[seg == sid], apart))
                     pieces.append(h[seg == sid])
             held = pieces
         use = held if s.calibrate_on == "held_out" else [np.ones(len(m), bool) for m in held]
-        e, E = [c[:, MAPS.index("error")] for c in cells], [c[:, MAPS.index("energy")] for c in cells]
-        self.stats_, _ = fit_cell_stats(e, E, use, s.statistics, s.explained_motion_max, s.smoothing_frames, s.motion_weight)
-        if s.novelty_weight > 0:  # the region's largest cell novelty, one value a frame
-            peak = [c[:, MAPS.index("novelty")].max(axis=1, keepdims=True) for c in cells]
-            stats, _ = fit_cell_stats(peak, [np.zeros_like(x) for x in peak], use, "region", 0.0, s.smoothing_frames)
-            self.novelty_ = NoveltyStats(bank, replace(stats, std=np.maximum(stats.std, spread_floor(bank))))
+        self.fitted_ = {
+            stream.name: stream.fit([c[:, self.layout[stream.name]] for c in cells], use, self.cfg, references[stream.name]) for stream, _ in self.streams
+        }
+        self._scoring_references = None
         scores = [self._chain(c)[1] for c in cells]
         self.held_out_scores_ = np.concatenate([x[m] for x, m in zip(scores, held)]).astype(np.float32)
         self.threshold_ = alarm_threshold(self.held_out_scores_, s.false_alarm_rate)
@@ -233,61 +221,63 @@ class RegionDetector:
         if not hasattr(self, "model_"):
             raise RuntimeError(f"detector for {self.region.region_id} is not fitted")
 
+    @property
+    def references(self) -> dict[str, torch.Tensor | None]:
+        """What each stream measures new video against (the fitted references, as tensors, made once)."""
+        if getattr(self, "_scoring_references", None) is None:
+            self._scoring_references = {stream.name: stream.scoring_reference(self.fitted_[stream.name]) for stream, _ in self.streams}
+        return self._scoring_references
+
     @torch.inference_mode()
-    def window_maps(self, windows: np.ndarray, bank: torch.Tensor | None = None) -> np.ndarray:
-        """uint8 windows ``(B, T', C, P, P)`` -> float32 ``(B, T, 4, P, P)``: for every pixel (see :data:`MAPS`) the
-        squared reconstruction error (channel mean), the reconstruction as shown (:func:`shown_reconstruction`),
-        the input's motion energy (:func:`motion_energy`) and the novelty of its code or features (``ensemble.novelty``,
-        ``score.novelty_features``; 0 when ``score.novelty_weight`` is 0). ``bank``: the normal codes to measure
-        novelty against, if not ``novelty_``'s."""
+    def window_maps(self, windows: np.ndarray, references: dict[str, torch.Tensor | None] | None = None) -> np.ndarray:
+        """uint8 windows ``(B, T', C, P, P)`` -> float32 ``(B, T, n_maps, P, P)``: for every pixel the reconstruction as
+        shown (:func:`shown_reconstruction`), then each stream's maps (:attr:`layout`). ``references``: what the streams
+        measure against, if not the fitted ones."""
         self._require_fitted()
         mode = self.cfg.model.input
         x = encode_windows(windows, mode).to(self.device_)
-        measured, code = self._encode_input(x)
-        y = self.model_.decode(code)
-        error = ((y - x) ** 2).mean(dim=1).cpu()
-        if bank is None and self.novelty_ is not None:
-            bank = torch.from_numpy(self.novelty_.bank)
-        novelty = torch.zeros_like(error) if bank is None else novelty_map(measured, bank.to(code.device), x.shape[-1]).cpu()
-        return torch.stack([error, shown_reconstruction(y, windows, mode), motion_energy(x.cpu(), mode), novelty], dim=2).numpy()
-
-    def _encode_input(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Model input -> (what the novelty stream measures at every location (``score.novelty_features``), the code)."""
         features, code = self.model_.encode_features(x)
-        return (features if self.cfg.score.novelty_features == "features" else code), code
+        y = self.model_.decode(code)
+        fwd = Forward(x, features, code, y, mode)
+        references = self.references if references is None else references
+        maps = [shown_reconstruction(y, windows, mode)[:, :, None]]
+        maps += [stream.pixel_maps(fwd, references[stream.name], self.cfg) for stream, _ in self.streams]
+        return torch.cat(maps, dim=2).numpy()
 
     @torch.inference_mode()
-    def _encode(self, windows: np.ndarray) -> torch.Tensor:
-        """uint8 windows -> what the novelty stream measures at every location."""
-        return self._encode_input(encode_windows(windows, self.cfg.model.input).to(self.device_))[0]
+    def _encode(self, windows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 windows -> the encoder's (features, code)."""
+        return self.model_.encode_features(encode_windows(windows, self.cfg.model.input).to(self.device_))
 
-    def _cell_maps(self, tube: np.ndarray, bank: torch.Tensor | None = None) -> np.ndarray:
-        """One clip's tube ``(n, C, P, P)`` -> its cell means of every map of :data:`MAPS` ``(n, 4, K)``."""
+    def _cell_maps(self, tube: np.ndarray, references: dict[str, torch.Tensor | None] | None = None) -> np.ndarray:
+        """One clip's tube ``(n, C, P, P)`` -> its cell means of every map ``(n, n_maps, K)``."""
         T = self.cfg.cuboids.clip_length_in_frames
-        fn = self.window_maps if bank is None else (lambda w: self.window_maps(w, bank))
-        maps = score_tubes([fn], len(MAPS), tube[None], T, self.cfg.score.frames_between_clips, self.needs_previous)[:, 0]
+        fn = self.window_maps if references is None else (lambda w: self.window_maps(w, references))
+        maps = score_tubes([fn], self.n_maps, tube[None], T, self.cfg.score.frames_between_clips, self.needs_previous)[:, 0]
         return cell_means(maps, self.cfg.score.cell_size)
 
+    def score_chain(self) -> ScoreChain:
+        """A fresh chain (smoothing from the normal level) over this region's cell maps."""
+        return ScoreChain(self.streams, [self.fitted_[s.name].stats for s, _ in self.streams], self.cfg)
+
     def _chain(self, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Cell maps ``(n, 4, K)`` of one clip -> cell z ``(n, K)``, region score ``(n,)``, stream z ``(n, 2)`` (:class:`ScoreChain`)."""
-        s = self.cfg.score
-        chain = ScoreChain(self.stats_, None if self.novelty_ is None else self.novelty_.stats, s.smoothing_frames, s.novelty_weight)
-        return chain(*(cells[:, MAPS.index(m)] for m in ("error", "energy", "novelty")))
+        """Cell maps ``(n, n_maps, K)`` of one clip -> cell z ``(n, K)``, region score ``(n,)``, stream z ``(n, S)``."""
+        return self.score_chain()(cells)
 
     def cell_scores(self, tube: np.ndarray) -> np.ndarray:
         """One clip's tube ``(n, C, P, P)`` uint8 -> every cell's z ``(n, K)``."""
         self._require_fitted()
         return self._chain(self._cell_maps(tube))[0]
 
-    def score_samples(self, tube: np.ndarray) -> np.ndarray:
-        """One clip's tube ``(n, C, P, P)`` uint8 -> ``(n,)``: each frame's score (its largest cell z, blended with its
-        novelty z when there is a novelty stream), higher = more anomalous."""
+    def decision_function(self, tube: np.ndarray) -> np.ndarray:
+        """One clip's tube ``(n, C, P, P)`` uint8 -> ``(n,)``: each frame's score (the streams' region z weighed),
+        higher = more anomalous."""
         self._require_fitted()
         return self._chain(self._cell_maps(tube))[1]
 
     def predict(self, tube: np.ndarray) -> np.ndarray:
-        """One clip's tube -> ``(n,)`` bool: the frames whose score exceeds ``threshold_``."""
-        return self.score_samples(tube) > self.threshold_
+        """One clip's tube -> ``(n,)`` 0/1: 1 for the frames whose score exceeds ``threshold_``."""
+        return (self.decision_function(tube) > self.threshold_).astype(np.int64)
 
     # -- persistence ------------------------------------------------------------------------
 
@@ -299,8 +289,7 @@ class RegionDetector:
             "region": {"region_id": r.region_id, "row": r.row, "col": r.col, "top": r.top, "left": r.left, "height": r.height, "width": r.width},
             "frame_size": list(self.frame_size),
             "state_dict": {k: v.detach().cpu() for k, v in self.model_.state_dict().items()},
-            "stats": self.stats_.to_dict(),
-            **({"novelty": self.novelty_.to_dict()} if self.novelty_ is not None else {}),
+            "streams": {name: f.to_dict() for name, f in self.fitted_.items()},
             "held_out_scores": torch.from_numpy(np.asarray(self.held_out_scores_, np.float32)),
             "history": self.history_.to_dict() | {"n_train_windows": int(getattr(self, "n_train_windows_", 0))},
             "training_clips": dict(training_clips),
@@ -332,8 +321,7 @@ class RegionDetector:
         det.model_ = model.to(device).eval()
         det.device_ = torch.device(device)
         if ck["format_version"] == KINDS["checkpoint"].version:
-            det.stats_ = CellStats.from_dict(ck["stats"])
-            det.novelty_ = NoveltyStats.from_dict(ck["novelty"]) if recorded.score.novelty_weight > 0 else None
+            det.fitted_ = {name: Fitted.from_dict(ck["streams"][name]) for name in det.stream_names}
             det.held_out_scores_ = ck["held_out_scores"].numpy()
             det.threshold_ = alarm_threshold(det.held_out_scores_, recorded.score.false_alarm_rate)
         det.history_ = TrainState(**{k: v for k, v in ck["history"].items() if k in TrainState.__dataclass_fields__})
@@ -342,7 +330,7 @@ class RegionDetector:
         return det
 
 
-WEIGHTS_READABLE = (1,)  # older checkpoint versions whose weights (not statistics) this program reads
+WEIGHTS_READABLE = (1, 2)  # older checkpoint versions whose weights (not statistics) this program reads
 
 
 def read_checkpoint(path: Path, weights_only: bool = False) -> dict[str, Any]:

@@ -11,10 +11,10 @@ The alarm threshold is the frame score (the largest region score) that a share
 training clips that no model was fitted on, the same frames for every region.
 
 :class:`EnsembleScorer` is the whole scoring chain after the tubes: sliding
-windows through every region's model -> per-frame pixel errors, reconstructions,
-motion energies and code novelties -> cell values -> the part motion does not explain
--> causal smoothing -> z of each stream -> region and frame scores (``ensemble.fusion``). It knows
-nothing of videos: the score stage cuts frames into tubes and feeds it.
+windows through every region's model -> per-frame maps of every stream (``ensemble.streams``)
+and the reconstruction as shown -> cell values -> each stream's causally smoothed z -> region and
+frame scores (``ensemble.fusion``). It knows nothing of videos: the scoring session cuts frames
+into tubes and feeds it.
 """
 
 from __future__ import annotations
@@ -27,13 +27,14 @@ from typing import Any
 
 import numpy as np
 
-from core.artifacts import KINDS, require_config, stamp_dict, write_json
-from core.config import Config
-from core.errors import ArtifactError
-from core.grid import Region
-from ensemble.detector import MAPS, RegionDetector
-from ensemble.fusion import CellStats, ScoreChain, alarm_threshold, cell_means
-from ensemble.sliding import SlidingWindowScorer
+from cuboid_ad.core.artifacts import KINDS, require_config, stamp_dict, write_json
+from cuboid_ad.core.config import Config
+from cuboid_ad.core.errors import ArtifactError
+from cuboid_ad.core.grid import Region
+from cuboid_ad.ensemble.detector import RegionDetector
+from cuboid_ad.ensemble.fusion import ScoreChain, alarm_threshold, cell_means
+from cuboid_ad.ensemble.sliding import SlidingWindowScorer
+from cuboid_ad.ensemble.streams.base import CellStats, Stream
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,15 @@ class Ensemble:
     @property
     def needs_previous(self) -> bool:
         return self.cfg.needs_previous
+
+    @property
+    def streams(self) -> list[Stream]:
+        """The streams every region's score weighs, in order (``score.streams``)."""
+        return [s for s, _ in self.detectors[0].streams]
+
+    @property
+    def stream_names(self) -> list[str]:
+        return [s.name for s in self.streams]
 
     def scorer(self, batch_windows: int = 64) -> "EnsembleScorer":
         return EnsembleScorer(self, batch_windows)
@@ -146,17 +156,26 @@ class ScoredFrames:
 
     first: int
     cell_z: np.ndarray  # (n, R, K): every cell's z
-    region_z: np.ndarray  # (n, R): each region's score, its largest cell z blended with its novelty z
+    region_z: np.ndarray  # (n, R): each region's score, its streams' z weighed (score.streams)
     score: np.ndarray  # (n,) frame score: the largest region score
     anomalous: np.ndarray  # (n,) bool: the frame score is above the alarm threshold
     reconstructions: np.ndarray  # (n, R, P, P) in [0, 1], as ensemble.detector.shown_reconstruction draws them
     p_anomalous: np.ndarray | None = None  # (n,) the supervised classifier's vote, when score.classifier_weight fuses it
-    # (n, R, 2): each region's z of the reconstruction stream and of the novelty stream (NaN without one),
-    # so a user can see which fired; region_z blends the two (ensemble.fusion.ScoreChain)
+    # (n, R, S): each region's z of every stream (Ensemble.stream_names), so a user can see which fired;
+    # region_z weighs them (ensemble.fusion.ScoreChain)
     stream_z: np.ndarray | None = None
+    times: np.ndarray | None = None  # (n,) each frame's own time, seconds (the scoring session sets them)
 
     def __len__(self) -> int:
         return len(self.score)
+
+    def rows(self, start: int, stop: int) -> "ScoredFrames":
+        """Frames ``first + start .. first + stop - 1`` of these."""
+        def cut(a):
+            return None if a is None else a[start:stop]
+
+        return ScoredFrames(self.first + start, *(cut(getattr(self, f)) for f in ("cell_z", "region_z", "score", "anomalous", "reconstructions",
+                                                                                  "p_anomalous", "stream_z", "times")))  # fmt: skip
 
 
 class EnsembleScorer:
@@ -165,21 +184,18 @@ class EnsembleScorer:
     def __init__(self, ensemble: Ensemble, batch_windows: int = 64):
         cfg = ensemble.cfg
         self.cfg = cfg
+        first = ensemble.detectors[0]
         self.windows = SlidingWindowScorer(
             [d.window_maps for d in ensemble.detectors],
-            len(MAPS),
+            first.n_maps,
             cfg.cuboids.clip_length_in_frames,
             cfg.score.frames_between_clips,
             ensemble.needs_previous,
             batch_windows,
         )
-        novelty = [d.novelty_ for d in ensemble.detectors]
-        self.chain = ScoreChain(
-            CellStats.stack([d.stats_ for d in ensemble.detectors]),  # arrays (R, K)
-            None if novelty[0] is None else CellStats.stack([n.stats for n in novelty]),  # arrays (R, 1)
-            cfg.score.smoothing_frames,
-            cfg.score.novelty_weight,
-        )
+        # every stream's statistics of all regions as arrays (R, K)
+        stats = [CellStats.stack([d.fitted_[s.name].stats for d in ensemble.detectors]) for s, _ in first.streams]
+        self.chain = ScoreChain(first.streams, stats, cfg)
         self.threshold = ensemble.threshold_
         self.n_done = 0
 
@@ -191,11 +207,9 @@ class EnsembleScorer:
         return self._post(self.windows.finish())
 
     def _post(self, maps: np.ndarray) -> ScoredFrames:
-        cells = cell_means(maps, self.cfg.score.cell_size)  # (n, R, len(MAPS), K)
-        cell_z, region_z, stream_z = self.chain(*(cells[:, :, MAPS.index(m)] for m in ("error", "energy", "novelty")))
+        cells = cell_means(maps, self.cfg.score.cell_size)  # (n, R, n_maps, K)
+        cell_z, region_z, stream_z = self.chain(cells)
         score = region_z.max(axis=1)
-        out = ScoredFrames(
-            self.n_done, cell_z, region_z, score, score > self.threshold, maps[:, :, MAPS.index("reconstruction")], stream_z=stream_z
-        )
+        out = ScoredFrames(self.n_done, cell_z, region_z, score, score > self.threshold, maps[:, :, 0], stream_z=stream_z)
         self.n_done += len(maps)
         return out

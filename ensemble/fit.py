@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.config import TrainConfig
+from cuboid_ad.core.config import TrainConfig
 
 
 def validation_masks(clip_frames: list[int], block_frames: int, val_fraction: float) -> list[np.ndarray]:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
-from core.arrays import runs
-from ensemble.events import Event
+from cuboid_ad.core.arrays import runs
+from cuboid_ad.ensemble.events import Event
 
 
 def equal_error_rate(labels: np.ndarray, scores: np.ndarray) -> float:

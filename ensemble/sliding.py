@@ -18,8 +18,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from core.errors import InputError
-from core.windows import gather_windows
+from cuboid_ad.core.errors import InputError
+from cuboid_ad.core.windows import gather_windows
 
 # one region's model step: windows uint8 (B, T[+1], C, P, P) -> maps float32 (B, T, K, P, P)
 WindowFn = Callable[[np.ndarray], np.ndarray]

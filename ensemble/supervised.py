@@ -19,6 +19,7 @@ import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,10 +27,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.config import SuperviseConfig
-from ensemble.classifier import AttentionClassifier3D
-from ensemble.fit import TrainState, TrainingStopped, restore
-from ensemble.metrics import balanced_accuracy
+from cuboid_ad.core.artifacts import check_stamp, require_config
+from cuboid_ad.core.config import Config, SuperviseConfig
+from cuboid_ad.core.errors import ArtifactError
+from cuboid_ad.ensemble.classifier import AttentionClassifier3D
+from cuboid_ad.ensemble.fit import TrainingStopped, TrainState, restore
+from cuboid_ad.ensemble.metrics import balanced_accuracy
 
 
 @dataclass
@@ -271,3 +274,33 @@ class ClassifierStream:
             maps.append(amap.cpu().numpy())
         self.history = seq[len(seq) - (self.T - 1) :]
         return np.concatenate(probs), np.concatenate(maps)
+
+
+# -- the classifier file (`supervise` writes it: WORK/classifier/model.pt) ---------------------------------
+
+
+def read_classifier(path: str | Path, cfg: Config | None = None) -> dict[str, Any]:
+    """A checked classifier file; with ``cfg``, refused unless made with the same [extract] and [supervise]."""
+    path = Path(path)
+    if not path.exists():
+        raise ArtifactError(f"{path}: no classifier; run `supervise` first")
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        raise ArtifactError(f"{path}: not a readable classifier (truncated or foreign); delete it and run `supervise` again") from None
+    if not isinstance(ck, dict):
+        raise ArtifactError(f"{path}: not a classifier file")
+    check_stamp(ck, "classifier", path)
+    recorded = Config.from_json(ck["config"], source=str(path))
+    if cfg is not None:
+        require_config("classifier", recorded, cfg, path, "run `supervise` with this config")
+    ck["cfg"] = recorded
+    return ck
+
+
+def load_classifier(path: str | Path, cfg: Config | None = None, device: str = "cpu") -> tuple[dict[str, Any], AttentionClassifier3D]:
+    """A classifier file (see :func:`read_classifier`) and its network, weights loaded, in eval mode."""
+    ck = read_classifier(path, cfg)
+    model = AttentionClassifier3D(ck["channels"], ck["cfg"].supervise.filters, len(ck["classes"]))
+    model.load_state_dict(ck["weights"])
+    return ck, model.to(device).eval()

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from core.config import Config
-from core.progress import set_progress
-from pipeline.synthetic import Mover, make_dataset, render_clip, write_video
+from cuboid_ad.core.config import Config
+from cuboid_ad.core.progress import set_progress
+from cuboid_ad.pipeline.media.synthetic import Mover, make_dataset, render_clip, write_video
 
 set_progress(False)
 # the same arithmetic on every machine: the models of the quality floors below (AUC >= 0.9 and
@@ -61,10 +61,10 @@ def tiny_data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def trained_work(tmp_path_factory, tiny_data, tiny_cfg) -> Path:
     """A work folder with frames, cuboids and models of tiny_data, made by the library functions."""
-    from core.workdir import WorkDir
-    from pipeline.extract import extract_folder
-    from pipeline.slice import slice_folder
-    from pipeline.train import train_ensemble
+    from cuboid_ad.core.workdir import WorkDir
+    from cuboid_ad.pipeline.stages.extract import extract_folder
+    from cuboid_ad.pipeline.stages.slice import slice_folder
+    from cuboid_ad.pipeline.stages.train import train_ensemble
 
     wd = WorkDir(tmp_path_factory.mktemp("work"))
     extract_folder(tiny_data / "train", wd.frames, tiny_cfg, n_jobs=2)
@@ -79,3 +79,16 @@ def frames_video(tmp_path) -> tuple[np.ndarray, Path]:
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, size=(40, 48, 64), dtype=np.uint8)
     return frames, write_video(frames, tmp_path / "clip.mkv")
+
+
+def same_streams(a: dict, b: dict) -> bool:
+    """Whether two checkpoints' streams learned exactly the same: statistics equal, references (code banks) equal bit for bit."""
+    if a["streams"].keys() != b["streams"].keys():
+        return False
+    for name, x in a["streams"].items():
+        y = b["streams"][name]
+        if x["stats"] != y["stats"] or ("reference" in x) != ("reference" in y):
+            return False
+        if "reference" in x and not torch.equal(x["reference"], y["reference"]):
+            return False
+    return True

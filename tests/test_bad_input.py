@@ -15,10 +15,10 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from cli import cli
-from core.lock import work_lock
-from pipeline.ffmpeg_io import ffmpeg_exe
-from pipeline.synthetic import render_clip, write_video
+from cuboid_ad.cli import cli
+from cuboid_ad.core.lock import work_lock
+from cuboid_ad.pipeline.media.decode import ffmpeg_exe
+from cuboid_ad.pipeline.media.synthetic import render_clip, write_video
 
 
 def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
@@ -143,7 +143,7 @@ def test_score_bad_input(what, make, message, trained_work, tmp_path):
 
 
 def test_debug_shows_the_traceback(trained_work, tmp_path):
-    from core.errors import InputError
+    from cuboid_ad.core.errors import InputError
 
     args = ["score", str(tmp_path / "missing.mkv"), "--work", str(trained_work)]
     res = CliRunner().invoke(cli, [*args, "--debug"])
@@ -167,7 +167,7 @@ def test_extract_processes_the_good_clips_and_lists_the_bad_ones(tmp_path, tiny_
     make_noise(data / "train")
     make_short(data / "train")
     cfg = tmp_path / "c.toml"
-    from core.config import to_toml
+    from cuboid_ad.core.config import to_toml
 
     cfg.write_text(to_toml(tiny_cfg))
     work = tmp_path / "work"

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from core.workdir import WorkDir
-from pipeline.report import report
+from cuboid_ad.core.workdir import WorkDir
+from cuboid_ad.pipeline.views.report import report
 
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

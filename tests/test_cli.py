@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from cli import cli
+from cuboid_ad.cli import cli
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def test_score_with_models_of_another_config_names_the_difference(runner, traine
 
 
 def test_whole_chain_through_the_cli(runner, tiny_data, tiny_cfg, tmp_path):
-    from core.config import to_toml
+    from cuboid_ad.core.config import to_toml
 
     cfg = tmp_path / "tiny.toml"
     cfg.write_text(to_toml(tiny_cfg.with_overrides(train={"epochs": 2})))
@@ -101,7 +101,7 @@ def test_heatmap_draws_the_frames_asked_for(runner, trained_work, tiny_data, tmp
 
 
 def test_score_refuses_a_clip_of_another_frame_size(runner, trained_work, tmp_path):
-    from pipeline.synthetic import render_clip, write_video
+    from cuboid_ad.pipeline.media.synthetic import render_clip, write_video
 
     frames, _ = render_clip(20, 64, 128, seed=5)  # wider than the models' 96 pixels at the same height
     res = runner.invoke(cli, ["score", str(write_video(frames, tmp_path / "wide.mkv")), "--work", str(trained_work), "-q"])
@@ -109,9 +109,9 @@ def test_score_refuses_a_clip_of_another_frame_size(runner, trained_work, tmp_pa
 
 
 def test_score_prints_its_events_and_stops_listing_after_twenty(runner, trained_work, tiny_data, capsys):
-    from cli import _print_events
-    from ensemble.events import Event
-    from pipeline.score import ScoreResult
+    from cuboid_ad.cli import _print_events
+    from cuboid_ad.ensemble.events import Event
+    from cuboid_ad.pipeline.stages.score import ScoreResult
 
     res = runner.invoke(cli, ["score", str(tiny_data / "test" / "01.mkv"), "--work", str(trained_work), "--no-maps", "-q"])
     assert res.exit_code == 0, res.output
@@ -144,7 +144,7 @@ def test_report_and_demo_data_through_the_cli(runner, trained_work, tiny_data, t
 def test_evaluate_pools_clips_and_allows_an_all_normal_one(runner, trained_work, tiny_data, tmp_path):
     import shutil
 
-    from pipeline.synthetic import render_clip, write_video
+    from cuboid_ad.pipeline.media.synthetic import render_clip, write_video
 
     data = tmp_path / "data"
     shutil.copytree(tiny_data, data)

@@ -1,7 +1,7 @@
 import pytest
 
-from core.config import SECTIONS, Config, config_differences, load_config, to_toml
-from core.errors import ConfigError
+from cuboid_ad.core.config import SECTIONS, Config, config_differences, load_config, to_toml
+from cuboid_ad.core.errors import ConfigError
 
 
 def test_defaults_are_valid_and_round_trip_through_toml(tmp_path):
@@ -75,7 +75,7 @@ def test_differences_name_section_key_and_both_values():
 
 def test_every_preset_but_default_is_written_out_in_full():
     """A preset that left a key to the default would change whenever that default changed."""
-    from core.config import PRESETS
+    from cuboid_ad.core.config import PRESETS
 
     every = Config().to_dict()
     for name, preset in PRESETS.items():

@@ -3,9 +3,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.config import CuboidConfig
-from core.errors import ConfigError
-from core.grid import make_grid, region_cells
+from cuboid_ad.core.config import CuboidConfig
+from cuboid_ad.core.errors import ConfigError
+from cuboid_ad.core.grid import make_grid, region_cells
 
 
 @settings(max_examples=200, deadline=None)

@@ -5,9 +5,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.arrays import runs
-from core.errors import InputError
-from core.labels import frame_labels, label_ranges, load_labels
+from cuboid_ad.core.arrays import runs
+from cuboid_ad.core.errors import InputError
+from cuboid_ad.core.labels import frame_labels, label_ranges, load_labels
 
 
 @settings(max_examples=200, deadline=None)

@@ -4,15 +4,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.config import Config
-from core.errors import ArtifactError
-from core.grid import make_grid
-from core.tubes import FLOW_GAIN
-from core.windows import gather_windows, window_index, window_starts
-from cuboids.slicing import TubeCutter, crop_regions
-from cuboids.store import load_region
-from pipeline.extract import extract_folder
-from pipeline.slice import slice_folder
+from cuboid_ad.core.config import Config
+from cuboid_ad.core.errors import ArtifactError
+from cuboid_ad.core.grid import make_grid
+from cuboid_ad.core.tubes import FLOW_GAIN
+from cuboid_ad.core.windows import gather_windows, window_index, window_starts
+from cuboid_ad.cuboids.slicing import TubeCutter, crop_regions
+from cuboid_ad.cuboids.store import load_region
+from cuboid_ad.pipeline.stages.extract import extract_folder
+from cuboid_ad.pipeline.stages.slice import slice_folder
 
 
 def test_tubes_reassemble_the_frames():

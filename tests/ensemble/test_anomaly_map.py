@@ -1,8 +1,8 @@
 import numpy as np
 
-from core.config import CuboidConfig
-from core.grid import make_grid
-from ensemble.anomaly_map import AnomalyMapper
+from cuboid_ad.core.config import CuboidConfig
+from cuboid_ad.core.grid import make_grid
+from cuboid_ad.ensemble.anomaly_map import AnomalyMapper
 
 
 def test_overlapping_regions_are_averaged():

@@ -7,9 +7,9 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from core.labels import frame_labels, load_labels
-from ensemble.metrics import regularity
-from ensemble.model import ConvLSTM, ConvLSTMAutoencoder, ConvLSTMCell
+from cuboid_ad.core.labels import frame_labels, load_labels
+from cuboid_ad.ensemble.metrics import regularity
+from cuboid_ad.ensemble.model import ConvLSTM, ConvLSTMAutoencoder, ConvLSTMCell
 
 
 def test_the_cell_keeps_height_and_width_and_starts_from_zero():
@@ -83,12 +83,12 @@ def test_it_learns_to_reproduce_a_moving_square():
 
 def test_the_convlstm_preset_trains_and_scores_through_the_same_chain(tmp_path, tiny_data, tiny_cfg):
     """Tubes of pixels, one ConvLSTM autoencoder a region, the manifest, then `evaluate` finds the injected object."""
-    from core.workdir import WorkDir
-    from ensemble.detector import read_checkpoint
-    from pipeline.evaluate import evaluate
-    from pipeline.extract import extract_folder
-    from pipeline.slice import slice_folder
-    from pipeline.train import train_ensemble
+    from cuboid_ad.core.workdir import WorkDir
+    from cuboid_ad.ensemble.detector import read_checkpoint
+    from cuboid_ad.pipeline.stages.evaluate import evaluate
+    from cuboid_ad.pipeline.stages.extract import extract_folder
+    from cuboid_ad.pipeline.stages.slice import slice_folder
+    from cuboid_ad.pipeline.stages.train import train_ensemble
 
     cfg = tiny_cfg.with_overrides(model={"input": "frames", "architecture": "convlstm", "filters": (8, 8), "bottleneck_channels": 4})
     wd = WorkDir(tmp_path)

@@ -5,8 +5,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.arrays import runs
-from ensemble.events import EventTracker, find_events
+from cuboid_ad.core.arrays import runs
+from cuboid_ad.ensemble.events import EventTracker, find_events
 
 
 def reference_events(flags: np.ndarray, min_frames: int, gap_frames: int) -> list[tuple[int, int]]:

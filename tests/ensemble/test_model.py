@@ -1,6 +1,6 @@
 import torch
 
-from ensemble.model import SpatioTemporalAutoencoder
+from cuboid_ad.ensemble.model import SpatioTemporalAutoencoder
 
 
 def test_paper_preset_layers_follow_the_reference():

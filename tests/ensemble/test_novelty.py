@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from core.workdir import WorkDir
-from cuboids.store import load_region
-from ensemble.detector import MAPS, RegionDetector
-from ensemble.fusion import fuse_streams
-from ensemble.novelty import SEGMENT_FRAMES, build_bank, frame_codes, k_centres, nearest_distance, novelty_map, segment_ids
+from cuboid_ad.core.workdir import WorkDir
+from cuboid_ad.cuboids.store import load_region
+from cuboid_ad.ensemble.detector import RegionDetector
+from cuboid_ad.ensemble.fusion import ScoreChain
+from cuboid_ad.ensemble.streams.novelty import SEGMENT_FRAMES, build_bank, frame_codes, k_centres, nearest_distance, novelty_map, segment_ids
 
 
 def test_k_centres_cover_every_point_better_than_a_random_subset():
@@ -71,31 +71,43 @@ def test_build_bank_keeps_segment_labels_and_its_size():
         assert (np.abs(codes[s].reshape(-1, 3) - b).sum(axis=1) < 1e-6).any()
 
 
-def test_fusion_blends_the_two_streams():
-    a, b = np.array([1.0, 4.0]), np.array([3.0, 0.0])
-    assert fuse_streams(a, None, 0.5) is a
-    assert fuse_streams(a, b, 0.5).tolist() == [2.0, 2.0] and fuse_streams(a, b, 0.0).tolist() == a.tolist()
+def test_fusion_weighs_the_streams_and_leaves_out_those_of_weight_zero():
+    class Fixed:  # a stream whose chain returns fixed cell and region z
+        def __init__(self, name, cells, region):
+            self.name, self.maps, self.cells, self.region = name, ("m",), np.array(cells), np.array(region)
+
+        def chain(self, stats, cfg):
+            return lambda cells: (self.cells, self.region)
+
+    a, b, c = Fixed("a", [1.0, 4.0], 4.0), Fixed("b", [3.0, 0.0], 3.0), Fixed("c", [np.inf, 0.0], np.inf)
+    cells = np.zeros((1, 4, 2))
+    cell_z, region, streams = ScoreChain([(a, 0.5), (b, 0.5), (c, 0.0)], [None] * 3, None)(cells)
+    assert cell_z.tolist() == [2.0, 2.0] and region == 3.5, "weights 0.5 and 0.5: the mean"
+    assert streams.tolist() == [4.0, 3.0, np.inf], "every stream's z is kept, weight 0 too"
+    cell_z, region, _ = ScoreChain([(a, 1.0)], [None], None)(cells)
+    assert cell_z.tolist() == [1.0, 4.0] and region == 4.0
 
 
 def test_a_detector_measures_normal_segments_without_their_own_codes(trained_work, tiny_cfg, monkeypatch):
     wd = WorkDir(trained_work)
     det = RegionDetector.load(wd.models / "r1c2.pt", tiny_cfg)
-    assert det.novelty_ is not None and 16 <= len(det.novelty_.bank) <= tiny_cfg.score.code_bank
+    assert 16 <= len(det.fitted_["novelty"].reference) <= tiny_cfg.score.code_bank
     tubes, _, _ = load_region(wd.cuboids, "r1c2", tiny_cfg)
     banks = []
     original = RegionDetector._cell_maps
 
-    def spy(self, tube, bank=None):
+    def spy(self, tube, references=None):
+        bank = None if references is None else references["novelty"]
         banks.append(None if bank is None else bank.numpy().copy())
-        return original(self, tube, bank)
+        return original(self, tube, references)
 
     monkeypatch.setattr(RegionDetector, "_cell_maps", spy)
     again = det.recalibrated(tiny_cfg, tubes)
     assert len(banks) == len(tubes), "one pass per segment (every tiny clip is one)"
-    full = again.novelty_.bank
+    full = again.fitted_["novelty"].reference
     for b in banks:
         assert b is not None and len(b) < len(full), "each segment's own codes are left out of its bank"
-    assert np.allclose(full, det.novelty_.bank), "the bank is the same from the same video and seed"
+    assert np.allclose(full, det.fitted_["novelty"].reference), "the bank is the same from the same video and seed"
 
 
 def test_unseen_motion_is_more_novel_than_normal_motion(trained_work, tiny_cfg):
@@ -106,28 +118,28 @@ def test_unseen_motion_is_more_novel_than_normal_motion(trained_work, tiny_cfg):
     fast = normal.copy()
     fast[..., 4:12, 4:12] = np.where(np.arange(8)[:, None, None, None] % 2 == 0, 250, 5).astype(np.uint8)  # violent flicker of flow codes
     maps_n, maps_f = det.window_maps(normal), det.window_maps(fast)
-    k = MAPS.index("novelty")
+    k = det.layout["novelty"].start
     assert maps_f[:, :, k].mean() > 3 * maps_n[:, :, k].mean()
 
 
 def test_novelty_off_scores_the_reconstruction_stream_alone(trained_work, tiny_cfg):
     wd = WorkDir(trained_work)
-    cfg = tiny_cfg.with_overrides(score={"novelty_weight": 0.0})
+    cfg = tiny_cfg.with_overrides(score={"streams": {"reconstruction": 1.0}})
     det = RegionDetector.load(wd.models / "r1c1.pt", tiny_cfg)
     tubes, _, _ = load_region(wd.cuboids, "r1c1", tiny_cfg)
     off = det.recalibrated(cfg, tubes)
-    assert off.novelty_ is None
+    assert list(off.fitted_) == ["reconstruction"] and off.n_maps == 3
     cell_z, region, streams = det._chain(det._cell_maps(tubes[0].tube))
-    assert not np.isnan(streams).any() and streams[:, 1].std() > 0
-    assert np.allclose(off.score_samples(tubes[0].tube), streams[:, 0], atol=1e-5), "the reconstruction stream does not depend on the weight"
+    assert streams.shape == (len(region), 2) and not np.isnan(streams).any() and streams[:, 1].std() > 0
+    assert np.allclose(off.decision_function(tubes[0].tube), streams[:, 0], atol=1e-5), "the reconstruction stream does not depend on the weight"
     assert np.allclose(off.cell_scores(tubes[0].tube).max(axis=1), streams[:, 0], atol=1e-5)
-    assert np.allclose(region, 0.5 * (streams[:, 0] + streams[:, 1]), atol=1e-5), "a region's score blends its streams' peaks"
-    assert np.allclose(det.score_samples(tubes[0].tube), region, atol=1e-5)
+    assert np.allclose(region, 0.5 * (streams[:, 0] + streams[:, 1]), atol=1e-5), "a region's score weighs its streams' z"
+    assert np.allclose(det.decision_function(tubes[0].tube), region, atol=1e-5)
 
 
 @pytest.mark.parametrize("architecture, filters, bottleneck", [("conv3d", (4, 6), 2), ("conv3d", (4, 6), 0), ("convlstm", (4, 6), 3)])
 def test_encode_features_gives_the_wider_features_and_the_code_the_decoder_rebuilds_from(architecture, filters, bottleneck):
-    from ensemble.model import build_autoencoder
+    from cuboid_ad.ensemble.model import build_autoencoder
 
     torch.manual_seed(0)
     model = build_autoencoder(architecture, 2, filters, bottleneck).eval()
@@ -146,12 +158,13 @@ def test_novelty_on_the_encoders_features_keeps_a_bank_of_their_width(trained_wo
     det = RegionDetector.load(wd.models / "r1c1.pt", tiny_cfg)
     tubes, _, _ = load_region(wd.cuboids, "r1c1", tiny_cfg)
     wide = det.recalibrated(tiny_cfg.with_overrides(score={"novelty_features": "features"}), tubes)
-    assert det.novelty_.bank.shape[1] == tiny_cfg.model.bottleneck_channels
-    assert wide.novelty_.bank.shape[1] == tiny_cfg.model.filters[-1]
+    assert det.fitted_["novelty"].reference.shape[1] == tiny_cfg.model.bottleneck_channels
+    assert wide.fitted_["novelty"].reference.shape[1] == tiny_cfg.model.filters[-1]
     normal = tubes[0].tube[:8][None]
     fast = normal.copy()
     fast[..., 4:12, 4:12] = np.where(np.arange(8)[:, None, None, None] % 2 == 0, 250, 5).astype(np.uint8)
-    k = MAPS.index("novelty")
+    k = wide.layout["novelty"].start
     assert wide.window_maps(fast)[:, :, k].mean() > 3 * wide.window_maps(normal)[:, :, k].mean()
-    same = [det.window_maps(normal)[:, :, i] for i in range(3)], [wide.window_maps(normal)[:, :, i] for i in range(3)]
+    others = [i for i in range(det.n_maps) if i != k]
+    same = [det.window_maps(normal)[:, :, i] for i in others], [wide.window_maps(normal)[:, :, i] for i in others]
     assert all(np.array_equal(a, b) for a, b in zip(*same)), "error, reconstruction and energy do not depend on what novelty measures"

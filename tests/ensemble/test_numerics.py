@@ -2,12 +2,12 @@
 
 import numpy as np
 
-from ensemble.ensemble import Ensemble
-from pipeline.extract import extract_folder
-from pipeline.score import score_video
-from pipeline.slice import slice_folder
-from pipeline.synthetic import render_clip, write_video
-from pipeline.train import train_ensemble
+from cuboid_ad.ensemble.ensemble import Ensemble
+from cuboid_ad.pipeline.media.synthetic import render_clip, write_video
+from cuboid_ad.pipeline.stages.extract import extract_folder
+from cuboid_ad.pipeline.stages.score import score_video
+from cuboid_ad.pipeline.stages.slice import slice_folder
+from cuboid_ad.pipeline.stages.train import train_ensemble
 
 
 def test_all_black_training_video(tmp_path, tiny_cfg):
@@ -20,9 +20,10 @@ def test_all_black_training_video(tmp_path, tiny_cfg):
     train_ensemble(tmp_path / "w" / "cuboids", tmp_path / "w" / "models", cfg, n_jobs=2)
     ens = Ensemble.load(tmp_path / "w" / "models")
     for d in ens.detectors:
-        for name, values in d.stats_.__dict__.items():
-            assert np.isfinite(values).all(), name
-        assert (d.stats_.std > 0).all(), "zero spread must be floored, or every z is infinite"
+        for stream, fitted in d.fitted_.items():
+            for name, values in fitted.stats.__dict__.items():
+                assert np.isfinite(values).all(), f"{stream} {name}"
+            assert (fitted.stats.std > 0).all(), f"{stream}: zero spread must be floored, or every z is infinite"
         assert np.isfinite(d.held_out_scores_).all() and np.isfinite(d.threshold_)
     assert np.isfinite(ens.threshold_)
     same = score_video(tmp_path / "train" / "0.mkv", tmp_path / "w" / "models", tmp_path / "o1")

@@ -3,9 +3,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.errors import InputError
-from ensemble.fusion import CausalMean, CellStats, alarm_threshold, cell_means, fit_cell_stats, fit_slope, region_errors
-from ensemble.sliding import SlidingWindowScorer, score_tubes
+from cuboid_ad.core.errors import InputError
+from cuboid_ad.ensemble.fusion import alarm_threshold, cell_means, region_errors
+from cuboid_ad.ensemble.sliding import SlidingWindowScorer, score_tubes
+from cuboid_ad.ensemble.streams.base import CausalMean, CellStats, fit_cell_stats, fit_slope
 
 
 def ones(T):

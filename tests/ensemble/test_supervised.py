@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from core.config import SuperviseConfig
-from ensemble.classifier import AttentionClassifier3D
-from ensemble.fit import TrainingStopped
-from ensemble.fusion import fuse_classifier
-from ensemble.metrics import classification_metrics
-from ensemble.supervised import (
+from cuboid_ad.core.config import SuperviseConfig
+from cuboid_ad.ensemble.classifier import AttentionClassifier3D
+from cuboid_ad.ensemble.fit import TrainingStopped
+from cuboid_ad.ensemble.fusion import fuse_classifier
+from cuboid_ad.ensemble.metrics import classification_metrics
+from cuboid_ad.ensemble.supervised import (
     ClassifierStream,
     LabelledClip,
     augment,

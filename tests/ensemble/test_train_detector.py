@@ -2,15 +2,15 @@ import numpy as np
 import pytest
 import torch
 
-from core.errors import ArtifactError
-from core.tubes import RegionTube
-from core.workdir import WorkDir
-from cuboids.store import load_region
-from ensemble.detector import RegionDetector, encode_windows
-from ensemble.ensemble import Ensemble
-from ensemble.fit import fit_autoencoder, split_windows, validation_masks
-from ensemble.metrics import equal_error_rate, frame_metrics
-from ensemble.model import SpatioTemporalAutoencoder
+from cuboid_ad.core.errors import ArtifactError
+from cuboid_ad.core.tubes import RegionTube
+from cuboid_ad.core.workdir import WorkDir
+from cuboid_ad.cuboids.store import load_region
+from cuboid_ad.ensemble.detector import RegionDetector, encode_windows
+from cuboid_ad.ensemble.ensemble import Ensemble
+from cuboid_ad.ensemble.fit import fit_autoencoder, split_windows, validation_masks
+from cuboid_ad.ensemble.metrics import equal_error_rate, frame_metrics
+from cuboid_ad.ensemble.model import SpatioTemporalAutoencoder
 
 
 def test_validation_blocks_hold_out_the_requested_share():
@@ -52,7 +52,7 @@ def _toy(seed=0):
 
 
 def test_training_reduces_the_loss_and_resuming_matches_an_uninterrupted_run():
-    from core.config import TrainConfig
+    from cuboid_ad.core.config import TrainConfig
 
     frames, tr, va = _toy()
     cfg = TrainConfig(epochs=4, batch_size=8, patience=10, learning_rate=0.01)
@@ -73,7 +73,7 @@ def test_training_reduces_the_loss_and_resuming_matches_an_uninterrupted_run():
 
 
 def test_an_epoch_draws_at_most_max_windows_per_epoch_and_validates_on_a_fixed_draw():
-    from core.config import TrainConfig
+    from cuboid_ad.core.config import TrainConfig
 
     frames, tr, va = _toy()
     frames[:, 0, 0, 0] = np.arange(len(frames))  # every window named by its first frame
@@ -100,11 +100,11 @@ def test_checkpoint_round_trip_gives_the_same_errors(trained_work, tiny_cfg, tmp
     windows = tubes[0].tube[np.arange(0, 40, 4)[:, None] + np.arange(8)]
     again = RegionDetector.load(det.save(tmp_path / "r0c0.pt", det.training_clips_))
     assert np.array_equal(det.window_maps(windows), again.window_maps(windows))
-    assert again.stats_.to_dict() == det.stats_.to_dict() and np.array_equal(again.held_out_scores_, det.held_out_scores_)
+    assert again.fitted_["reconstruction"].stats.to_dict() == det.fitted_["reconstruction"].stats.to_dict() and np.array_equal(again.held_out_scores_, det.held_out_scores_)
     assert again.threshold_ == det.threshold_ and np.mean(det.held_out_scores_ > det.threshold_) <= tiny_cfg.score.false_alarm_rate
     tube = tubes[0].tube
-    assert np.array_equal(det.score_samples(tube), again.score_samples(tube))
-    assert np.array_equal(det.predict(tube), det.score_samples(tube) > det.threshold_)
+    assert np.array_equal(det.decision_function(tube), again.decision_function(tube))
+    assert np.array_equal(det.predict(tube), (det.decision_function(tube) > det.threshold_).astype(int))
     with pytest.raises(ArtifactError, match="model.filters"):
         RegionDetector.load(wd.models / "r0c0.pt", tiny_cfg.with_overrides(model={"filters": (4, 8)}))
 
@@ -116,14 +116,14 @@ def test_recalibration_returns_a_new_detector_with_the_same_weights(trained_work
     n_held = sum(int(m.sum()) for m in validation_masks([len(x.tube) for x in tubes], t.val_block_frames, t.val_fraction))
     det = RegionDetector.load(wd.models / "r0c0.pt", tiny_cfg)
     assert len(det.held_out_scores_) == n_held, "the alarm threshold comes from the held-out blocks only"
-    before = det.stats_.to_dict()
+    before = det.fitted_["reconstruction"].stats.to_dict()
     held = det.recalibrated(tiny_cfg.with_overrides(score={"calibrate_on": "held_out"}), tubes)
-    assert held is not det and held.model_ is det.model_ and det.stats_.to_dict() == before
-    assert held.stats_.to_dict() != before, "statistics from the held-out blocks differ from those of every frame"
+    assert held is not det and held.model_ is det.model_ and det.fitted_["reconstruction"].stats.to_dict() == before
+    assert held.fitted_["reconstruction"].stats.to_dict() != before, "statistics from the held-out blocks differ from those of every frame"
     per_cell = det.recalibrated(tiny_cfg.with_overrides(score={"statistics": "cell"}), tubes)
     plain = det.recalibrated(tiny_cfg.with_overrides(score={"statistics": "cell", "explained_motion_max": 0.0}), tubes)
-    assert (plain.stats_.slope == 0).all() and (per_cell.stats_.slope > 0).any() and (det.stats_.slope == 0).all()
-    assert len(set(det.stats_.std)) == 1 and len(set(per_cell.stats_.std)) > 1, "one scale per region, or one per cell"
+    assert (plain.fitted_["reconstruction"].stats.slope == 0).all() and (per_cell.fitted_["reconstruction"].stats.slope > 0).any() and (det.fitted_["reconstruction"].stats.slope == 0).all()
+    assert len(set(det.fitted_["reconstruction"].stats.std)) == 1 and len(set(per_cell.fitted_["reconstruction"].stats.std)) > 1, "one scale per region, or one per cell"
     with pytest.raises(ArtifactError, match="train.epochs"):
         det.recalibrated(tiny_cfg.with_overrides(train={"epochs": 3}), tubes)
 
@@ -216,8 +216,8 @@ def test_retraining_one_region_reproduces_it_bit_for_bit(trained_work, tiny_cfg,
     """A run with one region left (as after an interruption) computes with the whole run's threads."""
     import shutil
 
-    from ensemble.detector import read_checkpoint
-    from pipeline.train import train_ensemble
+    from cuboid_ad.ensemble.detector import read_checkpoint
+    from cuboid_ad.pipeline.stages.train import train_ensemble
 
     wd = WorkDir(tmp_path / "w")
     shutil.copytree(WorkDir(trained_work).cuboids, wd.cuboids, copy_function=shutil.copy2)  # mtimes identify the tubes

@@ -4,10 +4,10 @@ import h5py
 import numpy as np
 import pytest
 
-from core.config import Config
-from core.errors import ArtifactError, InputError
-from core.frames import iter_frames_file, read_frames_info
-from pipeline.extract import extract_clip, extract_folder
+from cuboid_ad.core.config import Config
+from cuboid_ad.core.errors import ArtifactError, InputError
+from cuboid_ad.core.frames import iter_frames_file, read_frames_info
+from cuboid_ad.pipeline.stages.extract import extract_clip, extract_folder
 
 CFG = Config.from_dict({"extract": {"frame_height": 48}})
 

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.config import ExtractConfig
-from core.errors import InputError
-from pipeline.ffmpeg_io import _FfmpegLog, ffmpeg_exe, list_clips, open_clip, read_frames, working_size
+from cuboid_ad.core.config import ExtractConfig
+from cuboid_ad.core.errors import InputError
+from cuboid_ad.pipeline.media.decode import _FfmpegLog, ffmpeg_exe, list_clips, open_clip, read_frames, working_size
 
 NATIVE = ExtractConfig(frame_height=48)  # the test clips are 64x48: no resize
 

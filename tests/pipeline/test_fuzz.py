@@ -4,11 +4,11 @@ with an InputError, and nothing but complete files is left behind."""
 import numpy as np
 import pytest
 
-from core.config import Config
-from core.errors import InputError
-from core.frames import read_frames_info
-from pipeline.extract import extract_clip
-from pipeline.synthetic import render_clip, write_video
+from cuboid_ad.core.config import Config
+from cuboid_ad.core.errors import InputError
+from cuboid_ad.core.frames import read_frames_info
+from cuboid_ad.pipeline.media.synthetic import render_clip, write_video
+from cuboid_ad.pipeline.stages.extract import extract_clip
 
 N_INPUTS = 60  # a fixed number of inputs, not a time budget: the same inputs on any machine
 CFG = Config.from_dict({"extract": {"frame_height": 32}})
@@ -21,7 +21,7 @@ def seeds(tmp_path_factory):
     out = [write_video(frames, d / "a.mkv").read_bytes()]
     import subprocess
 
-    from pipeline.ffmpeg_io import ffmpeg_exe
+    from cuboid_ad.pipeline.media.decode import ffmpeg_exe
 
     for name, codec in (("b.mp4", "libx264"), ("c.avi", "mjpeg")):
         subprocess.run(

@@ -19,12 +19,12 @@ import numpy as np
 import pytest
 
 from bench.watch import free_port, serve
-from core.config import ExtractConfig, to_toml
-from core.errors import InputError
-from core.workdir import WorkDir
-from pipeline.ffmpeg_io import ffmpeg_exe, open_clip, read_frames
-from pipeline.live import FrameQueue, live_source, watch
-from pipeline.score import score_video
+from cuboid_ad.core.config import ExtractConfig, to_toml
+from cuboid_ad.core.errors import InputError
+from cuboid_ad.core.workdir import WorkDir
+from cuboid_ad.pipeline.live.watch import FrameQueue, live_source, watch
+from cuboid_ad.pipeline.media.decode import ffmpeg_exe, open_clip, read_frames
+from cuboid_ad.pipeline.stages.score import score_video
 
 ROOT = Path(__file__).resolve().parents[2]
 DEADLINE_S = 120  # no wait in these tests is longer

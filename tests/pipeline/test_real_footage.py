@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from cli import cli
-from core.config import ExtractConfig
-from core.errors import InputError
-from pipeline.ffmpeg_io import ffmpeg_exe, measured_fps, open_clip, read_frames, working_size
+from cuboid_ad.cli import cli
+from cuboid_ad.core.config import ExtractConfig
+from cuboid_ad.core.errors import InputError
+from cuboid_ad.core.frames import measured_fps
+from cuboid_ad.pipeline.media.decode import ffmpeg_exe, open_clip, read_frames, working_size
 
 CFG = ExtractConfig(frame_height=64)
 BOX = "drawbox=x=8:y=8:w=24:h=16:color=white:t=fill"  # a white marker in the top-left corner

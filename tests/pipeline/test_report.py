@@ -10,13 +10,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from core.artifacts import open_h5
-from core.config import ExtractConfig
-from core.errors import InputError
-from core.workdir import WorkDir
-from pipeline.ffmpeg_io import ffmpeg_exe, open_clip, read_frames
-from pipeline.heatmaps import decode_frames, timeline_figure
-from pipeline.report import compose_frame, overlay, report
+from cuboid_ad.core.artifacts import open_h5
+from cuboid_ad.core.config import ExtractConfig
+from cuboid_ad.core.errors import InputError
+from cuboid_ad.core.workdir import WorkDir
+from cuboid_ad.pipeline.media.decode import decode_frames, ffmpeg_exe, open_clip, read_frames
+from cuboid_ad.pipeline.pictures.figures import timeline_figure
+from cuboid_ad.pipeline.pictures.panels import compose_frame, overlay
+from cuboid_ad.pipeline.views.report import report
 
 
 @pytest.fixture(scope="module")

@@ -5,11 +5,12 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from core.labels import frame_labels, load_labels
-from core.workdir import WorkDir
-from pipeline.evaluate import evaluate
-from pipeline.heatmaps import timeline_figure, write_heatmaps
-from pipeline.score import score_video
+from cuboid_ad.core.labels import frame_labels, load_labels
+from cuboid_ad.core.workdir import WorkDir
+from cuboid_ad.pipeline.pictures.figures import timeline_figure
+from cuboid_ad.pipeline.stages.evaluate import evaluate
+from cuboid_ad.pipeline.stages.score import score_video
+from cuboid_ad.pipeline.views.heatmaps import write_heatmaps
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +24,7 @@ def test_scores_csv_has_one_row_per_frame_and_a_column_per_region(scored, tiny_c
     result, out = scored
     with open(out / "scores.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert list(rows[0]) == ["frame", "time_s", "score", "anomalous", *tiny_cfg.cuboids.region_ids]
+    assert list(rows[0]) == ["frame", "time_s", "score", "anomalous", *tiny_cfg.cuboids.region_ids, "reconstruction_z", "novelty_z"]
     assert [int(r["frame"]) for r in rows] == list(range(1, 81))
     assert float(rows[10]["time_s"]) == pytest.approx(1.0)
     assert np.allclose([float(r["score"]) for r in rows], result.score, atol=1e-4)
@@ -105,7 +106,7 @@ def test_a_clip_starts_at_the_normal_level(trained_work, tmp_path):
     """The start-of-clip false alarm (docs/known-issues.md): a clip cut out of a normal one scores its
     first frames like the same frames in the whole clip, not higher. The cause was the smoothing: a
     clip's first frames averaged fewer frames than the statistics assumed, so their noise was larger."""
-    from pipeline.synthetic import render_clip, write_video
+    from cuboid_ad.pipeline.media.synthetic import render_clip, write_video
 
     frames, _ = render_clip(100, 64, 96, seed=31)
     whole = score_video(write_video(frames, tmp_path / "whole.mkv"), WorkDir(trained_work).models)
@@ -119,10 +120,10 @@ def test_a_clip_starts_at_the_normal_level(trained_work, tmp_path):
 
 
 def test_a_region_detector_alone_scores_like_the_streaming_ensemble(trained_work, tiny_data):
-    """score_samples (one region, one clip at once) and the ensemble's chunked scoring pass agree."""
-    from cuboids.slicing import TubeCutter
-    from ensemble.ensemble import Ensemble
-    from pipeline.ffmpeg_io import open_clip, read_frames
+    """decision_function (one region, one clip at once) and the ensemble's chunked scoring pass agree."""
+    from cuboid_ad.cuboids.slicing import TubeCutter
+    from cuboid_ad.ensemble.ensemble import Ensemble
+    from cuboid_ad.pipeline.media.decode import open_clip, read_frames
 
     ens = Ensemble.load(WorkDir(trained_work).models)
     src = open_clip(tiny_data / "test" / "01.mkv", ens.cfg.extract)
@@ -134,4 +135,4 @@ def test_a_region_detector_alone_scores_like_the_streaming_ensemble(trained_work
     regions = np.concatenate([p.region_z for p in parts])  # (n, R)
     for r, det in enumerate(ens.detectors):  # tolerance: see test_the_score_does_not_depend_on_the_chunk_size
         np.testing.assert_allclose(det.cell_scores(tubes[r]), streamed[:, r], rtol=1e-5, atol=1e-2)
-        np.testing.assert_allclose(det.score_samples(tubes[r]), regions[:, r], rtol=1e-5, atol=1e-2)
+        np.testing.assert_allclose(det.decision_function(tubes[r]), regions[:, r], rtol=1e-5, atol=1e-2)

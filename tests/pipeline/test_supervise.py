@@ -12,19 +12,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import HEIGHT, TINY, WIDTH
 from PIL import Image
 
-from conftest import HEIGHT, TINY, WIDTH
-from core.config import Config
-from core.errors import ArtifactError, InputError
-from core.workdir import WorkDir
-from ensemble.fusion import fuse_classifier
-from pipeline.live import watch
-from pipeline.report import report
-from pipeline.score import score_video
-from pipeline.supervise import classify_video, read_attention, read_classifier, supervise
-from pipeline.synthetic import make_classes, render_clip, write_video
-from pipeline.train import train_ensemble
+from cuboid_ad.core.config import Config
+from cuboid_ad.core.errors import ArtifactError, InputError
+from cuboid_ad.core.workdir import WorkDir
+from cuboid_ad.ensemble.fusion import fuse_classifier
+from cuboid_ad.ensemble.supervised import read_classifier
+from cuboid_ad.pipeline.live.watch import watch
+from cuboid_ad.pipeline.media.synthetic import make_classes, render_clip, write_video
+from cuboid_ad.pipeline.stages.score import score_video
+from cuboid_ad.pipeline.stages.supervise import classify_video, read_attention, supervise
+from cuboid_ad.pipeline.stages.train import train_ensemble
+from cuboid_ad.pipeline.views.report import report
 
 ROOT = Path(__file__).resolve().parents[2]
 SUPERVISE = {"frame_height": 64, "window_frames": 8, "frames_between_windows": 1, "filters": [16, 32, 64], "epochs": 12, "batch_size": 8,

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from core.workdir import WorkDir
-from cuboids.store import tube_files
-from ensemble.detector import read_checkpoint
-from ensemble.ensemble import Ensemble
-from pipeline.train import fit_region, partial_path, region_status, train_ensemble
+from cuboid_ad.core.workdir import WorkDir
+from cuboid_ad.cuboids.store import tube_files
+from cuboid_ad.ensemble.detector import read_checkpoint
+from cuboid_ad.ensemble.ensemble import Ensemble
+from cuboid_ad.pipeline.stages.train import fit_region, partial_path, region_status, train_ensemble
 
 
 @pytest.fixture
@@ -45,23 +45,29 @@ def test_only_score_changed_recalibrates_and_keeps_the_weights(copied, tiny_cfg)
         for key, tensor in old["state_dict"].items():
             assert torch.equal(tensor, new["state_dict"][key]), f"{rid}: {key} retrained"
         assert new["history"]["val_loss"] == old["history"]["val_loss"]
-        assert max(new["stats"]["slope"]) <= 0.5, "the statistics follow the new [score]"
-        assert max(old["stats"]["slope"]) == 0.0 and max(new["stats"]["slope"]) > 0.0, "region statistics explain no motion"
+        assert max(new["streams"]["reconstruction"]["stats"]["slope"]) <= 0.5, "the statistics follow the new [score]"
+        assert max(old["streams"]["reconstruction"]["stats"]["slope"]) == 0.0 and max(new["streams"]["reconstruction"]["stats"]["slope"]) > 0.0, "region statistics explain no motion"
     assert Ensemble.load(copied.models, looser).cfg == looser
 
 
-def test_an_older_checkpoint_keeps_its_weights_and_gets_new_statistics(copied, tiny_cfg):
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_older_checkpoint_keeps_its_weights_and_gets_new_statistics(copied, tiny_cfg, version):
     path = copied.models / "r1c2.pt"
     ck = torch.load(path, weights_only=True)
     weights = {k: v.clone() for k, v in ck["state_dict"].items()}
-    ck["format_version"] = 1  # as written before per-cell statistics existed
-    del ck["held_out_scores"]
-    ck["stats"] = {"mean": 1.0, "std": 1.0, "threshold": 3.0}
+    ck["format_version"] = version  # 1: before per-cell statistics; 2: before the stream registry
+    del ck["streams"]
+    if version == 1:
+        del ck["held_out_scores"]
+        ck["stats"] = {"mean": 1.0, "std": 1.0, "threshold": 3.0}
+    else:
+        ck["stats"] = {"offset": [0.0], "mean": [1.0], "std": [1.0]}
     torch.save(ck, path)
     assert region_status(path, tiny_cfg, tube_files(copied.cuboids, "r1c2")) == "recalibrate"
     train_ensemble(copied.cuboids, copied.models, tiny_cfg, n_jobs=2)
     again = read_checkpoint(path)
-    assert again["format_version"] == 2 and len(again["stats"]["slope"]) == (16 // tiny_cfg.score.cell_size) ** 2
+    assert again["format_version"] == 3 and list(again["streams"]) == ["reconstruction", "novelty"]
+    assert len(again["streams"]["reconstruction"]["stats"]["slope"]) == (16 // tiny_cfg.score.cell_size) ** 2
     assert all(torch.equal(weights[k], again["state_dict"][k]) for k in weights)
 
 

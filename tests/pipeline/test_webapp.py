@@ -14,7 +14,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from bench.watch import free_port
-from pipeline.webapp import make_app, safe_name
+from cuboid_ad.pipeline.views.webapp import make_app, safe_name
 
 DEADLINE_S = 120
 ARTIFACTS = Path(__file__).resolve().parents[2] / ".test-artifacts"

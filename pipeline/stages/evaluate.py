@@ -14,17 +14,18 @@ from pathlib import Path
 
 import numpy as np
 
-from core.artifacts import atomic_path, write_json
-from core.config import Config
-from core.errors import InputError
-from core.labels import frame_labels, load_labels
-from core.progress import progress
-from ensemble.ensemble import Ensemble
-from ensemble.metrics import event_metrics, frame_metrics, regularity
-from pipeline.cluster import Cluster
-from pipeline.ffmpeg_io import list_clips
-from pipeline.heatmaps import curves_figures, save_figure
-from pipeline.score import ScoreResult, score_video
+from cuboid_ad.core.artifacts import atomic_path, write_json
+from cuboid_ad.core.cluster import Cluster
+from cuboid_ad.core.config import Config
+from cuboid_ad.core.errors import InputError
+from cuboid_ad.core.labels import frame_labels, load_labels
+from cuboid_ad.core.progress import progress
+from cuboid_ad.core.workdir import clip_id
+from cuboid_ad.ensemble.ensemble import Ensemble
+from cuboid_ad.ensemble.metrics import event_metrics, frame_metrics, regularity
+from cuboid_ad.pipeline.media.decode import list_clips
+from cuboid_ad.pipeline.pictures.figures import curves_figures, save_figure
+from cuboid_ad.pipeline.stages.score import ScoreResult, score_video
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def plan_evaluate(clips_path: str | Path, labels_path: str | Path) -> tuple[dict
     """The labels, the clips to score and their ids; refuses a clip without labels."""
     labels = load_labels(labels_path)
     clips = list_clips(clips_path)
-    ids = [c.stem if c.is_file() else c.name for c in clips]
+    ids = [clip_id(c) for c in clips]
     unlabelled = sorted(set(ids) - set(labels))
     if unlabelled:
         raise InputError(f"{labels_path}: no labels for clip(s) {', '.join(unlabelled)} of {clips_path}")
@@ -128,8 +129,8 @@ def score_clip_task(
     maps: bool = False,
 ) -> ScoreResult:
     """One clip scored (``maps``: with maps.h5) as a Dask task, on the worker's GPU when it has one."""
-    from pipeline.cluster import in_task
-    from pipeline.train import resolve_device
+    from cuboid_ad.core.cluster import in_task
+    from cuboid_ad.core.runtime import resolve_device
 
     in_task(worker_threads)
     return score_video(clip, models_path, out_path, cfg, maps=maps, device=resolve_device(device), allow_damaged=allow_damaged, stream=stream)

@@ -1,19 +1,18 @@
-"""Stage 6, inspect: pictures of where and when a clip is anomalous (matplotlib, Agg backend).
+"""Figures (matplotlib, Agg backend): arrays in, pictures out; nothing here reads a work folder.
 
-For chosen frames, ``frame_NNNNNN.png``: the frame with its anomaly map
-overlaid (inferno colormap, in the units of the cell scores, transparent below
-half the alarm threshold) and beside it the frame with the region grid, each
-region labelled with its score and outlined in red when above the threshold.
-
-For the clip, ``regions_time.png``: the regions x time matrix of z, under the
-frame score with its threshold and the flagged (and, given labels, the truly
-anomalous) frames shaded.
+``frame_figure``: a frame with its anomaly map overlaid (inferno colormap, in
+the units of the cell scores, transparent below half the alarm threshold) and
+beside it the frame with the region grid, each region labelled with its score
+and outlined in red when above the threshold. ``timeline_figure``: the regions
+x time matrix of z under the frame score with its threshold and the flagged
+(and, given labels, the truly anomalous) frames shaded. ``curves_figures``:
+ROC and precision-recall. ``confusion_figure``, ``attention_figure``: the
+supervised classifier's. ``save_figure`` writes any of them atomically.
 """
 
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 
 import matplotlib
@@ -25,12 +24,11 @@ from matplotlib.colors import Normalize  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
 
-from core.arrays import runs  # noqa: E402
-from core.artifacts import atomic_path, open_h5, recorded_config  # noqa: E402
-from core.errors import UserError  # noqa: E402
-from core.grid import region_cells  # noqa: E402
-from pipeline.ffmpeg_io import measured_fps, open_clip, read_frames  # noqa: E402
-from pipeline.score import score_video  # noqa: E402
+from cuboid_ad.core.arrays import runs  # noqa: E402
+from cuboid_ad.core.artifacts import atomic_path  # noqa: E402
+from cuboid_ad.core.frames import measured_fps  # noqa: E402
+from cuboid_ad.core.grid import region_cells  # noqa: E402
+from cuboid_ad.pipeline.media.decode import decode_frames  # noqa: E402
 
 
 def map_range(threshold: float) -> tuple[float, float]:
@@ -48,22 +46,6 @@ def pick_frames(score: np.ndarray, anomalous: np.ndarray, n: int = 6, spacing: i
         if len(chosen) == n:
             break
     return sorted(chosen)
-
-
-def decode_frames(video_path: str | Path, cfg, wanted: list[int], stream: int = 0) -> dict[int, np.ndarray]:
-    """The frames (0-based) ``wanted`` of a clip's video ``stream``, decoded with the models' extract settings."""
-    want = set(wanted)
-    out: dict[int, np.ndarray] = {}
-    src = open_clip(video_path, cfg.extract, stream)
-    start = 0
-    for chunk in read_frames(src, cfg.extract, allow_damaged=True):  # these frames were scored already
-        for i in range(len(chunk)):
-            if start + i in want:
-                out[start + i] = chunk[i].copy()
-        start += len(chunk)
-        if len(out) == len(want):
-            break
-    return out
 
 
 def _show(ax, frame: np.ndarray) -> None:
@@ -207,71 +189,17 @@ def _shade(ax, flags: np.ndarray, starts: np.ndarray, ends: np.ndarray, color: s
         ax.axvspan(starts[a], ends[b - 1], color=color, alpha=alpha, lw=0, label=label if k == 0 else None)
 
 
-def write_heatmaps(maps_path: str | Path, video_path: str | Path, out_path: str | Path, frames: list[int] | None = None, n_frames: int = 6, truth: np.ndarray | None = None) -> list[Path]:
-    """PNGs for ``frames`` (1-based; default: the strongest flagged peaks) and the regions x time matrix."""
-    maps_path, out_path = Path(maps_path), Path(out_path)
-    with open_h5(maps_path, "maps") as fh:
-        cfg = recorded_config(dict(fh.attrs), maps_path)
-        score, anomalous, region_z = fh["score"][()], fh["anomalous"][()].astype(bool), fh["region_z"][()]
-        stream_z = fh["stream_z"][()] if "stream_z" in fh else None
-        region_ids = json.loads(fh.attrs["region_ids"])
-        boxes = fh.attrs["boxes"]
-        times = fh["time_s"][()]
-        stream = int(fh.attrs.get("stream", 0))
-        k = float(fh.attrs["threshold"])
-        chosen = [f - 1 for f in frames if 1 <= f <= len(score)] if frames else pick_frames(score, anomalous, n_frames)
-        amaps = {i: fh["maps"][i].astype(np.float32) for i in chosen}
-    pictures = decode_frames(video_path, cfg, chosen, stream)
-    name = Path(video_path).name
-    fig, _ = timeline_figure(region_z, score, anomalous, region_ids, times, k, truth, title=name)
-    written = [save_figure(fig, out_path / "regions_time.png")]
-    for i in chosen:
-        title = frame_title(name, i, times[i], score[i], anomalous[i], streams_text(region_z[i], None if stream_z is None else stream_z[i], region_ids))
-        fig = frame_figure(pictures[i], amaps[i], boxes, region_ids, region_z[i], k, title)
-        written.append(save_figure(fig, out_path / f"frame_{i + 1:06d}.png"))
-    return written
-
-
 def frame_title(name: str, i: int, time_s: float, score: float, anomalous: bool, streams: str = "") -> str:
     """``name  frame N (t s)  score s [ANOMALOUS]`` for 0-based frame ``i`` at ``time_s``, and ``streams`` on a second line."""
     head = f"{name}  frame {i + 1} ({time_s:.1f} s)  score {score:.2f}" + ("  ANOMALOUS" if anomalous else "")
     return head + (f"\n{streams}" if streams else "")
 
 
-def streams_text(region_z: np.ndarray, stream_z: np.ndarray | None, region_ids: list[str]) -> str:
+def streams_text(region_z: np.ndarray, stream_z: np.ndarray, region_ids: list[str], streams: list[str]) -> str:
     """Which stream fired in the frame's strongest region: ``r1c2: reconstruction z 3.1, novelty z 7.2``
-    (empty without a novelty stream: the region's z is then its reconstruction z)."""
-    detail = stream_detail(region_z, stream_z)
-    return f"{region_ids[int(np.argmax(region_z))]}: {detail}" if detail else ""
-
-
-def stream_detail(region_z: np.ndarray, stream_z: np.ndarray | None) -> str:
-    """The strongest region's two z: ``reconstruction z 3.1, novelty z 7.2`` (empty without a novelty stream)."""
-    if stream_z is None or np.isnan(stream_z).all():
-        return ""
+    (``stream_z``: the frame's ``(R, S)`` stream z, ``streams``: their names)."""
     j = int(np.argmax(region_z))
-    return f"reconstruction z {stream_z[j, 0]:.1f}, novelty z {stream_z[j, 1]:.1f}"
-
-
-def maps_source(maps_path: Path) -> tuple[str, int] | None:
-    """The source path and video stream a maps file was scored from, or None if it is missing,
-    unreadable or of another format version."""
-    try:
-        with open_h5(maps_path, "maps") as fh:
-            return str(fh.attrs.get("source_path")), int(fh.attrs.get("stream", 0))
-    except UserError:
-        return None
-
-
-def heatmaps_of(video_path: str | Path, models_path: str | Path, out_path: str | Path, frames: list[int] | None = None, n_frames: int = 6,
-                device: str = "cpu", allow_damaged: bool = False, stream: int = 0) -> list[Path]:
-    """The heatmaps of ``video_path`` (its video ``stream``) into ``out_path/heatmaps``, from ``out_path/maps.h5``
-    when it holds this clip's scores, else scoring the clip first (see :func:`write_heatmaps`)."""
-    out_path = Path(out_path)
-    maps_path = out_path / "maps.h5"
-    if maps_source(maps_path) != (str(Path(video_path).resolve()), stream):
-        score_video(video_path, models_path, out_path, device=device, allow_damaged=allow_damaged, stream=stream)
-    return write_heatmaps(maps_path, video_path, out_path / "heatmaps", frames, n_frames)
+    return f"{region_ids[j]}: " + ", ".join(f"{name} z {z:.1f}" for name, z in zip(streams, stream_z[j]))
 
 
 def confusion_figure(confusion: np.ndarray, classes: list[str], title: str = ""):

@@ -2,33 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from joblib import Parallel, delayed
-
-from core.artifacts import open_h5, recorded_config, remove_stale_temporaries, stale_sections
-from core.config import Config
-from core.errors import ArtifactError, InputError, UserError
-from core.frames import read_frames_info, write_frames
-from core.progress import progress
-from pipeline.cluster import Cluster, report
-from pipeline.ffmpeg_io import list_clips, open_clip, output_fps, read_frames, working_size
+from cuboid_ad.core.artifacts import is_current, remove_stale_temporaries, source_signature
+from cuboid_ad.core.cluster import Cluster, report, run_each
+from cuboid_ad.core.config import Config
+from cuboid_ad.core.errors import ArtifactError, InputError, UserError
+from cuboid_ad.core.frames import read_frames_info, write_frames
+from cuboid_ad.core.progress import progress
+from cuboid_ad.core.workdir import clip_id
+from cuboid_ad.pipeline.media.decode import list_clips, open_clip, output_fps, read_frames, working_size
 
 log = logging.getLogger(__name__)
-
-def source_signature(path: Path) -> dict[str, object]:
-    """What identifies a clip's content cheaply: its path, byte size and mtime (folders: of every file)."""
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file())
-        size = sum(p.stat().st_size for p in files)
-        mtime = max((p.stat().st_mtime for p in files), default=path.stat().st_mtime)
-    else:
-        st = path.stat()
-        size, mtime = st.st_size, st.st_mtime
-    return {"source_path": str(path.resolve()), "source_size": int(size), "source_mtime": float(mtime)}
-
 
 def extract_clip(
     src_path: str | Path,
@@ -74,17 +62,7 @@ def extract_clip(
 
 def is_up_to_date(src_path: Path, dst_path: Path, cfg: Config, stream: int = 0) -> bool:
     """True when ``dst_path`` is a complete frames file of this source, video stream and extract config."""
-    if not dst_path.exists():
-        return False
-    try:
-        with open_h5(dst_path, "frames") as fh:
-            attrs = dict(fh.attrs)
-            recorded = recorded_config(attrs, dst_path)
-    except UserError:
-        return False
-    signature = source_signature(src_path)
-    same_source = all(attrs.get(k) == v for k, v in signature.items()) and int(attrs.get("stream", 0)) == stream
-    return same_source and not stale_sections("frames", recorded, cfg)
+    return is_current(dst_path, "frames", cfg, {**source_signature(src_path), "stream": stream})
 
 
 def extract_folder(
@@ -114,16 +92,10 @@ def extract_folder(
     if todo:
         total = sum(_frames_estimate(c, cfg) for c in todo)
         bar = progress(total=total or None, desc=f"extract {len(todo)} clips", unit="frame")
-        if cluster is None:
-            jobs = Parallel(n_jobs=min(n_jobs, len(todo)), prefer="threads", return_as="generator_unordered")(
-                delayed(_extract_or_report)(c, targets[c], cfg, bar.update, allow_damaged, stream) for c in todo
-            )
-        else:
-            with cluster.progress_events(bar.update):
-                jobs = cluster.run(_extract_or_report, [(c, targets[c], cfg, report, allow_damaged, stream) for c in todo],
-                                   [f"extract-{c.name}" for c in todo])  # fmt: skip
+        extract = functools.partial(extract_clip, allow_damaged=allow_damaged, stream=stream)
+        failures = run_each(extract, [(c, targets[c], cfg) for c in todo], [f"extract-{c.name}" for c in todo], n_jobs, cluster, bar.update)
+        if cluster is not None:
             remove_stale_temporaries(frames_path)  # of a worker killed mid-write
-        failures = [error for error in jobs if error]
         bar.close()
     if failures:
         raise InputError(f"{len(failures)} of {len(clips)} clips failed: " + "; ".join(sorted(failures)))
@@ -139,7 +111,7 @@ def plan_extract(clips_path: str | Path, frames_path: str | Path) -> dict[Path, 
     frames_path = Path(frames_path)
     frames_path.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(frames_path)
-    targets = {clip: frames_path / f"{(clip.stem if clip.is_file() else clip.name)}.h5" for clip in clips}
+    targets = {clip: frames_path / f"{clip_id(clip)}.h5" for clip in clips}
     for old in frames_path.glob("*.h5"):
         if old not in targets.values():
             log.info("removing %s: its clip is no longer in %s", old.name, clips_path)
@@ -152,14 +124,6 @@ def extract_task(src: Path, dst: Path, cfg: Config, force: bool = False, allow_d
     if force or not is_up_to_date(src, dst, cfg, stream):
         extract_clip(src, dst, cfg, on_frames=report, allow_damaged=allow_damaged, stream=stream)
     return dst
-
-
-def _extract_or_report(src: Path, dst: Path, cfg: Config, on_frames: Callable[[int], object], allow_damaged: bool, stream: int) -> str | None:
-    try:
-        extract_clip(src, dst, cfg, on_frames=on_frames, allow_damaged=allow_damaged, stream=stream)
-    except UserError as exc:
-        return str(exc)
-    return None
 
 
 def _frames_estimate(src: Path, cfg: Config) -> int:

@@ -33,19 +33,30 @@ import h5py
 import numpy as np
 import torch
 
-from core.arrays import runs
-from core.artifacts import atomic_path, check_stamp, new_folder, remove_stale_temporaries, require_config, stamp, stamp_dict, write_json
-from core.config import Config
-from core.errors import ArtifactError, InputError, UserError
-from core.labels import frame_labels, load_labels
-from core.progress import progress
-from ensemble.classifier import AttentionClassifier3D
-from ensemble.fit import TrainingStopped
-from ensemble.metrics import classification_metrics
-from ensemble.supervised import ClassifierStream, LabelledClip, build_classifier, fit_classifier, input_size, resize_frames, select_windows, split_clips
-from pipeline.extract import source_signature
-from pipeline.ffmpeg_io import list_clips, measured_fps, open_clip, output_fps, read_frames, working_size
-from pipeline.train import load_partial, save_partial
+from cuboid_ad.core.arrays import runs
+from cuboid_ad.core.artifacts import atomic_path, check_stamp, new_folder, remove_stale_temporaries, source_signature, stamp, stamp_dict, write_json
+from cuboid_ad.core.config import Config
+from cuboid_ad.core.errors import ArtifactError, InputError, UserError
+from cuboid_ad.core.frames import measured_fps
+from cuboid_ad.core.labels import frame_labels, load_labels
+from cuboid_ad.core.progress import progress
+from cuboid_ad.core.snapshots import load_partial, save_partial
+from cuboid_ad.core.workdir import WorkDir, clip_id
+from cuboid_ad.ensemble.fit import TrainingStopped
+from cuboid_ad.ensemble.metrics import classification_metrics
+from cuboid_ad.ensemble.supervised import (
+    ClassifierStream,
+    LabelledClip,
+    build_classifier,
+    fit_classifier,
+    input_size,
+    load_classifier,
+    read_classifier,
+    resize_frames,
+    select_windows,
+    split_clips,
+)
+from cuboid_ad.pipeline.media.decode import list_clips, open_clip, output_fps, read_frames, working_size
 
 log = logging.getLogger(__name__)
 
@@ -74,20 +85,20 @@ def find_labelled_clips(data_path: str | Path, cfg: Config, only: list[str] | No
             raise InputError(f"{classes_path}: needs a {NORMAL}/ folder of clips without incidents (class 0) beside {', '.join(names) or 'the others'}")
         classes = [NORMAL] + [n for n in names if n != NORMAL]
         for k, name in enumerate(classes):
-            found = [ClipSpec(f"{name}/{_clip_id(p)}", p, label=k) for p in list_clips(classes_path / name)]
+            found = [ClipSpec(f"{name}/{clip_id(p)}", p, label=k) for p in list_clips(classes_path / name)]
             if not found:
                 raise InputError(f"{classes_path / name}: holds no clips (video files or folders of images)")
             specs += found
     elif (data_path / "labels.json").is_file():
         classes = [NORMAL, "anomalous"]
         labels = load_labels(data_path / "labels.json")
-        test = {_clip_id(p): p for p in list_clips(data_path / "test")} if (data_path / "test").is_dir() else {}
+        test = {clip_id(p): p for p in list_clips(data_path / "test")} if (data_path / "test").is_dir() else {}
         missing = sorted(set(labels) - set(test))
         if missing:
             raise InputError(f"{data_path / 'labels.json'}: labels clip(s) {', '.join(missing)} that {data_path / 'test'} does not hold")
         specs += _only([ClipSpec(cid, test[cid], ranges=labels[cid]) for cid in sorted(labels)], only, data_path)
         if cfg.supervise.include_train_clips and (data_path / "train").is_dir():
-            specs += [ClipSpec(f"train/{_clip_id(p)}", p, label=0) for p in list_clips(data_path / "train")]
+            specs += [ClipSpec(f"train/{clip_id(p)}", p, label=0) for p in list_clips(data_path / "train")]
     else:
         raise InputError(f"{data_path}: no labelled clips: give classes/<name>/ folders (one of them normal/) or labels.json with test/")
     if classes_path.is_dir():
@@ -105,10 +116,6 @@ def _only(specs: list[ClipSpec], only: list[str] | None, data_path: Path) -> lis
     if unknown:
         raise InputError(f"{data_path}: no labelled clip(s) {', '.join(unknown)}; known: {', '.join(s.clip_id for s in specs)}")
     return [s for s in specs if s.clip_id in only]
-
-
-def _clip_id(path: Path) -> str:
-    return path.stem if path.is_file() else path.name
 
 
 def decode_clip(path: Path, cfg: Config, size: tuple[int, int] | None, allow_damaged: bool = False) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
@@ -142,10 +149,6 @@ def load_clips(specs: list[ClipSpec], cfg: Config, allow_damaged: bool = False) 
     return clips, size
 
 
-def classifier_path(work_path: str | Path) -> Path:
-    return Path(work_path) / "classifier"
-
-
 def supervise(
     data_path: str | Path,
     work_path: str | Path,
@@ -161,7 +164,7 @@ def supervise(
     Up to date (same config, classes and clips): nothing is trained again. ``stop``, when set,
     ends training at the next batch; the last finished epoch is kept for the next run.
     """
-    out = classifier_path(work_path)
+    out = WorkDir(work_path).classifier
     classes, specs = find_labelled_clips(data_path, cfg, clips)
     signatures = {s.clip_id: source_signature(s.path) for s in specs}
     model_path, partial = out / "model.pt", out / "model.partial.pt"
@@ -216,7 +219,7 @@ def supervise(
         with atomic_path(model_path) as tmp:
             torch.save(ck, tmp)
         write_json(out / "metrics.json", metrics)
-        from pipeline.heatmaps import confusion_figure, save_figure
+        from cuboid_ad.pipeline.pictures.figures import confusion_figure, save_figure
 
         save_figure(confusion_figure(np.array(metrics["confusion"]), classes, f"{metrics['split']}: balanced accuracy {metrics['balanced_accuracy']:.3f}"),
                     out / "confusion.png")  # fmt: skip
@@ -243,33 +246,6 @@ def _clip_metrics(model, clips: list[LabelledClip], classes: list[str], window_f
     return classification_metrics(np.concatenate(truth), np.concatenate(probs), classes)
 
 
-def read_classifier(path: str | Path, cfg: Config | None = None) -> dict[str, Any]:
-    """A checked classifier file; with ``cfg``, refused unless made with the same [extract] and [supervise]."""
-    path = Path(path)
-    if not path.exists():
-        raise ArtifactError(f"{path}: no classifier; run `supervise` first")
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
-        raise ArtifactError(f"{path}: not a readable classifier (truncated or foreign); delete it and run `supervise` again") from None
-    if not isinstance(ck, dict):
-        raise ArtifactError(f"{path}: not a classifier file")
-    check_stamp(ck, "classifier", path)
-    recorded = Config.from_json(ck["config"], source=str(path))
-    if cfg is not None:
-        require_config("classifier", recorded, cfg, path, "run `supervise` with this config")
-    ck["cfg"] = recorded
-    return ck
-
-
-def load_classifier(work_path: str | Path, cfg: Config | None = None, device: str = "cpu") -> tuple[dict[str, Any], AttentionClassifier3D]:
-    """The classifier file of a work folder and its network, weights loaded, in eval mode."""
-    ck = read_classifier(classifier_path(work_path) / "model.pt", cfg)
-    model = AttentionClassifier3D(ck["channels"], ck["cfg"].supervise.filters, len(ck["classes"]))
-    model.load_state_dict(ck["weights"])
-    return ck, model.to(device).eval()
-
-
 @dataclass
 class Classified:
     """What `classify` found in a clip."""
@@ -294,7 +270,7 @@ def classify_video(
 ) -> Classified:
     """Per-frame class probabilities and attention maps of a clip with WORK's classifier; ``classes.csv`` and ``attention.h5``
     into ``out_path`` (None: nothing written), and ``heatmaps`` PNGs of its most anomalous frames."""
-    ck, model = load_classifier(work_path, device=device)
+    ck, model = load_classifier(WorkDir(work_path).classifier / "model.pt", device=device)
     cfg: Config = ck["cfg"]
     size = tuple(ck["input_size"])
     src = open_clip(video_path, cfg.extract, stream)
@@ -321,7 +297,7 @@ def classify_video(
                 fh.create_dataset("time_s", data=times_s)
                 stamp(fh.attrs, "attention", cfg, classes=",".join(result.classes), source_path=str(src.path.resolve()), stream=stream)
             if heatmaps:
-                from pipeline.heatmaps import attention_figures
+                from cuboid_ad.pipeline.pictures.figures import attention_figures
 
                 attention_figures(result, cfg, stream, out_path / "attention", heatmaps)
         result.out_path = out_path

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.errors import UserError
+from cuboid_ad.core.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +52,14 @@ class Cluster:
         args = tuple(p.absolute() if isinstance(p, Path) else p for p in args)
         return self.client.submit(fn, *args, key=f"{key}-{secrets.token_hex(4)}", pure=False, **kwargs)
 
-    def run(self, fn: Callable, items: list[tuple], keys: list[str], on_done: Callable[[int, Any], None] | None = None) -> list[Any]:
-        """``fn(*item)`` for every item as tasks; results in the items' order.
+    def run(self, fn: Callable, items: list[tuple], keys: list[str], on_done: Callable[[int, Any], None] | None = None,
+            kwargs: dict[str, Any] | None = None) -> list[Any]:  # fmt: skip
+        """``fn(*item, **kwargs)`` for every item as tasks; results in the items' order.
 
         ``on_done(i, result)`` is called as each finishes. The first task to
         raise cancels the others and its exception is raised here.
         """
-        futures = [self.submit(fn, *item, key=k) for item, k in zip(items, keys)]
+        futures = [self.submit(fn, *item, key=k, **(kwargs or {})) for item, k in zip(items, keys)]
         index = {f.key: i for i, f in enumerate(futures)}
         results: list[Any] = [None] * len(futures)
         with self.cancelling(futures):
@@ -99,13 +100,14 @@ class Cluster:
 
 
 @contextmanager
-def connect(address: str | None, roots: Iterable[str | Path], timeout: float = 30) -> Iterator[Cluster | None]:
+def connect(address: str | None, roots: Iterable[str | Path], timeout: float = 30, warm_modules: tuple[str, ...] = ()) -> Iterator[Cluster | None]:
     """A :class:`Cluster` on the scheduler at ``address`` (None: yields None, work runs locally).
 
     Fails with one line when the scheduler cannot be reached, has no worker
     within ``timeout`` seconds, or has a worker that cannot read a probe file
     written in each of ``roots`` (the work folders): such a worker would
-    otherwise fail every task, or write where nobody reads.
+    otherwise fail every task, or write where nobody reads. ``warm_modules``: what every worker
+    imports at once (the stages its tasks run), so that no task is timed with torch's imports.
     """
     if not address:
         yield None
@@ -123,7 +125,7 @@ def connect(address: str | None, roots: Iterable[str | Path], timeout: float = 3
             raise UserError(f"the Dask scheduler at {address} has no workers (waited {timeout:.0f} s); start some with `dask worker {address}`") from None
         check_shared(client, [Path(r) for r in roots])
         try:
-            client.run(_warm_up)  # imports torch and the stages once per worker, before any task is timed
+            client.run(_warm_up, ("torch", *warm_modules))
         except ImportError as exc:
             raise UserError(f"a Dask worker cannot import cuboid-ad ({exc}); install the project in the workers' Python (docs/cluster.md)") from None
         cluster = Cluster(client, address, worker_threads(client))
@@ -160,9 +162,11 @@ def local_cluster(n_workers: int = 0) -> Iterator[str]:
         os.environ.update(saved)
 
 
-def _warm_up() -> None:
-    import pipeline.evaluate
-    import pipeline.train  # noqa: F401
+def _warm_up(names: tuple[str, ...]) -> None:
+    import importlib
+
+    for name in names:
+        importlib.import_module(name)
 
 
 def _quiet_worker() -> None:
@@ -229,6 +233,31 @@ def worker_threads(client) -> dict[str, int]:
     return {addr: max(1, (cores.get(addr) or 1) // slots[info["host"]]) for addr, info in workers.items()}
 
 
+def user_error_of(fn: Callable, *args: Any, **kwargs: Any) -> str | None:
+    """Run ``fn``; the message of the UserError it raises, or None: so that one bad clip fails alone."""
+    try:
+        fn(*args, **kwargs)
+    except UserError as exc:
+        return str(exc)
+    return None
+
+
+def run_each(fn: Callable, items: list[tuple], keys: list[str], n_jobs: int, cluster: Cluster | None, on_frames: Callable[[int], object]) -> list[str]:
+    """``fn(*item, on_frames=...)`` for every item, in up to ``n_jobs`` threads here or each as a task on ``cluster``
+    (named by ``keys``; its progress comes back to ``on_frames`` through :func:`report`). Returns the error
+    messages of the items whose UserError failed them; the others are done whatever those do."""
+    if cluster is None:
+        from joblib import Parallel, delayed
+
+        jobs = Parallel(n_jobs=min(n_jobs, len(items)), prefer="threads", return_as="generator_unordered")(
+            delayed(user_error_of)(fn, *item, on_frames=on_frames) for item in items
+        )
+    else:
+        with cluster.progress_events(on_frames):
+            jobs = cluster.run(user_error_of, [(fn, *item) for item in items], keys, kwargs={"on_frames": report})
+    return [error for error in jobs if error]
+
+
 # -- inside a task -------------------------------------------------------------------------------
 
 
@@ -238,7 +267,7 @@ def in_task(worker_threads: dict[str, int], requested: int = 0) -> None:
     import torch
     from distributed import get_worker
 
-    from core.progress import set_progress
+    from cuboid_ad.core.progress import set_progress
 
     set_progress(False)
     torch.set_num_threads(requested or worker_threads.get(get_worker().address, 1))

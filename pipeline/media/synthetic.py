@@ -23,9 +23,9 @@ from pathlib import Path
 import ffmpeg
 import numpy as np
 
-from core.artifacts import atomic_path, write_json
-from core.labels import label_ranges
-from pipeline.ffmpeg_io import ffmpeg_exe
+from cuboid_ad.core.artifacts import atomic_path, write_json
+from cuboid_ad.core.labels import label_ranges
+from cuboid_ad.pipeline.media.decode import ffmpeg_exe
 
 ANOMALIES = ("fast", "place", "shape")
 

@@ -18,7 +18,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, TextIO
 
-from core.errors import InputError
+from cuboid_ad.core.errors import InputError
 
 log = logging.getLogger(__name__)
 

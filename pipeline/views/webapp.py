@@ -18,7 +18,6 @@ Pages: ``/`` (the models, the upload form, the queue, the videos scored so far);
 from __future__ import annotations
 
 import csv
-import html
 import json
 import logging
 import queue
@@ -38,10 +37,11 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from core.config import Config
-from core.errors import UserError
-from ensemble.ensemble import Ensemble
-from pipeline.ffmpeg_io import open_clip
+from cuboid_ad.core.config import Config
+from cuboid_ad.core.errors import UserError
+from cuboid_ad.ensemble.ensemble import Ensemble
+from cuboid_ad.pipeline.media.decode import open_clip
+from cuboid_ad.pipeline.views.report import report, stream_rows, templates
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +92,6 @@ class Jobs:
         self.queue.put(job)
 
     def _run(self) -> None:
-        from pipeline.report import report
-
         while True:
             job = self.queue.get()
             folder = self.web / job.id
@@ -224,68 +222,9 @@ def _home_page(work: Path, ens: Ensemble, jobs: Jobs, videos: list[dict[str, Any
     cfg = ens.cfg
     created = str(ens.manifest.get("created", ""))[:16].replace("T", " ")
     clips = ens.manifest.get("training_clips") or []
-    rows = "".join(
-        f"<tr><td><a href='{html.escape(v['report_url'])}'>{html.escape(v['name'])}</a></td><td>{html.escape(v['scored'])}</td>"
-        f"<td>{v['peak_score']}</td><td>{v['events']}</td></tr>"
-        for v in videos
-    ) or "<tr><td colspan=4>none yet</td></tr>"
     waiting = [j for j in jobs.jobs.values() if j.state in ("queued", "running")]
-    queue_html = "".join(f"<li>{html.escape(j.name)}: {j.state}</li>" for j in waiting) or "<li>empty</li>"
-    return _PAGE.format(
-        work=html.escape(str(work)), grid=f"{cfg.cuboids.grid_rows} × {cfg.cuboids.grid_cols}", regions=len(ens.regions),
-        threshold=f"{ens.threshold_:.2f}", rate=cfg.score.false_alarm_rate, trained=html.escape(created or "?"), n_clips=len(clips) if clips else "?",
-        limit=f"{limit / 1e6:.0f}", rows=rows, queue=queue_html,
+    return templates().get_template("home.html").render(
+        work=str(work), grid=f"{cfg.cuboids.grid_rows} × {cfg.cuboids.grid_cols}", regions=len(ens.regions), threshold=f"{ens.threshold_:.2f}",
+        rate=cfg.score.false_alarm_rate, trained=created or "?", n_clips=len(clips) if clips else "?", limit=f"{limit / 1e6:.0f}", videos=videos,
+        waiting=waiting, streams=stream_rows(ens),
     )  # fmt: skip
-
-
-_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>cuboid-ad</title>
-<meta http-equiv="Content-Security-Policy" content="default-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'">
-<style>
-body {{ font: 15px/1.45 system-ui, sans-serif; max-width: 980px; margin: 2em auto; padding: 0 1em; color: #222; }}
-h1 {{ font-size: 1.5em; }} table {{ border-collapse: collapse; width: 100%; }}
-td, th {{ border-bottom: 1px solid #ddd; padding: .35em .6em; text-align: left; }}
-.box {{ border: 1px solid #ccc; border-radius: 6px; padding: 1em; margin: 1em 0; }}
-progress {{ width: 100%; height: 1.2em; }} .error {{ color: #b00020; font-weight: 600; }}
-</style></head><body>
-<h1>cuboid-ad: find when and where a video is unusual</h1>
-<div class="box" id="models"><b>Models</b> in <code>{work}</code>: {regions} regions ({grid} grid), trained {trained} on {n_clips} clips;
-alarm threshold {threshold} (a share {rate} of held-out normal frames above it).</div>
-<div class="box"><form id="upload"><b>Score a video</b> (up to {limit} MB):
-<input type="file" name="video" id="video" accept="video/*,.mkv,.avi,.ts" required> <button type="submit" id="go">Upload and score</button></form>
-<div id="status" aria-live="polite"></div><progress id="bar" max="1" value="0" hidden></progress></div>
-<div class="box"><b>Queue</b><ul id="queue">{queue}</ul></div>
-<h2>Videos scored</h2>
-<table id="videos"><tr><th>video</th><th>scored</th><th>peak score</th><th>events</th></tr>{rows}</table>
-<script>
-const form = document.getElementById("upload"), status = document.getElementById("status"), bar = document.getElementById("bar");
-async function showQueue() {{
-  const q = await (await fetch("/api/jobs")).json();
-  const ul = document.getElementById("queue");
-  ul.replaceChildren(...(q.length ? q : [{{name: "empty", state: ""}}]).map((j) => {{
-    const li = document.createElement("li"); li.textContent = j.state ? `${{j.name}}: ${{j.state}}` : j.name; return li; }}));
-}}
-function say(text, error) {{ status.textContent = text; status.className = error ? "error" : ""; }}
-form.addEventListener("submit", async (ev) => {{
-  ev.preventDefault();
-  const data = new FormData(form);
-  say("uploading ...");
-  const r = await fetch("/api/jobs", {{method: "POST", body: data}});
-  const j = await r.json();
-  if (!r.ok) {{ say(j.error, true); return; }}
-  bar.hidden = false;
-  const poll = async () => {{
-    const s = await (await fetch(j.url)).json();
-    if (s.state === "failed") {{ bar.hidden = true; say(s.error, true); return; }}
-    if (s.state === "done") {{ bar.value = 1; say("done: opening the report"); location.href = s.report_url; return; }}
-    if (s.progress !== null) bar.value = s.progress;
-    say(s.state === "queued" ? "queued behind the videos above" : s.progress === 1 ? `${{s.frames_done}} frames scored; writing the report and its video ...` :
-        `${{s.frames_done}} frames scored at ${{s.fps}} fps` + (s.seconds_left !== null ? `, about ${{Math.round(s.seconds_left)}} s left` : "") +
-        (s.progress !== null ? ` (${{Math.round(100 * s.progress)}}%)` : ""));
-    showQueue();
-    setTimeout(poll, 400);
-  }};
-  poll();
-}});
-</script></body></html>
-"""

@@ -36,8 +36,9 @@ import ffmpeg
 import numpy as np
 from PIL import Image
 
-from core.config import ExtractConfig
-from core.errors import InputError
+from cuboid_ad.core.config import ExtractConfig
+from cuboid_ad.core.errors import InputError
+from cuboid_ad.core.workdir import clip_id
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ class ClipSource:
 
     @property
     def clip_id(self) -> str:
-        return self.path.stem if self.kind == "video" else self.path.name
+        return clip_id(self.path)
 
 
 def is_clip(path: Path) -> bool:
@@ -103,7 +104,7 @@ def list_clips(folder: str | Path) -> list[Path]:
     clips = sorted((p for p in folder.iterdir() if is_clip(p)), key=lambda p: p.name)
     ids: dict[str, Path] = {}
     for p in clips:
-        cid = p.stem if p.is_file() else p.name
+        cid = clip_id(p)
         if cid in ids:
             raise InputError(f"{folder}: clips {ids[cid].name!r} and {p.name!r} share the name {cid!r}")
         ids[cid] = p
@@ -292,13 +293,6 @@ def output_fps(src: ClipSource, cfg: ExtractConfig) -> float:
     return cfg.fps or src.fps
 
 
-def measured_fps(times: np.ndarray, nominal: float) -> float:
-    """The frame rate the frames' own times show: the reciprocal of their median interval."""
-    steps = np.diff(np.asarray(times, np.float64))
-    steps = steps[steps > 0]
-    return float(1.0 / np.median(steps)) if len(steps) else nominal
-
-
 _PTS = re.compile(r"pts_time:\s*(\S+)")
 # errors, and the warnings that say data was lost ("Packet corrupt", "corrupt decoded frame"): a damaged
 # stretch may give only those, the decoder's own error lines depending on how its threads met the damage
@@ -468,3 +462,19 @@ def _read_full(pipe, buf: bytearray) -> int:
             break
         got += n
     return got
+
+
+def decode_frames(video_path: str | Path, cfg, wanted: list[int], stream: int = 0) -> dict[int, np.ndarray]:
+    """The frames (0-based) ``wanted`` of a clip's video ``stream``, decoded with the models' extract settings."""
+    want = set(wanted)
+    out: dict[int, np.ndarray] = {}
+    src = open_clip(video_path, cfg.extract, stream)
+    start = 0
+    for chunk in read_frames(src, cfg.extract, allow_damaged=True):  # these frames were scored already
+        for i in range(len(chunk)):
+            if start + i in want:
+                out[start + i] = chunk[i].copy()
+        start += len(chunk)
+        if len(out) == len(want):
+            break
+    return out

@@ -10,46 +10,28 @@ last finished epoch and ends exactly as an uninterrupted run would.
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import joblib
 import torch
 from joblib import Parallel, delayed
 
-from core.artifacts import KINDS, atomic_path, remove_stale_temporaries, stale_sections
-from core.config import Config, config_differences
-from core.errors import ArtifactError, UserError
-from core.progress import progress
-from cuboids.store import load_region, tube_files
-from ensemble.detector import RegionDetector, read_checkpoint
-from ensemble.ensemble import write_manifest
-from ensemble.fit import TrainingStopped
-from pipeline.cluster import Cluster, Released
+from cuboid_ad.core.artifacts import KINDS, remove_stale_temporaries, stale_sections
+from cuboid_ad.core.cluster import Cluster, Released
+from cuboid_ad.core.config import Config, config_differences
+from cuboid_ad.core.errors import ArtifactError, UserError
+from cuboid_ad.core.progress import progress
+from cuboid_ad.core.runtime import plan_workers, resolve_device, sigint_sets
+from cuboid_ad.core.snapshots import load_partial, save_partial
+from cuboid_ad.cuboids.store import load_region, tube_files
+from cuboid_ad.ensemble.detector import RegionDetector, read_checkpoint
+from cuboid_ad.ensemble.ensemble import write_manifest
+from cuboid_ad.ensemble.fit import TrainingStopped
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(device: str = "auto") -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("--device cuda asked for, but torch sees no CUDA GPU")
-    return device
-
-
-def plan_workers(n_regions: int, n_jobs: int, device: str, threads: int = 0) -> tuple[int, int]:
-    """(parallel workers, torch threads per worker) so that workers x threads = cores, unless ``threads`` is given."""
-    cores = joblib.cpu_count()
-    if n_jobs <= 0:
-        n_jobs = 2 if device != "cpu" else cores
-    n_jobs = max(1, min(n_jobs, n_regions))
-    return n_jobs, threads or max(1, cores // n_jobs)
 
 
 def region_status(path: Path, cfg: Config, clips: dict[str, str]) -> str:
@@ -80,26 +62,6 @@ def region_mode(cuboids_path: Path, models_path: Path, region_id: str, cfg: Conf
 def partial_path(models_path: Path, region_id: str) -> Path:
     """Where a region's training state is kept after every epoch until its checkpoint is written."""
     return models_path / f"{region_id}.partial.pt"
-
-
-def save_partial(path: Path, record: dict[str, Any], snapshot: dict[str, Any]) -> None:
-    """Keep an epoch's training state (from ``on_epoch``) with what it was trained on (``record``: config, clips, ...)."""
-    with atomic_path(path) as tmp:
-        torch.save({**record, "snapshot": snapshot}, tmp)
-
-
-def load_partial(path: Path, record: dict[str, Any]) -> dict | None:
-    """The last epoch's training state of an interrupted run whose ``record`` equals this one's, if any."""
-    if not path.exists():
-        return None
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # a partial state is only a shortcut: when unreadable, train from scratch
-        log.warning("%s: unreadable, training from the start", path)
-        return None
-    if not isinstance(saved, dict) or any(saved.get(k) != v for k, v in record.items()):
-        return None
-    return saved["snapshot"]
 
 
 def _no_report(kind: str, region_id: str, value: float) -> None:
@@ -158,7 +120,7 @@ def fit_region_task(
     """:func:`fit_region` as a Dask task: torch threads from the worker's share (or ``threads``), the device
     resolved on the worker (its GPU when it has one), progress sent to the client, and a stop once the
     client has let the task go (killed or interrupted). ``mode`` None: decided here (:func:`region_mode`)."""
-    from pipeline.cluster import in_task, report
+    from cuboid_ad.core.cluster import in_task, report
 
     if mode is None:
         mode = region_mode(cuboids_path, models_path, region_id, cfg)
@@ -167,30 +129,6 @@ def fit_region_task(
     in_task(worker_threads, threads)
     with torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=True):
         return fit_region(cuboids_path, models_path, region_id, cfg, mode, resolve_device(device), report, Released())
-
-
-@contextmanager
-def sigint_sets(stop: threading.Event):
-    """While inside, Ctrl-C sets ``stop`` instead of raising KeyboardInterrupt; a second Ctrl-C raises.
-
-    Workers poll ``stop`` between batches and return early, so the caller
-    winds down within one batch and then raises KeyboardInterrupt itself.
-    An exception raised into the main thread while worker threads are still
-    inside torch makes the interpreter abort at exit, hence the handler.
-    """
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-        yield
-        return
-
-    def on_sigint(signum, frame) -> None:
-        stop.set()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    previous = signal.signal(signal.SIGINT, on_sigint)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def train_ensemble(

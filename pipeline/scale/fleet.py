@@ -29,19 +29,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.artifacts import remove_stale_temporaries
-from core.config import Config, load_config
-from core.errors import ConfigError, UserError
-from core.lock import work_lock
-from core.progress import progress
-from core.workdir import WorkDir
-from ensemble.ensemble import Ensemble
-from pipeline.cluster import Cluster
-from pipeline.evaluate import plan_evaluate, score_clip_task, summarise
-from pipeline.extract import check_same_size, extract_task, plan_extract
-from pipeline.ffmpeg_io import list_clips
-from pipeline.slice import plan_slicing, slice_task
-from pipeline.train import finish_training, fit_region_task
+from cuboid_ad.core.artifacts import remove_stale_temporaries
+from cuboid_ad.core.cluster import Cluster
+from cuboid_ad.core.config import Config, load_config
+from cuboid_ad.core.errors import ConfigError, UserError
+from cuboid_ad.core.lock import work_lock
+from cuboid_ad.core.progress import progress
+from cuboid_ad.core.workdir import WorkDir
+from cuboid_ad.ensemble.ensemble import Ensemble
+from cuboid_ad.pipeline.media.decode import list_clips
+from cuboid_ad.pipeline.stages.evaluate import plan_evaluate, score_clip_task, summarise
+from cuboid_ad.pipeline.stages.extract import check_same_size, extract_task, plan_extract
+from cuboid_ad.pipeline.stages.slice import plan_slicing, slice_task
+from cuboid_ad.pipeline.stages.train import finish_training, fit_region_task
 
 CAMERA_KEYS = {"data", "work", "config", "videos"}
 

@@ -5,15 +5,13 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from joblib import Parallel, delayed
-
-from core.config import Config
-from core.errors import ArtifactError, InputError, UserError
-from core.frames import FramesInfo, read_frames_info
-from core.grid import make_grid
-from core.progress import progress
-from cuboids.store import is_up_to_date, prune, slice_clip
-from pipeline.cluster import Cluster, report
+from cuboid_ad.core.cluster import Cluster, report, run_each
+from cuboid_ad.core.config import Config
+from cuboid_ad.core.errors import ArtifactError, InputError
+from cuboid_ad.core.frames import FramesInfo, read_frames_info
+from cuboid_ad.core.grid import make_grid
+from cuboid_ad.core.progress import progress
+from cuboid_ad.cuboids.store import is_up_to_date, prune, slice_clip
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +42,9 @@ def slice_folder(
     if todo:
         n_by_clip = {i.path: i.n_frames for i in infos}
         bar = progress(total=sum(n_by_clip[p] for p in todo), desc=f"cuboids {len(todo)} clips", unit="frame")
-        if cluster is None:
-            jobs = Parallel(n_jobs=min(n_jobs, len(todo)), prefer="threads", return_as="generator_unordered")(
-                delayed(_slice_or_report)(p, cuboids_path, cfg, bar.update) for p in todo
-            )
-        else:
-            with cluster.progress_events(bar.update):
-                jobs = cluster.run(_slice_or_report, [(p, cuboids_path, cfg, report) for p in todo], [f"cuboids-{p.stem}" for p in todo])
+        failures = run_each(slice_clip, [(p, cuboids_path, cfg) for p in todo], [f"cuboids-{p.stem}" for p in todo], n_jobs, cluster, bar.update)
+        if cluster is not None:
             prune(cuboids_path, cfg, {p.stem for p in frames_files})  # temporaries of a worker killed mid-write
-        failures = [error for error in jobs if error]
         bar.close()
         if failures:
             raise InputError(f"{len(failures)} of {len(frames_files)} clips failed: " + "; ".join(sorted(failures)))
@@ -75,11 +67,3 @@ def slice_task(frames_file: Path, cuboids_path: Path, cfg: Config, force: bool =
     if force or not is_up_to_date(frames_file, cuboids_path, cfg):
         slice_clip(frames_file, cuboids_path, cfg, on_frames=report)
     return frames_file
-
-
-def _slice_or_report(frames_path: Path, cuboids_path: Path, cfg: Config, on_frames) -> str | None:
-    try:
-        slice_clip(frames_path, cuboids_path, cfg, on_frames=on_frames)
-    except UserError as exc:
-        return str(exc)
-    return None

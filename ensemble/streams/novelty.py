@@ -1,4 +1,4 @@
-"""How unusual a region's code is: the second stream of every region's score.
+"""The novelty stream: how unusual a region's codes are, whatever the autoencoder makes of them.
 
 The autoencoder's encoder turns a window of T frames into a code ``(D, T, P', P')``: at
 every frame and location, a D-vector that describes the motion around that spot (its
@@ -16,16 +16,24 @@ so a walker where the training video had none still finds walkers' codes nearby.
 Normal frames are measured against the bank without their own *segment* (their clip, or
 a stretch of at most :data:`SEGMENT_FRAMES` frames of a longer one), as new video is:
 a code's own copy in the bank would make every normal frame look perfectly familiar.
+
+What it measures at each location is the autoencoder's ``code`` (its bottleneck, what the
+decoder rebuilds from) or the wider ``features`` of the encoder's last layer before it
+(``score.novelty_features``). The region's z is that of its largest cell novelty, smoothed;
+a cell's z, for the anomaly maps, that of its own novelty, smoothed on the same scale.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 import torch
 
-from core.windows import gather_windows
+from cuboid_ad.core.config import Config
+from cuboid_ad.core.windows import gather_windows
+from cuboid_ad.ensemble.streams.base import CausalMean, CellStats, Chain, Encode, Fitted, Forward, Stream, fit_cell_stats
 
 SEGMENT_FRAMES = 300  # a longer clip counts as several segments when normal frames are measured
 SAMPLE_CODES = 50_000  # codes drawn at random from the normal video before the k-centre selection
@@ -127,3 +135,48 @@ def novelty_map(code: torch.Tensor, bank: torch.Tensor, patch: int) -> torch.Ten
     to the bank, spread over the patch pixels that location stands for."""
     d = nearest_distance(code.permute(0, 2, 3, 4, 1), bank)  # (B, T, h, w)
     return d.repeat_interleave(patch // d.shape[-2], dim=-2).repeat_interleave(patch // d.shape[-1], dim=-1)
+
+
+def measured(features: torch.Tensor, code: torch.Tensor, cfg: Config) -> torch.Tensor:
+    """What novelty is measured on (``score.novelty_features``): the encoder's code or its wider features."""
+    return features if cfg.score.novelty_features == "features" else code
+
+
+class Novelty(Stream):
+    name = "novelty"
+    description = "how far the autoencoder's codes of the region's cells lie from every code of its normal video"
+    maps = ("novelty",)
+    leaves_segment_out = True
+
+    def reference(self, encode: Encode, tubes: list[np.ndarray], segments: list[np.ndarray], cfg: Config) -> tuple[np.ndarray, np.ndarray]:
+        """The bank of normal codes ``(M, D)`` and each one's segment ``(M,)``."""
+        T = cfg.cuboids.clip_length_in_frames
+        codes = [frame_codes(lambda w: measured(*encode(w), cfg), tube, T, cfg.needs_previous) for tube in tubes]
+        return build_bank(codes, segments, cfg.score.code_bank, cfg.train.seed)
+
+    def without_segment(self, reference: tuple[np.ndarray, np.ndarray], segment: int) -> torch.Tensor:
+        bank, bank_segment = reference
+        rest = bank[bank_segment != segment]
+        return torch.from_numpy(rest if len(rest) else bank)
+
+    def pixel_maps(self, fwd: Forward, reference: torch.Tensor | None, cfg: Config) -> torch.Tensor:
+        code = measured(fwd.features, fwd.code, cfg)
+        return novelty_map(code, reference.to(code.device), fwd.x.shape[-1]).cpu()[:, :, None]
+
+    def fit(self, cells: list[np.ndarray], use: list[np.ndarray], cfg: Config, reference: tuple[np.ndarray, np.ndarray]) -> Fitted:
+        bank = reference[0]
+        peak = [c[:, 0].max(axis=1, keepdims=True) for c in cells]  # the region's largest cell novelty, one value a frame
+        stats, _ = fit_cell_stats(peak, [np.zeros_like(x) for x in peak], use, "region", 0.0, cfg.score.smoothing_frames)
+        return Fitted(replace(stats, std=np.maximum(stats.std, spread_floor(bank))), bank)
+
+    def chain(self, stats: CellStats, cfg: Config) -> Chain:
+        smoothing = cfg.score.smoothing_frames
+        smooth_peak, smooth_cells = CausalMean(smoothing, prior=stats.prior), CausalMean(smoothing, prior=stats.prior)
+
+        def step(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            novelty = cells[..., 0, :]
+            region = stats.z(smooth_peak(novelty.max(axis=-1, keepdims=True)))[..., 0]
+            return stats.z(smooth_cells(novelty)), region
+
+        return step
+

@@ -1,0 +1,1 @@
+"""Many cameras at once: every camera's stages and regions as one Dask task graph (fleet)."""
