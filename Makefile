@@ -12,6 +12,8 @@
 #   make bench-watch                 live scoring of Ped2's test clips streamed in real time (after bench-ped2)
 #   make bench-cluster               Ped2 training on a Dask LocalCluster against the joblib default, capacity table
 #   make bench-supervised            the supervised classifier on Ped2 by two-fold cross-validation (after bench-ped2)
+#   make bench-nuisance              camera nuisances (shake, night noise, low bit rate, ...): false events and AUC (after bench-ped2)
+#   make bench-feedback              operator feedback absorbed: before and after, the update's time (after bench-ped2)
 #
 # Variables: DATA, WORK (default work), CONFIG (optional TOML), VIDEO, JOBS.
 # The stage targets are phony on purpose: the CLI compares each output's recorded
@@ -35,7 +37,7 @@ CLI := $(PY) cli.py
 OPTS := --work $(WORK) $(if $(CONFIG),--config $(CONFIG)) --jobs $(JOBS)
 DATA_DEP := $(if $(filter $(DEMO_DATA),$(DATA)),$(DEMO_DATA)/labels.json)
 
-.PHONY: extract cuboids train score evaluate demo demo-supervised test clean-demo bench-ped2 bench-speed bench-watch bench-cluster bench-supervised serve
+.PHONY: extract cuboids train score evaluate demo demo-supervised test clean-demo bench-ped2 bench-speed bench-watch bench-cluster bench-supervised bench-nuisance bench-feedback serve
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -136,3 +138,17 @@ bench-supervised: $(STAMP)
 		{ echo "no evaluation in $(BENCH_WORK)/$(notdir $(abspath $(BENCH_DATA)))-$(PRESET): run make bench-ped2 first"; exit 2; }
 	$(PY) -m bench.supervised --data $(BENCH_DATA) --work $(BENCH_WORK)/$(notdir $(abspath $(BENCH_DATA)))-supervised \
 		--eval $(BENCH_WORK)/$(notdir $(abspath $(BENCH_DATA)))-$(PRESET)/eval $(if $(CONFIG),--config $(CONFIG))
+
+# Camera nuisances: Ped2's clips with shake, night noise, low bit rates, exposure and infrared switches, flicker
+# and rain, scored by the models bench-ped2 trained: false events a minute and test AUC beside the clean figures.
+bench-nuisance: $(STAMP)
+	@test -f $(BENCH_WORK)/$(notdir $(abspath $(BENCH_DATA)))-$(PRESET)/models/manifest.json || \
+		{ echo "no models in $(BENCH_WORK)/$(notdir $(abspath $(BENCH_DATA)))-$(PRESET): run make bench-ped2 first"; exit 2; }
+	$(PY) -m bench.nuisance --data $(BENCH_DATA) --work $(BENCH_WORK)/$(notdir $(abspath $(BENCH_DATA)))-$(PRESET)
+
+# Operator feedback: a false alarm under a nuisance marked as normal and absorbed; the marked stretch, other
+# footage with the nuisance and Ped2's test clips before and after, the update's time (on a copy of the models).
+bench-feedback: $(STAMP)
+	@test -f $(BENCH_WORK)/$(notdir $(abspath $(BENCH_DATA)))-$(PRESET)/models/manifest.json || \
+		{ echo "no models in $(BENCH_WORK)/$(notdir $(abspath $(BENCH_DATA)))-$(PRESET): run make bench-ped2 first"; exit 2; }
+	$(PY) -m bench.feedback --data $(BENCH_DATA) --work $(BENCH_WORK)/$(notdir $(abspath $(BENCH_DATA)))-$(PRESET)

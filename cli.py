@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from cuboid_ad.core.errors import UserError
-from cuboid_ad.core.lock import work_lock
+from cuboid_ad.core.lock import feedback_lock, work_lock
 
 log = logging.getLogger("cuboid-ad")
 
@@ -198,10 +198,13 @@ def cuboids(data, work, config_path, preset, force, jobs, scheduler):
 @jobs_option
 @click.option("--threads", type=click.IntRange(0, None), default=0, show_default="0 = the cores shared out",
               help="Torch threads per region being trained; fixing it makes the weights the same on any machine.")
+@click.option("--update", is_flag=True, help="Only absorb the stretches marked as normal (`feedback normal`) into the trained models: "
+              "a new version in seconds, no training from scratch.")
+@click.option("--rollback", is_flag=True, help="Put the models version before the one in use back in use.")
 @device_option
 @scheduler_option
 @run_options
-def train(data, work, config_path, preset, force, jobs, threads, device, scheduler):
+def train(data, work, config_path, preset, force, jobs, threads, update, rollback, device, scheduler):
     """Fit one autoencoder per region on WORK/cuboids/ and write WORK/models/.
 
     Each region's model is trained on normal windows only, with 20% of the
@@ -214,17 +217,146 @@ def train(data, work, config_path, preset, force, jobs, threads, device, schedul
     """
     from cuboid_ad.core.cluster import connect
     from cuboid_ad.core.workdir import WorkDir
+    from cuboid_ad.pipeline.stages import feedback
     from cuboid_ad.pipeline.stages.extract import check_frames_origin
     from cuboid_ad.pipeline.stages.train import train_ensemble
 
-    cfg = _config(config_path, preset)
+    if update and rollback:
+        raise click.UsageError("--update and --rollback do opposite things: give one")
     wd = WorkDir(work)
+    if update or rollback:  # new files and a new manifest only: a camera being watched takes them up without a restart
+        with feedback_lock(work):
+            if rollback:
+                click.echo(f"train: models version {feedback.rollback(work)} is in use again (`feedback list` shows what is recorded)")
+            else:
+                _print_update(feedback.update_models(work, device=device, jobs=jobs))
+        return
+    cfg = _config(config_path, preset)
     with work_lock(work, exclusive=True):
         if data is not None:
             check_frames_origin(wd.frames, data / "train")
         with connect(scheduler, [work], warm_modules=(train_ensemble.__module__,)) as cluster:
             manifest = train_ensemble(wd.cuboids, wd.models, cfg, n_jobs=jobs, device=device, force=force, threads=threads, cluster=cluster)
-    click.echo(f"train: {len(cfg.cuboids.region_ids)} region models, manifest {manifest}")
+        click.echo(f"train: {len(cfg.cuboids.region_ids)} region models, manifest {manifest}")
+        _print_alarms(manifest)
+        if feedback.list_feedback(work):  # stretches marked as normal stay the operator's word through retraining
+            _print_update(feedback.update_models(work, device=device, jobs=jobs))
+
+
+def _print_update(r) -> None:
+    if not r.records and not r.version:
+        click.echo("feedback: nothing is recorded as normal; the trained models stay in use")
+        return
+    changed = ", ".join(f"{rid} (spread x{f:g})" for rid, f in r.changed.items()) or "none (the stretches raise no alarm already)"
+    click.echo(f"feedback: models version {r.version} absorbs {len(r.records)} stretch(es) in {r.seconds:.1f} s; regions changed: {changed}")
+    for when in ("before", "after"):
+        if when in r.checks:
+            c = r.checks[when]
+            click.echo(f"  {when:6s} held-out normal frames flagged {c['held_out_normal_flagged']:.1%}, the same three times faster caught "
+                       f"{c['three_times_faster_caught']:.1%}")  # fmt: skip
+    if r.checks and r.checks["after"]["three_times_faster_caught"] < r.checks["before"]["three_times_faster_caught"] - 0.01:
+        click.echo("warning: the changed regions catch less of their own fast-played footage than before; `cli.py train --rollback` undoes the update",
+                   err=True)  # fmt: skip
+
+
+def _print_alarms(manifest: Path) -> None:
+    """What the alarm threshold promises, and a warning when it stands on too little normal footage."""
+    import json
+
+    a = json.loads(manifest.read_text())["alarms"]
+    click.echo(f"alarm threshold {a['threshold']:.2f}: about {a['estimated_false_events_per_hour']:.2g} false events an hour of normal footage "
+               f"({a['reach']})")  # fmt: skip
+    if a["too_little_footage"]:
+        click.echo(f"warning: the alarm threshold stands on {a['held_out_minutes'] * 60:.0f} s of held-out normal footage; with less than "
+                   "5 minutes of normal footage (1 minute held out) expect more false alarms than that: add normal footage", err=True)  # fmt: skip
+
+
+@cli.group("feedback")
+def feedback_group() -> None:
+    """Teach the models what is normal: mark a false alarm, and `train --update` absorbs it in seconds.
+
+    \b
+      cli.py feedback normal WORK/scores/clip --event 2 --work W   # an event of a scored clip
+      cli.py feedback normal video.mp4 --from 12 --to 20 --work W  # any stretch of any video
+      cli.py feedback normal --watch-event ID --work W             # a watched camera's event (its saved clip)
+      cli.py feedback list --work W
+      cli.py feedback undo ID --work W
+      cli.py train --update --work W                               # absorb them (or: feedback apply)
+    """
+
+
+@feedback_group.command("normal")
+@click.argument("what", required=False, type=click.Path(path_type=Path))
+@work_option
+@click.option("--event", type=click.IntRange(1, None), default=None, help="With a scores folder: which of its events (events.csv, 1-based).")
+@click.option("--from", "from_s", type=float, default=None, help="With a video: where the normal stretch starts (seconds).")
+@click.option("--to", "to_s", type=float, default=None, help="With a video: where it ends (seconds).")
+@click.option("--watch-event", default=None, help="The id of a `watch` event: its saved clip is the stretch.")
+@click.option("--camera", default=None, help="With --watch-event: the camera [default: whichever has it].")
+@stream_option
+@run_options
+def feedback_normal(what, work, event, from_s, to_s, watch_event, camera, stream):
+    """Record a stretch as normal: a scored clip's event (WHAT = its scores folder, --event N), a video's stretch
+    (WHAT = the video, --from S --to S), or a watched camera's event (--watch-event ID)."""
+    from cuboid_ad.pipeline.stages import feedback
+
+    if watch_event:
+        source, stream, from_s, to_s, how = feedback.stretch_of_watch_event(work, watch_event, camera)
+    elif what is not None and what.is_dir() and (what / "events.csv").exists():
+        if event is None:
+            raise click.UsageError("a scores folder needs --event N (the event's number in its events.csv)")
+        source, stream, from_s, to_s, how = feedback.stretch_of_event(what, event)
+    elif what is not None:
+        if from_s is None or to_s is None:
+            raise click.UsageError("a video needs --from and --to (seconds)")
+        source, how = what, ""
+    else:
+        raise click.UsageError("give a scores folder and --event, a video and --from/--to, or --watch-event")
+    with feedback_lock(work):
+        r = feedback.record_normal(work, source, from_s, to_s, stream, how)
+    click.echo(f"feedback {r.id}: {r.meta['frames']} frames of {Path(r.meta['source']).name} ({r.meta['from_s']:.1f}-{r.meta['to_s']:.1f} s) "
+               f"recorded as normal; `cli.py train --update --work {work}` absorbs it")  # fmt: skip
+
+
+@feedback_group.command("list")
+@work_option
+def feedback_list(work):
+    """The stretches recorded as normal, and whether the models in use hold them."""
+    from cuboid_ad.pipeline.stages import feedback
+
+    records = feedback.list_feedback(work)
+    held = feedback.absorbed_ids(work)
+    if not records:
+        click.echo("no feedback recorded")
+    for r in records:
+        m = r.meta
+        click.echo(f"{r.id}  {m['created']}  {Path(m['source']).name} {m['from_s']:.1f}-{m['to_s']:.1f} s  {m['frames']} frames  "
+                   f"{'absorbed' if r.id in held else 'not absorbed yet'}  ({m['how']})")  # fmt: skip
+
+
+@feedback_group.command("undo")
+@click.argument("feedback_id")
+@work_option
+def feedback_undo(feedback_id, work):
+    """Forget a recorded stretch; the next `train --update` makes the models without it."""
+    from cuboid_ad.pipeline.stages import feedback
+
+    with feedback_lock(work):
+        r = feedback.undo_feedback(work, feedback_id)
+    click.echo(f"feedback {r.id} forgotten; `cli.py train --update --work {work}` makes the models without it")
+
+
+@feedback_group.command("apply")
+@work_option
+@jobs_option
+@device_option
+@run_options
+def feedback_apply(work, jobs, device):
+    """Absorb every recorded stretch into the models (the same as `train --update`)."""
+    from cuboid_ad.pipeline.stages import feedback
+
+    with feedback_lock(work):
+        _print_update(feedback.update_models(work, device=device, jobs=jobs))
 
 
 @cli.command()
@@ -306,7 +438,7 @@ def watch_cmd(source, work, camera, events_path, out, max_seconds, realtime, mqt
     with work_lock(work, exclusive=False):
         summary = watch(source, wd.models, out, _optional_config(config_path, preset), camera=camera, events_path=events_path,
                         max_seconds=max_seconds, realtime=realtime, mqtt=mqtt, webhook=webhook, device=resolve_device(device))
-    click.echo(f"watch {summary.camera}: {summary.frames} frames scored in {summary.seconds:.1f} s, {summary.events} events, "
+    click.echo(f"watch {summary.camera}: {summary.frames} frames scored in {summary.seconds:.1f} s, {summary.events} events, {summary.tampers} tamper events, "
                f"{summary.dropped} frames dropped, {summary.reconnects} reconnections, {summary.cpu_seconds:.1f} CPU seconds -> {summary.out_path}",
                err=True)  # fmt: skip
 
@@ -351,6 +483,9 @@ def _print_events(result) -> None:
                    f"peak {e.peak_score:.1f} at {e.peak_s:.1f} s  regions {regions}")  # fmt: skip
     if len(events) > 20:
         click.echo(f"  ... {len(events) - 20} more events in events.csv")
+    for e in result.tampers:
+        click.echo(f"  tamper: camera {' then '.join(e.regions)}  frames {e.first + 1}-{e.last + 1}  {e.start_s:.1f}-{e.end_s:.1f} s  "
+                   "(no anomaly is flagged while the view is wrong)")  # fmt: skip
 
 
 @cli.command()

@@ -57,7 +57,9 @@ def region_speed(path: Path, cfg: Config) -> np.ndarray:
     """The "nothing moves" predictor's region errors per frame ``(n_frames, R)``, smoothed as the model's are."""
     frames, regions = _frames(path, cfg)
     # the tubes a flow model of this config sees, whatever the config's own input
-    tubes = TubeCutter.for_config(regions, cfg.with_overrides(model={"input": "flow"}))(frames)  # (R, n, 2, P, P)
+    # the floor as it has always been: no camera corrections, whatever the models' config
+    plain = cfg.with_overrides(model={"input": "flow"}, cuboids={"camera_corrections": False})
+    tubes = TubeCutter.for_config(regions, plain)(frames)  # (R, n, 2, P, P)
     # a model that rebuilds every window as still has, at each pixel, the error of the input's
     # distance from "no motion", on the model's input scale (ensemble.detector.encode_windows)
     still = encode_windows(np.full((1, 1, 2, 1, 1), FLOW_ZERO, np.uint8), "flow")

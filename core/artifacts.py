@@ -63,6 +63,7 @@ KINDS: dict[str, ArtifactKind] = {
         ArtifactKind("manifest", 3, ("extract", "cuboids", "model", "train", "score")),  # 3: the streams
         ArtifactKind("classifier", 1, ("extract", "supervise")),
         ArtifactKind("attention", 1, ("extract", "supervise")),  # classify's per-frame attention maps and probabilities
+        ArtifactKind("scene", 1, ("extract",)),  # the camera's normal view, for the tamper check (pipeline.scoring.tamper)
         # maps 3: each frame's time, the video stream; 4: stream_z of every stream score.streams names (attribute streams)
         ArtifactKind("maps", 4, ("extract", "cuboids", "model", "train", "score")),
     )
@@ -132,6 +133,17 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def read_json(path: str | Path) -> Any:
+    """A JSON file the chain wrote; ArtifactError when it is missing or unreadable."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{path}: not readable JSON ({exc})") from None
 
 
 def write_json(path: str | Path, obj: Any) -> None:

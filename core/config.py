@@ -75,6 +75,10 @@ class CuboidConfig:
     frames_between_clips: int = 2  # stride between training windows
     blur_sigma: float = 1.0  # Gaussian blur of region crops, in patch pixels; 0 = off
     flow_preset: str = "medium"  # OpenCV DIS optical flow preset (flow input only): "medium", "fast" or "ultrafast"
+    # flow input only (cuboids.camera): take what the camera itself does off the optical flow: its own motion (shake,
+    # sway), steps of its exposure, and while the frames are noisy (night) their noise; footage of a still camera
+    # with a steady exposure and little noise is left exactly as it is
+    camera_corrections: bool = True
 
     def __post_init__(self) -> None:
         _check(1 <= self.grid_rows <= 32, f"cuboids.grid_rows must be 1..32, not {self.grid_rows}")
@@ -184,10 +188,18 @@ class ScoreConfig:
     # rebuilds from) or the wider "features" of the encoder's last layer before it (ensemble.model)
     novelty_features: str = "code"
     smoothing_frames: int = 5  # causal moving average of cell errors; a clip starts from the normal level
+    # flow noise (frame pixels a frame) that may move no region's z by more than 1 on 90% of normal frames: each
+    # stream's spread is widened until it does (flow input; 0 = off). Where nothing normally moves, the spread is
+    # otherwise near zero and the tenth of a pixel a shaken, noisy or blocky camera leaves becomes an alarm
+    flow_jitter_px: float = 0.1
     calibrate_on: str = "all"  # normal frames that set each cell's mean and std: "all" or "held_out"
     # share of held-out normal frames the alarm threshold lets through: the largest of 0.001 ... 0.05 that kept
     # false alarms within 10% on both training-split tuning sets (docs/experiments.md)
     false_alarm_rate: float = 0.05
+    # false events an hour of normal footage the alarm threshold may let through, estimated from held-out normal
+    # footage and the tail of its event peaks (ensemble.alarms); the threshold is raised until it does; 0 = off.
+    # 10: one every six minutes at most, an operator's terms, chosen before any figure (docs/experiments.md)
+    false_events_per_hour: float = 10.0
     min_event_seconds: float = 0.5  # flagged stretches shorter than this raise no event
     event_gap_seconds: float = 1.0  # an event ends after this long without a flagged frame
     # weight of the supervised classifier's anomaly probability p in the frame score, in units of
@@ -209,9 +221,11 @@ class ScoreConfig:
         _check(any(w > 0 for _, w in self.streams), f"score.streams must give some stream a weight above 0, not {dict(self.streams)}")
         _check(16 <= self.code_bank <= 65536, f"score.code_bank must be 16..65536, not {self.code_bank}")
         _check(self.novelty_features in ("code", "features"), f"score.novelty_features must be 'code' or 'features', not {self.novelty_features!r}")
+        _check(0.0 <= self.flow_jitter_px <= 5.0, f"score.flow_jitter_px must be in [0, 5], not {self.flow_jitter_px}")
         _check(1 <= self.smoothing_frames <= 1000, f"score.smoothing_frames must be 1..1000, not {self.smoothing_frames}")
         _check(self.calibrate_on in ("all", "held_out"), f"score.calibrate_on must be 'all' or 'held_out', not {self.calibrate_on!r}")
         _check(0.0 < self.false_alarm_rate < 0.5, f"score.false_alarm_rate must be in (0, 0.5), not {self.false_alarm_rate}")
+        _check(0.0 <= self.false_events_per_hour <= 3600, f"score.false_events_per_hour must be in [0, 3600], not {self.false_events_per_hour}")
         _check(0.0 <= self.min_event_seconds <= 3600, f"score.min_event_seconds must be in [0, 3600], not {self.min_event_seconds}")
         _check(0.0 < self.event_gap_seconds <= 3600, f"score.event_gap_seconds must be in (0, 3600], not {self.event_gap_seconds}")
         _check(0.0 <= self.classifier_weight <= 10.0, f"score.classifier_weight must be in [0, 10], not {self.classifier_weight}")
@@ -305,7 +319,7 @@ _SECTION_TYPES = {
 RECORDED_BEFORE: dict[tuple[str, str], Any] = {
     ("score", "calibrate_on"): "held_out", ("model", "architecture"): "conv3d", ("score", "classifier_weight"): 0.0,
     ("score", "motion_weight"): 0.0, ("score", "streams"): {"reconstruction": 1.0}, ("score", "code_bank"): 2048,
-    ("score", "novelty_features"): "code",
+    ("score", "novelty_features"): "code", ("cuboids", "camera_corrections"): False, ("score", "flow_jitter_px"): 0.0, ("score", "false_events_per_hour"): 0.0,
 }
 # Keys that no longer exist. An artifact that depends on them has a newer format version
 # now and is refused by its kind's check; one that does not (frames, tubes) still records
@@ -324,7 +338,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "extract": {"color": "gray", "frame_height": 240, "frame_width": 0, "fps": 0.0, "frame_folder_fps": 10.0},
         "cuboids": {
             "grid_rows": 3, "grid_cols": 4, "region_overlap": 0.25, "patch_size": 32, "clip_length_in_frames": 10,
-            "frames_between_clips": 2, "blur_sigma": 1.0, "flow_preset": "medium",
+            "frames_between_clips": 2, "blur_sigma": 1.0, "flow_preset": "medium", "camera_corrections": True,
         },
         "model": {"input": "frames", "architecture": "conv3d", "filters": [64, 128], "bottleneck_channels": 0},
         "train": {
@@ -333,8 +347,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         },
         "score": {
             "frames_between_clips": 5, "cell_size": 4, "statistics": "region", "explained_motion_max": 1.0, "motion_weight": 0.0,
-            "streams": {"reconstruction": 1.0}, "code_bank": 2048, "novelty_features": "code", "smoothing_frames": 5,
-            "calibrate_on": "all", "false_alarm_rate": 0.01, "min_event_seconds": 0.5, "event_gap_seconds": 1.0, "classifier_weight": 0.0,
+            "streams": {"reconstruction": 1.0}, "code_bank": 2048, "novelty_features": "code", "smoothing_frames": 5, "flow_jitter_px": 0.1,
+            "calibrate_on": "all", "false_alarm_rate": 0.01, "false_events_per_hour": 0.0, "min_event_seconds": 0.5, "event_gap_seconds": 1.0, "classifier_weight": 0.0,
         },
         "live": {
             "stall_seconds": 20.0, "reconnect_max_seconds": 60.0, "queue_seconds": 10.0, "clip_before_seconds": 3.0,
@@ -351,7 +365,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "extract": {"color": "gray", "frame_height": 240, "frame_width": 0, "fps": 0.0, "frame_folder_fps": 10.0},
         "cuboids": {
             "grid_rows": 3, "grid_cols": 4, "region_overlap": 0.25, "patch_size": 32, "clip_length_in_frames": 10,
-            "frames_between_clips": 2, "blur_sigma": 1.0, "flow_preset": "medium",
+            "frames_between_clips": 2, "blur_sigma": 1.0, "flow_preset": "medium", "camera_corrections": True,
         },
         "model": {"input": "frames", "architecture": "convlstm", "filters": [32, 32], "bottleneck_channels": 16},
         "train": {
@@ -360,8 +374,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         },
         "score": {
             "frames_between_clips": 5, "cell_size": 4, "statistics": "region", "explained_motion_max": 1.0, "motion_weight": 0.0,
-            "streams": {"reconstruction": 1.0}, "code_bank": 2048, "novelty_features": "code", "smoothing_frames": 5,
-            "calibrate_on": "all", "false_alarm_rate": 0.01, "min_event_seconds": 0.5, "event_gap_seconds": 1.0, "classifier_weight": 0.0,
+            "streams": {"reconstruction": 1.0}, "code_bank": 2048, "novelty_features": "code", "smoothing_frames": 5, "flow_jitter_px": 0.1,
+            "calibrate_on": "all", "false_alarm_rate": 0.01, "false_events_per_hour": 0.0, "min_event_seconds": 0.5, "event_gap_seconds": 1.0, "classifier_weight": 0.0,
         },
         "live": {
             "stall_seconds": 20.0, "reconnect_max_seconds": 60.0, "queue_seconds": 10.0, "clip_before_seconds": 3.0,

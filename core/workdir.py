@@ -36,6 +36,11 @@ class WorkDir:
         return self.root / "eval"
 
     @property
+    def feedback(self) -> Path:
+        """Stretches an operator marked as normal (``feedback normal``), one folder each, for ``train --update``."""
+        return self.root / "feedback"
+
+    @property
     def classifier(self) -> Path:
         """The supervised classifier's folder (`supervise`): model.pt, metrics.json, confusion.png."""
         return self.root / "classifier"

@@ -19,6 +19,7 @@ from cuboid_ad.core.arrays import gaussian_blur
 from cuboid_ad.core.config import Config
 from cuboid_ad.core.grid import Region
 from cuboid_ad.core.tubes import FLOW_GAIN, FLOW_ZERO
+from cuboid_ad.cuboids.camera import NOISE_FLOW_PX, Denoiser, Stabilizer, match_exposure, shrink_flow
 
 
 @torch.inference_mode()
@@ -47,25 +48,38 @@ def _resized_crops(x: torch.Tensor, regions: list[Region], patch_size: int, blur
         yield gaussian_blur(crop, blur_sigma), (h, w)
 
 
+def to_gray(frames: np.ndarray) -> np.ndarray:
+    """uint8 frames ``(n, H, W, C)`` -> gray ``(n, H, W)``."""
+    import cv2  # imported here: only flow models need OpenCV
+
+    if frames.shape[-1] == 1:
+        return np.ascontiguousarray(frames[..., 0])
+    return np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]) if len(frames) else np.zeros(frames.shape[:3], np.uint8)
+
+
+def gray_flow(previous: np.ndarray, gray: np.ndarray, preset: str, exposure: bool = False) -> np.ndarray:
+    """Dense flow from each gray frame's predecessor: uint8 ``(n, H, W)`` -> float32 ``(n, H, W, 2)`` (dx, dy) in pixels;
+    ``previous`` ``(H, W)`` is the frame before ``gray[0]``, ``preset`` OpenCV's DIS preset (``cuboids.flow_preset``).
+    ``exposure``: a predecessor of another brightness is matched to its successor first (``cuboids.camera.match_exposure``)."""
+    import cv2
+
+    dis = cv2.DISOpticalFlow_create(getattr(cv2, f"DISOPTICAL_FLOW_PRESET_{preset.upper()}"))
+    out = np.empty(gray.shape + (2,), dtype=np.float32)
+    a = np.ascontiguousarray(previous)
+    for i, b in enumerate(gray):
+        b = np.ascontiguousarray(b)
+        out[i] = dis.calc(match_exposure(a, b) if exposure else a, b, None)
+        a = b
+    return out
+
+
 def optical_flow(previous: np.ndarray, frames: np.ndarray, preset: str) -> np.ndarray:
     """Dense flow from each frame's predecessor: uint8 ``(n, H, W, C)`` -> float32 ``(n, H, W, 2)`` (dx, dy) in pixels.
 
     ``previous`` ``(H, W, C)`` is the frame before ``frames[0]``; ``preset`` names
     OpenCV's DIS preset (``cuboids.flow_preset``).
     """
-    import cv2  # imported here: only flow models need OpenCV
-
-    def gray(f: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(f[..., 0] if f.shape[-1] == 1 else cv2.cvtColor(f, cv2.COLOR_RGB2GRAY))
-
-    dis = cv2.DISOpticalFlow_create(getattr(cv2, f"DISOPTICAL_FLOW_PRESET_{preset.upper()}"))
-    out = np.empty(frames.shape[:3] + (2,), dtype=np.float32)
-    a = gray(previous)
-    for i, f in enumerate(frames):
-        b = gray(f)
-        out[i] = dis.calc(a, b, None)
-        a = b
-    return out
+    return gray_flow(to_gray(previous[None])[0], to_gray(frames), preset)
 
 
 @torch.inference_mode()
@@ -84,16 +98,20 @@ def crop_flow(flow: np.ndarray, regions: list[Region], patch_size: int, blur_sig
 class TubeCutter:
     """Frames of one clip, chunk by chunk -> region tubes ``(n_regions, n, C, P, P)`` uint8.
 
-    For flow tubes it carries the last frame of a chunk to the next; the first
-    frame of a clip is its own predecessor (no motion).
+    For flow tubes it carries the last frame of a chunk to the next (the first
+    frame of a clip is its own predecessor: no motion) and, with
+    ``cuboids.camera_corrections``, takes what the camera itself does off the
+    flow (its motion, exposure steps, night noise: :mod:`cuboids.camera`).
+    ``stabilizer.motions``: the camera's motion in the last chunk.
     """
 
     @classmethod
     def for_config(cls, regions: list[Region], cfg: Config) -> "TubeCutter":
-        """The cutter a config's cuboid stage uses: its patch size, blur and tube content."""
-        return cls(regions, cfg.cuboids.patch_size, cfg.cuboids.blur_sigma, cfg.tube_content, cfg.cuboids.flow_preset)
+        """The cutter a config's cuboid stage uses: its patch size, blur, tube content and camera corrections."""
+        c = cfg.cuboids
+        return cls(regions, c.patch_size, c.blur_sigma, cfg.tube_content, c.flow_preset, c.camera_corrections)
 
-    def __init__(self, regions: list[Region], patch_size: int, blur_sigma: float, content: str, flow_preset: str):
+    def __init__(self, regions: list[Region], patch_size: int, blur_sigma: float, content: str, flow_preset: str, corrections: bool = False):
         if content not in ("pixels", "flow"):
             raise ValueError(f"tube content must be 'pixels' or 'flow', not {content!r}")
         self.regions = regions
@@ -101,13 +119,24 @@ class TubeCutter:
         self.blur_sigma = blur_sigma
         self.content = content
         self.flow_preset = flow_preset
-        self.last: np.ndarray | None = None
+        flow = content == "flow"  # the corrections act on the optical flow: pixel tubes are cut as they are
+        self.stabilizer = Stabilizer(flow_preset) if corrections and flow else None
+        self.denoiser = Denoiser() if corrections and flow else None
+        self.last: np.ndarray | None = None  # the last gray frame (denoised) of the previous chunk
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
         if self.content == "pixels":
             return crop_regions(frames, self.regions, self.patch_size, self.blur_sigma)
         if len(frames) == 0:
             return np.zeros((len(self.regions), 0, 2, self.patch_size, self.patch_size), np.uint8)
-        flow = optical_flow(frames[0] if self.last is None else self.last, frames, self.flow_preset)
-        self.last = frames[-1].copy()
+        gray = to_gray(frames)
+        if self.denoiser is not None:
+            gray = self.denoiser(gray)
+        previous = gray[0] if self.last is None else self.last
+        flow = gray_flow(previous, gray, self.flow_preset, exposure=self.stabilizer is not None)
+        self.last = gray[-1].copy()
+        if self.stabilizer is not None:
+            flow = self.stabilizer(flow, previous, gray)
+        if self.denoiser is not None and self.denoiser.active.any():
+            flow[self.denoiser.active] = shrink_flow(flow[self.denoiser.active], NOISE_FLOW_PX)
         return crop_flow(flow, self.regions, self.patch_size, self.blur_sigma)

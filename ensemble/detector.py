@@ -22,6 +22,7 @@ from __future__ import annotations
 import pickle
 import threading
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +30,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from cuboid_ad.core.arrays import runs
 from cuboid_ad.core.artifacts import KINDS, atomic_path, require_config, stamp_dict
 from cuboid_ad.core.config import Config
 from cuboid_ad.core.errors import ArtifactError, InputError
 from cuboid_ad.core.grid import Region
-from cuboid_ad.core.tubes import RegionTube, code_to_flow
+from cuboid_ad.core.tubes import FLOW_GAIN, RegionTube, code_to_flow
 from cuboid_ad.core.windows import window_index
 from cuboid_ad.ensemble.fit import TrainState, fit_autoencoder, split_windows, validation_masks
 from cuboid_ad.ensemble.fusion import ScoreChain, alarm_threshold, cell_means, map_layout
@@ -44,6 +46,8 @@ from cuboid_ad.ensemble.streams.base import Fitted, Forward
 from cuboid_ad.ensemble.streams.novelty import segment_ids
 
 _INIT_LOCK = threading.Lock()
+REPLAY = 4  # training windows replayed for each marked window when a detector absorbs feedback
+SETTLE = 0.8  # marked frames must score below this share of the alarm threshold once absorbed
 
 
 def encode_windows(windows: np.ndarray, mode: str) -> torch.Tensor:
@@ -179,7 +183,7 @@ class RegionDetector:
                 setattr(other, name, getattr(self, name))
         return other._calibrate(tubes)
 
-    def _calibrate(self, tubes: list[RegionTube]) -> "RegionDetector":
+    def _calibrate(self, tubes: list[RegionTube], settle: tuple[set[str], float] | None = None, held: list[np.ndarray] | None = None) -> "RegionDetector":
         """Score the normal clips exactly as new video is scored, and keep what normal looks like to every stream.
 
         The statistics come from every normal frame (``score.calibrate_on = "all"``) or
@@ -188,32 +192,122 @@ class RegionDetector:
         fitted on, from which the alarm threshold is set. A stream with a reference built
         from the normal video (the novelty's bank) measures each segment of it against
         the reference without that segment, as new video would be (``ensemble.streams.base``).
+        Each stream's spread is then widened where flow noise alone would move it (:meth:`_widen_for_jitter`).
+        ``settle = (clip ids, threshold)``: the spreads are widened further until no frame of those clips (stretches
+        an operator marked as normal) scores above a share :data:`SETTLE` of the threshold (:meth:`absorbed`).
+        ``held``: which frames of each clip are held out, if not the usual blocks.
         """
         s, t = self.cfg.score, self.cfg.train
         lengths = [len(x.tube) for x in tubes]
-        held = validation_masks(lengths, t.val_block_frames, t.val_fraction)
+        held = held if held is not None else validation_masks(lengths, t.val_block_frames, t.val_fraction)
+        pieces: list[tuple[np.ndarray, dict, np.ndarray]] = []  # (tube piece, the references it is measured against, held-out frames)
+        owners: list[str] = []  # each piece's clip
         if not any(stream.leaves_segment_out for stream, _ in self.streams):
             references = {stream.name: None for stream, _ in self.streams}
-            cells = [self._cell_maps(x.tube, references) for x in tubes]  # per clip: (n, n_maps, K)
+            pieces = [(x.tube, references, h) for x, h in zip(tubes, held)]  # per clip
+            owners = [x.clip_id for x in tubes]
         else:
             segments = segment_ids(lengths)
             references = {stream.name: stream.reference(self._encode, [x.tube for x in tubes], segments, self.cfg) for stream, _ in self.streams}
-            cells, pieces = [], []
             for x, seg, h in zip(tubes, segments, held):
                 for sid in np.unique(seg):
                     apart = {stream.name: stream.without_segment(references[stream.name], sid) for stream, _ in self.streams}
-                    cells.append(self._cell_maps(x.tube[seg == sid], apart))
-                    pieces.append(h[seg == sid])
-            held = pieces
+                    pieces.append((x.tube[seg == sid], apart, h[seg == sid]))
+                    owners.append(x.clip_id)
+        cells = [self._cell_maps(tube, refs) for tube, refs, _ in pieces]  # per piece: (n, n_maps, K)
+        held = [h for _, _, h in pieces]
         use = held if s.calibrate_on == "held_out" else [np.ones(len(m), bool) for m in held]
         self.fitted_ = {
             stream.name: stream.fit([c[:, self.layout[stream.name]] for c in cells], use, self.cfg, references[stream.name]) for stream, _ in self.streams
         }
+        if s.flow_jitter_px > 0 and self.cfg.tube_content == "flow":
+            self._widen_for_jitter(pieces, cells, use)
+        self.settled_ = 1.0
+        if settle is not None:
+            marked = [c for c, owner in zip(cells, owners) if owner in settle[0]]
+            top = max((float(self._chain(c)[1].max(initial=-np.inf)) for c in marked), default=-np.inf)
+            self.settled_ = max(1.0, top / (SETTLE * settle[1])) if settle[1] > 0 else 1.0
+            for stream, _ in self.streams:
+                f = self.fitted_[stream.name]
+                self.fitted_[stream.name] = replace(f, stats=replace(f.stats, std=f.stats.std * self.settled_))
         self._scoring_references = None
         scores = [self._chain(c)[1] for c in cells]
         self.held_out_scores_ = np.concatenate([x[m] for x, m in zip(scores, held)]).astype(np.float32)
+        # the held-out frames' contiguous stretches, in that order: an event never spans two of them
+        self.held_out_runs_ = [b - a for m in held for a, b in runs(m)]
+        self.fps_ = float(np.median([x.fps for x in tubes]))
         self.threshold_ = alarm_threshold(self.held_out_scores_, s.false_alarm_rate)
         return self
+
+    def _widen_for_jitter(self, pieces: list[tuple[np.ndarray, dict, np.ndarray]], cells: list[np.ndarray], use: list[np.ndarray]) -> None:
+        """Widen each stream's spread until flow noise of ``score.flow_jitter_px`` (frame pixels a frame) moves its
+        region z by at most 1 on 90% of the normal frames.
+
+        A region where nothing normally moves (a lawn, a wall) has a spread near zero, and any tenth of a pixel of
+        flow that a shaken, noisy or compressed camera leaves would be many z there; where people walk, such noise
+        is lost in the normal spread and nothing changes. The normal video is scored again with Gaussian noise of
+        that size added to its flow, each frame's z compared with its clean one.
+        """
+        s = self.cfg.score
+        rng = np.random.default_rng([self.cfg.train.seed, self.region.row, self.region.col])
+        P = self.cfg.cuboids.patch_size
+        # flow codes per frame pixel, along x and along y (core.tubes)
+        sigma = s.flow_jitter_px * FLOW_GAIN * np.array([P / self.region.width, P / self.region.height], np.float32).reshape(1, 2, 1, 1)
+        jittered = []
+        for tube, refs, _ in pieces:
+            # noise as smooth as optical flow's own: drawn on a grid of cells, each cell's value over its pixels
+            n, C = tube.shape[:2]
+            k = self.cfg.score.cell_size
+            noise = rng.standard_normal((n, C, P // k, P // k), dtype=np.float32).repeat(k, axis=2).repeat(k, axis=3)
+            noisy = tube.astype(np.float32) + noise * sigma
+            jittered.append(self._cell_maps(np.clip(np.rint(noisy), 0, 255).astype(np.uint8), refs))
+        for stream, _ in self.streams:
+            fitted = self.fitted_[stream.name]
+            sl = self.layout[stream.name]
+            delta = [stream.chain(fitted.stats, self.cfg)(j[:, sl])[1] - stream.chain(fitted.stats, self.cfg)(c[:, sl])[1] for c, j in zip(cells, jittered)]
+            delta = np.concatenate([d[m] for d, m in zip(delta, use)])
+            widen = max(1.0, float(np.quantile(delta, 0.9))) if len(delta) else 1.0
+            self.fitted_[stream.name] = replace(fitted, stats=replace(fitted.stats, std=fitted.stats.std * widen))
+
+    def absorbed(self, marked: list[RegionTube], normal: list[RegionTube], threshold: float, epochs: int = 3, device: str | None = None) -> "RegionDetector":
+        """A new detector that has learnt stretches an operator marked as normal, without training from scratch.
+
+        The autoencoder is fine-tuned for ``epochs`` epochs, at a tenth of the learning rate, on every window of
+        ``marked`` mixed with a replay of :data:`REPLAY` times as many of its own training windows from ``normal``
+        (so that it does not forget them), validated on ``normal``'s held-out blocks; then every stream is fitted
+        again on ``normal`` and ``marked`` together (the novelty's bank takes in the marked codes, the statistics
+        their spread), and the spreads widened until no marked frame scores above a share :data:`SETTLE` of
+        ``threshold`` (``settled_``: by how much). The weights and statistics of ``self`` are not touched.
+        """
+        self._require_fitted()
+        device = device or str(self.device_)
+        T = self.cfg.cuboids.clip_length_in_frames
+        t = self.cfg.train
+        frames, train_index, val_index = self._split(normal)
+        offset, new_rows = len(frames), []
+        for x in marked:
+            starts = np.arange(0, max(len(x.tube) - T, 0) + 1)
+            new_rows.append(window_index(starts + offset, T, self.needs_previous, offset, offset + len(x.tube) - 1))
+            offset += len(x.tube)
+        new_index = np.concatenate(new_rows) if new_rows else np.zeros((0, train_index.shape[1]), np.int64)
+        rng = np.random.default_rng([t.seed, 0xFEED])
+        replay = train_index[rng.choice(len(train_index), min(len(train_index), REPLAY * max(len(new_index), 1)), replace=False)]
+        frames = np.concatenate([frames, *[x.tube for x in marked]])
+        model = self.build_model()
+        model.load_state_dict(self.model_.state_dict())
+        tune = replace(t, epochs=epochs, learning_rate=t.learning_rate / 10, patience=epochs, max_windows_per_epoch=0)
+        best, history = fit_autoencoder(model, frames, np.concatenate([new_index, replay]), val_index, lambda w: encode_windows(w, self.cfg.model.input),
+                                        tune, torch.device(device))  # fmt: skip
+        model.load_state_dict(best)
+        other = RegionDetector(self.cfg, self.region, self.frame_size)
+        other.model_, other.device_ = model.eval(), torch.device(device)
+        other.history_, other.n_train_windows_ = self.history_, getattr(self, "n_train_windows_", 0)
+        other.training_clips_ = getattr(self, "training_clips_", {})
+        other.tuned_ = history
+        # the held-out frames stay the normal video's blocks (the marked stretches are never held out), so the
+        # changed regions and the others keep scoring the same held-out frames
+        held = validation_masks([len(x.tube) for x in normal], t.val_block_frames, t.val_fraction) + [np.zeros(len(x.tube), bool) for x in marked]
+        return other._calibrate(normal + marked, settle=({x.clip_id for x in marked}, threshold), held=held)
 
     # -- scoring ----------------------------------------------------------------------------
 
@@ -291,8 +385,11 @@ class RegionDetector:
             "state_dict": {k: v.detach().cpu() for k, v in self.model_.state_dict().items()},
             "streams": {name: f.to_dict() for name, f in self.fitted_.items()},
             "held_out_scores": torch.from_numpy(np.asarray(self.held_out_scores_, np.float32)),
+            "held_out_runs": [int(r) for r in self.held_out_runs_],
+            "fps": float(self.fps_),
             "history": self.history_.to_dict() | {"n_train_windows": int(getattr(self, "n_train_windows_", 0))},
             "training_clips": dict(training_clips),
+            **({"feedback": self.feedback_} if getattr(self, "feedback_", None) else {}),
         }
 
     def save(self, path: str | Path, training_clips: dict[str, str]) -> Path:
@@ -323,10 +420,14 @@ class RegionDetector:
         if ck["format_version"] == KINDS["checkpoint"].version:
             det.fitted_ = {name: Fitted.from_dict(ck["streams"][name]) for name in det.stream_names}
             det.held_out_scores_ = ck["held_out_scores"].numpy()
+            det.held_out_runs_ = list(ck.get("held_out_runs", [len(det.held_out_scores_)]))
+            det.fps_ = float(ck.get("fps", 10.0))
             det.threshold_ = alarm_threshold(det.held_out_scores_, recorded.score.false_alarm_rate)
         det.history_ = TrainState(**{k: v for k, v in ck["history"].items() if k in TrainState.__dataclass_fields__})
         det.n_train_windows_ = int(ck["history"].get("n_train_windows", 0))
         det.training_clips_ = dict(ck["training_clips"])
+        if "feedback" in ck:
+            det.feedback_ = ck["feedback"]
         return det
 
 

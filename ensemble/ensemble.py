@@ -28,9 +28,10 @@ from typing import Any
 import numpy as np
 
 from cuboid_ad.core.artifacts import KINDS, require_config, stamp_dict, write_json
-from cuboid_ad.core.config import Config
+from cuboid_ad.core.config import Config, ScoreConfig
 from cuboid_ad.core.errors import ArtifactError
 from cuboid_ad.core.grid import Region
+from cuboid_ad.ensemble.alarms import AlarmRate
 from cuboid_ad.ensemble.detector import RegionDetector
 from cuboid_ad.ensemble.fusion import ScoreChain, alarm_threshold, cell_means
 from cuboid_ad.ensemble.sliding import SlidingWindowScorer
@@ -48,10 +49,11 @@ class Ensemble:
     threshold_: float  # the alarm threshold on frame scores
 
     @classmethod
-    def load(cls, models_path: str | Path, cfg: Config | None = None, device: str = "cpu") -> "Ensemble":
-        """Load ``models_path/manifest.json`` and every checkpoint it names; with ``cfg``, refuse other settings."""
+    def load(cls, models_path: str | Path, cfg: Config | None = None, device: str = "cpu", manifest_path: str | Path | None = None) -> "Ensemble":
+        """Load ``models_path/manifest.json`` (or ``manifest_path``: another version's) and every checkpoint it names;
+        with ``cfg``, refuse other settings."""
         models_path = Path(models_path)
-        path = models_path / "manifest.json"
+        path = Path(manifest_path) if manifest_path and Path(manifest_path).exists() else models_path / "manifest.json"
         if not path.exists():
             raise ArtifactError(f"{path}: missing; run `train` first")
         try:
@@ -73,6 +75,11 @@ class Ensemble:
         if [d.region.region_id for d in detectors] != recorded.cuboids.region_ids:
             raise ArtifactError(f"{path}: regions do not match the recorded grid")
         return cls(recorded, tuple(manifest["frame_size"]), detectors, manifest, float(manifest["threshold"]))
+
+    @property
+    def version(self) -> int:
+        """0: the models as trained; k: the k-th version made by operator feedback (``pipeline.stages.feedback``)."""
+        return int(self.manifest.get("version", 0))
 
     @property
     def regions(self) -> list[Region]:
@@ -104,23 +111,56 @@ class Ensemble:
         return EnsembleScorer(self, batch_windows)
 
 
+MIN_HELD_OUT_MINUTES = 1.0  # held-out normal footage below which train warns that the alarm setting stands on too little
+
+
 def frame_threshold(detectors: list[RegionDetector], false_alarm_rate: float) -> float:
     """The alarm threshold: from the frame scores (largest region score) of the held-out normal frames."""
     held = np.stack([d.held_out_scores_ for d in detectors])  # (R, n): every region scored the same frames
     return alarm_threshold(held.max(axis=0), false_alarm_rate)
 
 
-def write_manifest(models_path: Path, cfg: Config) -> Path:
-    """Summarise the region checkpoints (all must share ``cfg``) into manifest.json, with the alarm threshold."""
+def alarm_setting(detectors: list[RegionDetector], s: ScoreConfig) -> dict[str, Any]:
+    """The alarm threshold and what it promises, from the held-out normal frames' scores (``ensemble.alarms``).
+
+    The threshold lets through a share ``score.false_alarm_rate`` of those frames and, with
+    ``score.false_events_per_hour`` set, is raised until the estimated false events an hour are no more than that.
+    """
+    held = np.stack([d.held_out_scores_ for d in detectors]).max(axis=0)
+    by_frames = alarm_threshold(held, s.false_alarm_rate)
+    rate = AlarmRate.fit(held, detectors[0].held_out_runs_, detectors[0].fps_, s.min_event_seconds, s.event_gap_seconds)
+    threshold = max(by_frames, rate.threshold(s.false_events_per_hour)) if s.false_events_per_hour > 0 else by_frames
+    estimate = rate.rate(threshold)
+    return {
+        "threshold": threshold,
+        "frame_rate_threshold": by_frames,
+        "estimated_false_events_per_hour": estimate,
+        "held_out_minutes": rate.hours * 60,
+        "reach": rate.reach(max(estimate, 1e-3)),
+        "too_little_footage": rate.hours * 60 < MIN_HELD_OUT_MINUTES,
+        "tail": rate.to_dict(),
+    }
+
+
+def write_manifest(models_path: Path, cfg: Config, checkpoints: dict[str, str] | None = None, version: int = 0,
+                   threshold: float | None = None, **extra: Any) -> Path:  # fmt: skip
+    """Summarise the region checkpoints (all must share ``cfg``) into manifest.json, with the alarm threshold.
+
+    ``checkpoints``: region id -> checkpoint file, for a version made by feedback (default: each region's
+    ``<region_id>.pt``, the trained ones, version 0); ``threshold``: the alarm threshold to keep (default: set
+    from the held-out frames, :func:`alarm_setting`); ``extra``: more keys (what a feedback version absorbed).
+    A version above 0 is also kept as ``versions/manifest.v<version>.json``, for ``train --rollback``.
+    """
     regions, frame_sizes, clips, detectors = [], set(), None, []
     for rid in cfg.cuboids.region_ids:
-        det = RegionDetector.load(models_path / f"{rid}.pt", cfg)
+        name = (checkpoints or {}).get(rid, f"{rid}.pt")
+        det = RegionDetector.load(models_path / name, cfg)
         detectors.append(det)
         r = det.region
         regions.append(
             {
                 "region_id": rid, "row": r.row, "col": r.col, "top": r.top, "left": r.left, "height": r.height, "width": r.width,
-                "checkpoint": f"{rid}.pt",
+                "checkpoint": name,
                 "threshold": det.threshold_,
                 "held_out_max": float(det.held_out_scores_.max()),
                 "best_epoch": det.history_.best_epoch,
@@ -133,20 +173,26 @@ def write_manifest(models_path: Path, cfg: Config) -> Path:
     if len(frame_sizes) != 1:
         raise ArtifactError(f"{models_path}: region models were trained on different frame sizes; re-run `train --force`")
     path = models_path / "manifest.json"
-    write_json(
-        path,
-        {
-            **stamp_dict("manifest", cfg),
-            "config": cfg.to_dict(),
-            "grid": {"rows": cfg.cuboids.grid_rows, "cols": cfg.cuboids.grid_cols},
-            "frame_size": list(frame_sizes.pop()),
-            "threshold": frame_threshold(detectors, cfg.score.false_alarm_rate),
-            "n_held_out_frames": int(len(detectors[0].held_out_scores_)),
-            "regions": regions,
-            "training_clips": clips,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        },
-    )
+    alarms = alarm_setting(detectors, cfg.score)
+    if threshold is not None:
+        alarms["threshold"] = threshold
+    manifest = {
+        **stamp_dict("manifest", cfg),
+        "config": cfg.to_dict(),
+        "grid": {"rows": cfg.cuboids.grid_rows, "cols": cfg.cuboids.grid_cols},
+        "frame_size": list(frame_sizes.pop()),
+        "threshold": alarms["threshold"],
+        "alarms": alarms,
+        "n_held_out_frames": int(len(detectors[0].held_out_scores_)),
+        "regions": regions,
+        "training_clips": clips,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "version": version,
+        **extra,
+    }
+    if version:
+        write_json(models_path / "versions" / f"manifest.v{version}.json", manifest)
+    write_json(path, manifest)
     return path
 
 
@@ -165,6 +211,7 @@ class ScoredFrames:
     # region_z weighs them (ensemble.fusion.ScoreChain)
     stream_z: np.ndarray | None = None
     times: np.ndarray | None = None  # (n,) each frame's own time, seconds (the scoring session sets them)
+    tamper: np.ndarray | None = None  # (n,) object: each frame's tamper condition or "" (the scoring session sets them)
 
     def __len__(self) -> int:
         return len(self.score)
@@ -175,7 +222,7 @@ class ScoredFrames:
             return None if a is None else a[start:stop]
 
         return ScoredFrames(self.first + start, *(cut(getattr(self, f)) for f in ("cell_z", "region_z", "score", "anomalous", "reconstructions",
-                                                                                  "p_anomalous", "stream_z", "times")))  # fmt: skip
+                                                                                  "p_anomalous", "stream_z", "times", "tamper")))  # fmt: skip
 
 
 class EnsembleScorer:

@@ -29,7 +29,8 @@ class Event:
     peak_frame: int
     peak_s: float
     peak_score: float
-    regions: tuple[str, ...]  # regions above the threshold during the event, strongest first
+    regions: tuple[str, ...]  # regions above the threshold during the event, strongest first (a tamper event: its kinds)
+    kind: str = "anomaly"  # or "tamper": the camera's view itself is wrong (pipeline.scoring.tamper)
 
     @property
     def n_frames(self) -> int:
@@ -62,6 +63,7 @@ class EventTracker:
     min_seconds: float
     gap_seconds: float
     frame_seconds: float
+    kind: str = "anomaly"  # what its events are
     n_seen: int = 0
     current: _Open | None = None
     done: list[Event] = field(default_factory=list)
@@ -107,7 +109,7 @@ class EventTracker:
             return
         order = [i for i in np.argsort(-c.region_peak, kind="stable") if np.isfinite(c.region_peak[i])]
         regions = tuple(self.region_ids[i] for i in order)
-        self.done.append(Event(c.first, c.last, c.start_s, c.end_s, c.peak_frame, c.peak_s, c.peak_score, regions))
+        self.done.append(Event(c.first, c.last, c.start_s, c.end_s, c.peak_frame, c.peak_s, c.peak_score, regions, self.kind))
 
 
 def find_events(flags: np.ndarray, score: np.ndarray, region_score: np.ndarray, times: np.ndarray, region_ids: list[str],

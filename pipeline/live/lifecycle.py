@@ -1,10 +1,15 @@
 """An event's life in messages, as Frigate's MQTT events have it: ``new``, ``update``, ``end``.
 
-``new`` once an event has lasted ``score.min_event_seconds`` (its clip starts then,
-from ``live.clip_before_seconds`` before it); ``update`` when it enters another
-region or reaches a higher score, at most once a second; ``end`` with a snapshot
-PNG of its peak frame (the anomaly map over it) and its clip. Every message names
-the camera, the regions above the threshold, and the frames dropped so far.
+An anomaly event (``"kind": "anomaly"``): ``new`` once it has lasted
+``score.min_event_seconds`` (its clip starts then, from ``live.clip_before_seconds``
+before it); ``update`` when it enters another region or reaches a higher score, at
+most once a second; ``end`` with a snapshot PNG of its peak frame (the anomaly map
+over it) and its clip. Every message names the camera, the regions above the
+threshold, and the frames dropped so far.
+
+A tamper event (``"kind": "tamper"``, ``"tamper"``: covered, blurred, moved or
+shaking; ``pipeline.scoring.tamper``): ``new`` once the condition has lasted its
+second, ``end`` when the view is back, with a snapshot of the view as it was.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ class Announced:
     last_update: float = 0.0
     peak_frame: int = -1
     snapshot: tuple[np.ndarray, np.ndarray, np.ndarray, float] | None = None  # picture, map, region scores, time
+    snapshot_score: float = -math.inf
+    announced_at: int = 0  # the frame (the tracker's count) the event was announced at
 
 
 class EventLifecycle:
@@ -59,17 +66,21 @@ class EventLifecycle:
             return
         if self.announced is None and tracker.counts(cur):
             self._new(cur, scored.region_z[i], t, fps)
+            self.announced.announced_at = index
         a = self.announced
         if a is None:
             return
-        if cur.peak_frame == index and a.peak_frame != index:
-            a.peak_frame, a.snapshot = index, (frame, amap(), scored.region_z[i].copy(), t)
+        # the peak frame's picture; while the peak came before the event was announced (its picture is not kept),
+        # the strongest frame since then: an end always has a snapshot
+        take = a.peak_frame != index if cur.peak_frame == index else cur.peak_frame < a.announced_at and scored.score[i] > a.snapshot_score
+        if take:
+            a.peak_frame, a.snapshot, a.snapshot_score = index, (frame, amap(), scored.region_z[i].copy(), t), float(scored.score[i])
         self._maybe_update(cur, scored, i, t)
         self.recorder.write(frame)
 
     def _message(self, kind: str, a: Announced, frame_time: float, score: float, regions: list[str], end_time: float | None) -> dict[str, Any]:
         return {
-            "type": kind, "id": a.id, "camera": self.camera, "start_time": round(a.start_time, 3),
+            "type": kind, "kind": "anomaly", "id": a.id, "camera": self.camera, "start_time": round(a.start_time, 3),
             "end_time": None if end_time is None else round(end_time, 3), "frame_time": round(frame_time, 3),
             "score": round(float(score), 3), "top_score": round(float(a.top_score), 3), "threshold": round(self.threshold, 3),
             "regions": regions, "entered_regions": sorted(a.entered), "dropped_frames": self.dropped(),
@@ -123,3 +134,39 @@ class EventLifecycle:
         """The stream ended inside a stretch too short to count after all: nothing to end."""
         self.announced = None
         self.recorder.abort()
+
+
+class TamperLifecycle:
+    """Follows the tamper tracker and sends a tamper event's ``new`` and ``end``."""
+
+    def __init__(self, camera: str, send: Callable[[dict[str, Any]], None], dropped: Callable[[], int]):
+        self.camera, self.send, self.dropped = camera, send, dropped
+        self.announced: dict[str, Any] | None = None  # the new message sent
+        self.picture: np.ndarray | None = None
+        self.n_events = 0
+
+    def step(self, tracker: EventTracker, frame: np.ndarray, t: float, condition: str) -> None:
+        cur = tracker.current
+        if cur is None or self.announced is not None or not tracker.counts(cur):
+            return
+        self.announced = {"type": "new", "kind": "tamper", "tamper": condition or "covered", "id": f"{cur.start_s:.6f}-{secrets.token_hex(3)}",
+                          "camera": self.camera, "start_time": round(cur.start_s, 3), "end_time": None, "frame_time": round(t, 3),
+                          "dropped_frames": self.dropped()}  # fmt: skip
+        self.picture = frame
+        self.send(dict(self.announced))
+
+    def end(self, e: Event, events_dir: Path) -> bool:
+        a, self.announced = self.announced, None
+        if a is None:
+            return False
+        snapshot = None
+        if self.picture is not None:
+            from PIL import Image
+
+            events_dir.mkdir(parents=True, exist_ok=True)
+            snapshot = events_dir / f"{a['id']}.png"
+            Image.fromarray(self.picture[..., 0] if self.picture.shape[-1] == 1 else self.picture).save(snapshot)
+        self.send({**a, "type": "end", "tamper": e.regions[0] if e.regions else a["tamper"], "kinds": list(e.regions), "end_time": round(e.end_s, 3),
+                   "frame_time": round(e.end_s, 3), "snapshot": str(snapshot) if snapshot else None, "dropped_frames": self.dropped()})  # fmt: skip
+        self.n_events += 1
+        return True

@@ -19,7 +19,7 @@ class DailyScores:
 
     def __init__(self, folder: Path, region_ids: list[str], stream_names: list[str]):
         self.folder = folder
-        self.header = ["frame_time", "time", "frame", "score", "anomalous", *region_ids, *stream_columns(stream_names)]
+        self.header = ["frame_time", "time", "frame", "score", "anomalous", *region_ids, *stream_columns(stream_names), "tamper"]
         self.day: str | None = None
         self.fh: Any = None
         self.csv: Any = None

@@ -34,7 +34,7 @@ from cuboid_ad.core.frames import measured_fps
 from cuboid_ad.core.runtime import signals_set
 from cuboid_ad.ensemble.ensemble import Ensemble, ScoredFrames
 from cuboid_ad.pipeline.live.feed import Feed, FrameQueue, camera_name, live_source
-from cuboid_ad.pipeline.live.lifecycle import EventLifecycle
+from cuboid_ad.pipeline.live.lifecycle import EventLifecycle, TamperLifecycle
 from cuboid_ad.pipeline.live.recorder import ClipRecorder
 from cuboid_ad.pipeline.live.retention import DailyScores, retain
 from cuboid_ad.pipeline.live.sinks import JsonLines, Mqtt, Sinks, Webhook
@@ -52,6 +52,7 @@ class WatchSummary:
     frames: int
     events: int
     dropped: int
+    tampers: int
     reconnects: int
     seconds: float
     cpu_seconds: float  # this process and its ffmpeg decoders
@@ -72,6 +73,7 @@ class Watcher:
         self.recorder = ClipRecorder(self.events_dir, ens.frame_size, cfg.extract.channels, live.clip_before_seconds,
                                      live.clip_before_seconds + s.min_event_seconds + s.event_gap_seconds)  # fmt: skip
         self.lifecycle = EventLifecycle(camera, ens, sinks.send, self.recorder, lambda: frames.dropped)
+        self.tamper = TamperLifecycle(camera, sinks.send, lambda: frames.dropped)
         self.fps = cfg.extract.fps or 10.0  # until the frames' times tell
         session.set_fps(self.fps)
         self.segment = -1
@@ -83,6 +85,10 @@ class Watcher:
     @property
     def n_events(self) -> int:
         return self.lifecycle.n_events
+
+    @property
+    def n_tampers(self) -> int:
+        return self.tamper.n_events
 
     def push(self, items: list) -> None:
         """Queued ``(frame, time, segment)`` items, in order."""
@@ -138,11 +144,29 @@ class Watcher:
             for e in self.session.track(row):
                 self._end(e)
             self.lifecycle.step(self.session.events, scored, i, frame, t, self.fps, lambda: self.session.anomaly_maps(row)[0])
+            self.tamper.step(self.session.tampers, frame, t, scored.tamper[i])
             self.n_scored += 1
         self.daily.flush()
 
+    def reload(self, session: ScoringSession) -> None:
+        """Go on with other models (a new version, ``train --update``): the frames handed to the old ones are scored
+        by them first and their open events end, then every next frame goes to ``session``; no frame is dropped."""
+        self._finish_segment()
+        for e in self.session.finish():
+            self._end(e)
+        if self.lifecycle.announced is not None:
+            self.lifecycle.discard()
+        self.session = session
+        session.set_fps(self.fps)
+        self.segment = -1  # the next frame starts the new models' windows
+        old, old_tamper = self.lifecycle, self.tamper
+        self.lifecycle = EventLifecycle(old.camera, session.ens, old.send, self.recorder, old.dropped)
+        self.tamper = TamperLifecycle(old_tamper.camera, old_tamper.send, old_tamper.dropped)
+        self.lifecycle.n_events, self.tamper.n_events = old.n_events, old_tamper.n_events
+
     def _end(self, e) -> None:
-        if self.lifecycle.end(e, self.events_dir):
+        ended = self.tamper.end(e, self.events_dir) if e.kind == "tamper" else self.lifecycle.end(e, self.events_dir)
+        if ended:
             retain(self.out_path, self.events_dir, self.cfg.live, self.daily.today)
 
 
@@ -191,11 +215,20 @@ def watch(
             feed.start()
             deadline = time.monotonic() + max_seconds if max_seconds else math.inf
             stalled = False
+            manifest = Path(models_path) / "manifest.json"
+            models_seen, next_look = manifest.stat().st_mtime_ns, time.monotonic() + 1.0
             while True:
                 items = queue.take(timeout=0.2)
                 if items:
                     watcher.push(items)
                     stalled = False
+                if time.monotonic() > next_look:  # a new version of the models (train --update): taken up without a restart
+                    next_look = time.monotonic() + 1.0
+                    if manifest.exists() and manifest.stat().st_mtime_ns != models_seen:
+                        models_seen = manifest.stat().st_mtime_ns
+                        ens = Ensemble.load(models_path, device=device)
+                        watcher.reload(open_session(ens, models_path, src.fps, device))
+                        status("models", version=ens.version)
                 # the watchdog: no frame (or no connection) for stall_seconds, so ffmpeg is ended and the feed
                 # reconnects; before the first frame ever, the feed then reports the source as unusable
                 idle, proc = time.monotonic() - feed.last_activity, feed.proc
@@ -223,5 +256,5 @@ def watch(
         feed.kill()
         sinks.close()
     cpu = os.times()
-    return WatchSummary(camera, watcher.n_scored, watcher.n_events, queue.dropped, feed.reconnects, time.monotonic() - t0,
+    return WatchSummary(camera, watcher.n_scored, watcher.n_events, queue.dropped, watcher.n_tampers, feed.reconnects, time.monotonic() - t0,
                         cpu.user + cpu.system + cpu.children_user + cpu.children_system - cpu0, out_path)  # fmt: skip

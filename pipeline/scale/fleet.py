@@ -138,7 +138,7 @@ def _train_part(cam: Camera, cfg: Config, cluster: Cluster, device: str, threads
         )
         for rid in cfg.cuboids.region_ids
     ]
-    part.last = cluster.submit(_after, finish_training, (wd.models, cfg), trained, key=f"{cam.name}-manifest")
+    part.last = cluster.submit(_after, finish_training, (wd.models, cfg, wd.frames), trained, key=f"{cam.name}-manifest")
     part.futures = [*extracted, planned, *sliced, *trained, part.last]
     n_trained = len(cfg.cuboids.region_ids)
     part.describe = lambda manifest: f"{_n(len(targets), 'clip')}, {n_trained} region models -> {manifest}"

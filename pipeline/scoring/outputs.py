@@ -6,12 +6,15 @@
     score), ``anomalous`` (0/1: the score is above the alarm threshold), then one
     column per region id holding that region's score, then ``<stream>_z`` for every
     stream of ``score.streams``: its largest region z in the frame (which stream
-    fired); with ``score.classifier_weight`` set, the score and flag include the
-    supervised classifier's vote and a last column ``p_anomalous`` holds it.
+    fired), then ``tamper``: the camera's view is ``covered``, ``blurred``, ``moved``
+    or ``shaking`` (``pipeline.scoring.tamper``; empty when it is fine); with
+    ``score.classifier_weight`` set, the score and flag include the supervised
+    classifier's vote and a last column ``p_anomalous`` holds it.
 ``events.csv``
-    one row per event (``ensemble.events``): ``event``, ``first_frame``,
-    ``last_frame`` (1-based, inclusive), ``start_s``, ``end_s``, ``peak_frame``,
-    ``peak_s``, ``peak_score``, ``regions`` (those above the threshold, strongest first).
+    one row per event (``ensemble.events``): ``event``, ``kind`` (``anomaly`` or
+    ``tamper``), ``first_frame``, ``last_frame`` (1-based, inclusive), ``start_s``,
+    ``end_s``, ``peak_frame``, ``peak_s``, ``peak_score``, ``regions`` (an anomaly's
+    regions above the threshold, strongest first; a tamper event's kinds).
 ``maps.h5``
     ``maps`` float16 (n_frames, height, width): the anomaly map, every cell's z placed
     in the frame (overlapping regions averaged), in steps of 1/8; ``region_z``
@@ -41,7 +44,7 @@ from cuboid_ad.ensemble.ensemble import Ensemble, ScoredFrames
 from cuboid_ad.ensemble.events import Event
 
 MAP_STEPS = 8  # maps.h5 stores anomaly maps rounded to 1/MAP_STEPS of a z unit
-EVENT_COLUMNS = ["event", "first_frame", "last_frame", "start_s", "end_s", "peak_frame", "peak_s", "peak_score", "regions"]
+EVENT_COLUMNS = ["event", "kind", "first_frame", "last_frame", "start_s", "end_s", "peak_frame", "peak_s", "peak_score", "regions"]
 
 
 def stream_columns(stream_names: list[str]) -> list[str]:
@@ -50,8 +53,10 @@ def stream_columns(stream_names: list[str]) -> list[str]:
 
 
 def score_values(s: ScoredFrames, i: int) -> list[str]:
-    """Row ``i`` of scored frames as a scores file writes it: score, flag, every region's score, every stream's largest z."""
-    return [f"{s.score[i]:.4f}", str(int(s.anomalous[i])), *(f"{v:.4f}" for v in s.region_z[i]), *(f"{v:.4f}" for v in s.stream_z[i].max(axis=0))]
+    """Row ``i`` of scored frames as a scores file writes it: score, flag, every region's score, every stream's largest z,
+    the tamper condition."""
+    return [f"{s.score[i]:.4f}", str(int(s.anomalous[i])), *(f"{v:.4f}" for v in s.region_z[i]), *(f"{v:.4f}" for v in s.stream_z[i].max(axis=0)),
+            s.tamper[i]]  # fmt: skip
 
 
 class ScoreFiles:
@@ -66,7 +71,7 @@ class ScoreFiles:
         tmp_csv = stack.enter_context(atomic_path(self.files[0]))
         self.csv_file = stack.enter_context(open(tmp_csv, "w", newline="", encoding="utf-8"))
         self.csv = csv.writer(self.csv_file)
-        self.csv.writerow(["frame", "time_s", "score", "anomalous", *ens.region_ids, *stream_columns(ens.stream_names),
+        self.csv.writerow(["frame", "time_s", "score", "anomalous", *ens.region_ids, *stream_columns(ens.stream_names), "tamper",
                            *(["p_anomalous"] if with_classifier else [])])  # fmt: skip
         self.h5 = None
         if with_maps:
@@ -126,8 +131,8 @@ class ScoreFiles:
         with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
             w = csv.writer(fh)
             w.writerow(EVENT_COLUMNS)
-            for k, e in enumerate(events, 1):
-                w.writerow([k, e.first + 1, e.last + 1, f"{e.start_s:.3f}", f"{e.end_s:.3f}", e.peak_frame + 1,
+            for k, e in enumerate(sorted(events, key=lambda e: (e.first, e.kind)), 1):
+                w.writerow([k, e.kind, e.first + 1, e.last + 1, f"{e.start_s:.3f}", f"{e.end_s:.3f}", e.peak_frame + 1,
                             f"{e.peak_s:.3f}", f"{e.peak_score:.4f}", " ".join(e.regions)])  # fmt: skip
         self.files.append(path)
 

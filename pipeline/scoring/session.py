@@ -8,10 +8,14 @@ upload and a live camera give the same scores for the same frames: ``score``,
 A chunk of frames is first *prepared* (each region's tube cut from the frames,
 optical flow included, and the supervised classifier's vote when
 ``score.classifier_weight`` fuses it): this may run ahead in a helper thread,
-in frame order. It is then *scored* by the ensemble: the frames come back once
-no later window can change them (at most one window later), with their own
-times and the vote in their score. *Tracking* turns flagged frames into events
-with the models' event rule (``score.min_event_seconds``, ``score.event_gap_seconds``).
+in frame order; so may the tamper check (``pipeline.scoring.tamper``: is the
+view itself covered, blurred, moved or shaking?). It is then *scored* by the
+ensemble: the frames come back once no later window can change them (at most
+one window later), with their own times, the vote in their score, and their
+tamper condition; a frame whose view is tampered with, or whose windows still
+hold such frames, is never flagged as anomalous. *Tracking* turns flagged
+frames into anomaly events with the models' event rule (``score.min_event_seconds``,
+``score.event_gap_seconds``), and tampered stretches into tamper events.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from cuboid_ad.ensemble.ensemble import Ensemble, ScoredFrames
 from cuboid_ad.ensemble.events import Event, EventTracker
 from cuboid_ad.ensemble.fusion import fuse_classifier
 from cuboid_ad.ensemble.supervised import ClassifierStream, load_classifier
+from cuboid_ad.pipeline.scoring.tamper import KINDS as TAMPER_KINDS
+from cuboid_ad.pipeline.scoring.tamper import TAMPER_SECONDS, TamperCheck, read_scene
 
 
 def fusion_classifier(classifier_path: Path, cfg: Config, device: str) -> ClassifierStream:
@@ -47,6 +53,7 @@ class Prepared:
 
     tubes: np.ndarray  # (R, n, C, P, P) uint8: each region's tube
     p_odd: np.ndarray | None  # (n,) the classifier's p(not normal), when its vote is fused
+    tamper: np.ndarray  # (n,) object: each frame's tamper condition (pipeline.scoring.tamper.KINDS) or ""
 
 
 class _Trailing:
@@ -73,11 +80,15 @@ class ScoringSession:
     ``classifier``: the supervised classifier whose vote joins the frame score (``score.classifier_weight``).
     """
 
-    def __init__(self, ens: Ensemble, fps: float, classifier: ClassifierStream | None = None):
+    def __init__(self, ens: Ensemble, fps: float, classifier: ClassifierStream | None = None, tamper: TamperCheck | None = None):
         self.ens, self.cfg = ens, ens.cfg
-        self.classifier = classifier
+        self.classifier, self.tamper_check = classifier, tamper
         s = self.cfg.score
         self.events = EventTracker(ens.region_ids, ens.threshold_, s.min_event_seconds, s.event_gap_seconds, 1.0 / fps)
+        self.tampers = EventTracker(list(TAMPER_KINDS), 0.5, TAMPER_SECONDS, TAMPER_SECONDS, 1.0 / fps, kind="tamper")
+        # frames after a tampered one whose windows and smoothing may still hold it
+        self.grace = self.cfg.cuboids.clip_length_in_frames + s.smoothing_frames
+        self.since_tamper = self.grace
         self.mapper = AnomalyMapper(ens.regions, ens.frame_size)
         self.restart()
 
@@ -86,22 +97,27 @@ class ScoringSession:
         The events go on: an event open before the break may go on after it."""
         self.cut = TubeCutter.for_config(self.ens.regions, self.cfg)
         self.scorer = self.ens.scorer()
-        self.times, self.votes = _Trailing(), _Trailing()
+        self.times, self.votes, self.conditions = _Trailing(), _Trailing(), _Trailing()
         if self.classifier is not None:
             self.classifier.reset()
 
     def set_fps(self, fps: float) -> None:
-        """How long a frame lasts for the event rule, as the frames' times measure it."""
-        self.events.frame_seconds = 1.0 / fps
+        """How long a frame lasts for the event rules, as the frames' times measure it."""
+        self.events.frame_seconds = self.tampers.frame_seconds = 1.0 / fps
 
     def prepare(self, frames: np.ndarray) -> Prepared:
-        """Decoded frames ``(n, H, W, C)`` uint8 -> their tubes and vote; call in frame order (any one thread)."""
+        """Decoded frames ``(n, H, W, C)`` uint8 -> their tubes, vote and tamper condition; call in frame order (any one thread)."""
         p_odd = None if self.classifier is None else 1.0 - self.classifier.push(frames)[0][:, 0]
-        return Prepared(self.cut(frames), p_odd)
+        tubes = self.cut(frames)
+        tamper = np.full(len(frames), "", dtype=object)
+        if self.tamper_check is not None:
+            tamper = self.tamper_check(frames, None if self.cut.stabilizer is None else self.cut.stabilizer.motions)
+        return Prepared(tubes, p_odd, tamper)
 
     def score(self, prepared: Prepared, times: np.ndarray) -> ScoredFrames:
         """Prepared frames and their times ``(n,)`` -> the frames now final (maybe none), with their times."""
         self.times.push(times)
+        self.conditions.push(prepared.tamper)
         if prepared.p_odd is not None:
             self.votes.push(prepared.p_odd)
         return self._post(self.scorer.push(prepared.tubes))
@@ -111,12 +127,15 @@ class ScoringSession:
         return self._post(self.scorer.finish())
 
     def track(self, scored: ScoredFrames) -> list[Event]:
-        """Feed scored frames to the event rule; returns the events now over."""
-        return self.events.push(scored.anomalous, scored.score, scored.region_z, scored.times)
+        """Feed scored frames to the event rules; returns the events now over (anomaly and tamper events)."""
+        done = self.events.push(scored.anomalous, scored.score, scored.region_z, scored.times)
+        tampered = scored.tamper != ""
+        kinds = np.array([[k == kind for kind in TAMPER_KINDS] for k in scored.tamper], dtype=np.float64).reshape(len(scored), len(TAMPER_KINDS))
+        return done + self.tampers.push(tampered, tampered.astype(np.float64), kinds, scored.times)
 
     def finish(self) -> list[Event]:
-        """The end of the source: the event still open ends; returns it if it counts."""
-        return self.events.finish()
+        """The end of the source: the events still open end; returns those that count."""
+        return self.events.finish() + self.tampers.finish()
 
     def anomaly_maps(self, scored: ScoredFrames) -> np.ndarray:
         """Scored frames' anomaly maps ``(n, H, W)``: every cell's z placed in the frame."""
@@ -125,17 +144,30 @@ class ScoringSession:
         return self.mapper(scored.cell_z.reshape(n, R, g, g))
 
     def _post(self, scored: ScoredFrames) -> ScoredFrames:
-        scored = replace(scored, times=self.times.take(len(scored)))
-        if self.classifier is None or not len(scored):
-            return scored
-        p = self.votes.take(len(scored))
-        score = fuse_classifier(scored.score, p, self.ens.threshold_, self.cfg.score.classifier_weight)
-        return replace(scored, score=score, anomalous=score > self.ens.threshold_, p_anomalous=p)
+        n = len(scored)
+        scored = replace(scored, times=self.times.take(n), tamper=self.conditions.take(n).astype(object))
+        if self.classifier is not None and n:
+            p = self.votes.take(n)
+            score = fuse_classifier(scored.score, p, self.ens.threshold_, self.cfg.score.classifier_weight)
+            scored = replace(scored, score=score, anomalous=score > self.ens.threshold_, p_anomalous=p)
+        return replace(scored, anomalous=scored.anomalous & self._trusted(scored.tamper))
+
+    def _trusted(self, tamper: np.ndarray) -> np.ndarray:
+        """Which frames may be flagged: neither tampered with nor within a window's and a smoothing's reach of one."""
+        out = np.ones(len(tamper), bool)
+        for i, kind in enumerate(tamper):
+            self.since_tamper = 0 if kind else self.since_tamper + 1
+            out[i] = self.since_tamper > self.grace
+        return out
 
 
 def open_session(ens: Ensemble, models_path: str | Path, fps: float, device: str) -> ScoringSession:
-    """A scoring session of the models in ``models_path``, with the work folder's classifier when ``score.classifier_weight`` fuses it."""
+    """A scoring session of the models in ``models_path``: with the work folder's classifier when ``score.classifier_weight``
+    fuses it, and the tamper check when the models know their camera's normal view (``scene.h5``: models trained before it
+    existed have none)."""
     classifier = None
     if ens.cfg.score.classifier_weight > 0:
         classifier = fusion_classifier(WorkDir(Path(models_path).parent).classifier / "model.pt", ens.cfg, device)
-    return ScoringSession(ens, fps, classifier)
+    scene = Path(models_path) / "scene.h5"
+    tamper = TamperCheck(read_scene(scene, ens.cfg), ens.frame_size[1], fps) if scene.exists() else None
+    return ScoringSession(ens, fps, classifier, tamper)

@@ -40,12 +40,14 @@ class ScoreResult:
     anomalous: np.ndarray  # (n_frames,) bool
     region_z: np.ndarray  # (n_frames, R)
     threshold: float
-    events: list[Event]
+    events: list[Event]  # the anomaly events
     seconds: float
     out_path: Path | None = None
     files: list[Path] = field(default_factory=list)
     stream_z: np.ndarray | None = None  # (n_frames, R, S): each region's z of every stream (ensemble.ensemble.ScoredFrames)
     streams: list[str] = field(default_factory=list)  # the streams' names, in stream_z's order
+    tampers: list[Event] = field(default_factory=list)  # the tamper events: the camera covered, blurred, moved, shaking
+    tamper: np.ndarray | None = None  # (n_frames,) object: each frame's tamper condition or ""
 
     @property
     def n_frames(self) -> int:
@@ -106,7 +108,8 @@ def score_video(
             # keep only the small per-frame arrays; cell scores and reconstructions go to disk or away
             # (copies: a view, even an empty one, would keep the whole chunk's arrays alive)
             parts.append(ScoredFrames(scored.first, scored.cell_z[:0].copy(), scored.region_z.copy(), scored.score.copy(), scored.anomalous.copy(),
-                                      scored.reconstructions[:0].copy(), stream_z=scored.stream_z.copy(), times=scored.times.copy()))  # fmt: skip
+                                      scored.reconstructions[:0].copy(), stream_z=scored.stream_z.copy(), times=scored.times.copy(),
+                                      tamper=scored.tamper.copy()))  # fmt: skip
             session.track(scored)
             if files:
                 background.submit(lambda: files.write(scored, session.anomaly_maps(scored) if maps else None))
@@ -123,7 +126,7 @@ def score_video(
         session.finish()
         background.close()
         if files:
-            files.write_events(session.events.done)
+            files.write_events(session.events.done + session.tampers.done)
     R, S = len(ens.regions), len(ens.stream_names)
     times_s = np.concatenate([p.times for p in parts]) if parts else np.zeros(0)
     result = ScoreResult(
@@ -138,6 +141,8 @@ def score_video(
         streams=ens.stream_names,
         threshold=ens.threshold_,
         events=list(session.events.done),
+        tampers=list(session.tampers.done),
+        tamper=np.concatenate([p.tamper for p in parts]) if parts else np.zeros(0, object),
         seconds=time.perf_counter() - t0,
         out_path=Path(out_path) if out_path else None,
         files=files.files if files else [],

@@ -9,6 +9,7 @@ last finished epoch and ends exactly as an uninterrupted run would.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -19,7 +20,7 @@ from typing import Any
 import torch
 from joblib import Parallel, delayed
 
-from cuboid_ad.core.artifacts import KINDS, remove_stale_temporaries, stale_sections
+from cuboid_ad.core.artifacts import KINDS, is_current, remove_stale_temporaries, stale_sections
 from cuboid_ad.core.cluster import Cluster, Released
 from cuboid_ad.core.config import Config, config_differences
 from cuboid_ad.core.errors import ArtifactError, UserError
@@ -30,6 +31,7 @@ from cuboid_ad.cuboids.store import load_region, tube_files
 from cuboid_ad.ensemble.detector import RegionDetector, read_checkpoint
 from cuboid_ad.ensemble.ensemble import write_manifest
 from cuboid_ad.ensemble.fit import TrainingStopped
+from cuboid_ad.pipeline.scoring.tamper import scene_reference, write_scene
 
 log = logging.getLogger(__name__)
 
@@ -153,8 +155,11 @@ def train_ensemble(
 
     With a ``cluster``, each region is a task on it instead (see
     :func:`fit_region_task`); ``device`` is then resolved on each worker.
+
+    The frames files beside the cuboids (``WORK/frames``) give the camera's normal view (:func:`finish_training`).
     """
     cuboids_path, models_path = Path(cuboids_path), Path(models_path)
+    frames_path = cuboids_path.parent / "frames"
     if cluster is None:
         device = resolve_device(device)
     models_path.mkdir(parents=True, exist_ok=True)
@@ -189,7 +194,7 @@ def train_ensemble(
                                 [f"train-{rid}" for rid in todo])  # fmt: skip
             finally:
                 bar.close()
-            return finish_training(models_path, cfg)
+            return finish_training(models_path, cfg, frames_path)
         # threads are planned for the whole grid, not for the regions left: a resumed run
         # then computes with the same thread count, so it ends bit for bit where an
         # uninterrupted run would (a different count changes the float reduction order)
@@ -212,10 +217,17 @@ def train_ensemble(
             bar.close()
         if stop.is_set():
             raise KeyboardInterrupt
-    return finish_training(models_path, cfg)
+    return finish_training(models_path, cfg, frames_path)
 
 
-def finish_training(models_path: Path, cfg: Config) -> Path:
-    """The manifest, once every region is trained; temporaries of a worker killed mid-write are removed."""
+def finish_training(models_path: Path, cfg: Config, frames_path: Path | None = None) -> Path:
+    """The manifest, once every region is trained, and the camera's normal view for the tamper check (``scene.h5``,
+    from the frames files in ``frames_path``, when there are some); temporaries of a worker killed mid-write are removed."""
     remove_stale_temporaries(models_path)
+    frames = sorted(Path(frames_path).glob("*.h5")) if frames_path is not None and Path(frames_path).is_dir() else []
+    if frames:
+        inputs = {"frames": json.dumps({p.name: f"{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in frames}, sort_keys=True)}
+        scene = models_path / "scene.h5"
+        if not is_current(scene, "scene", cfg, inputs):
+            write_scene(scene, scene_reference(frames), cfg, **inputs)
     return write_manifest(models_path, cfg)

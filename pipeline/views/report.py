@@ -208,7 +208,7 @@ def render_html(
         region_ids=result.region_ids, grid=f"{manifest['grid']['rows']}×{manifest['grid']['cols']}", created=str(manifest.get("created", "?")),
         training_clips=manifest["training_clips"], threshold=k, false_alarm_rate=f"{ens.cfg.score.false_alarm_rate:g}", streams=stream_rows(ens),
         video=video_name, svg=svg, gallery=gallery, classifier=_classifier_view(classified, pictures) if classified is not None else None,
-        regions=regions, config=to_toml(ens.cfg), feedback_url=feedback_url, tampers=[],
+        regions=regions, config=to_toml(ens.cfg), feedback_url=feedback_url, tampers=[{"first": e.first, "kind": " then ".join(e.regions), "start_s": e.start_s, "end_s": e.end_s} for e in result.tampers],
         geometry={"x0": x0, "x1": x1, "t0": t0, "t1": t1, "video_fps": maps.fps, "times": [round(float(t), 3) for t in times]},
     )  # fmt: skip
 

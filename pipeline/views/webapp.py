@@ -39,8 +39,10 @@ from starlette.routing import Route
 
 from cuboid_ad.core.config import Config
 from cuboid_ad.core.errors import UserError
+from cuboid_ad.core.lock import feedback_lock
 from cuboid_ad.ensemble.ensemble import Ensemble
 from cuboid_ad.pipeline.media.decode import open_clip
+from cuboid_ad.pipeline.stages.feedback import absorbed_ids, list_feedback, record_normal, stretch_of_event, undo_feedback, update_models
 from cuboid_ad.pipeline.views.report import report, stream_rows, templates
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,7 @@ class Job:
     id: str
     name: str
     state: str = "queued"  # queued, running, done, failed
+    kind: str = "score"  # or "update": the models absorb the stretches marked as normal
     frames_done: int = 0
     frames_total: int = 0  # an estimate from the file's duration (0: unknown)
     fps: float = 0.0
@@ -69,7 +72,7 @@ class Job:
         out = asdict(self)
         out.pop("started")
         out["progress"] = round(min(1.0, self.frames_done / self.frames_total), 3) if self.frames_total else None
-        if self.state == "done":
+        if self.state == "done" and self.kind == "score":
             out["report_url"] = f"/files/{self.id}/report.html"
             out["scores_url"] = f"/files/{self.id}/scores.csv"
         return out
@@ -104,8 +107,12 @@ class Jobs:
                 if job.frames_total and job.fps:
                     job.seconds_left = round(max(0.0, job.frames_total - job.frames_done) / job.fps, 1)
 
+            if job.kind == "update":
+                self._update(job)
+                continue
             try:
-                report(folder / "upload" / job.name, self.work / "models", folder, device=self.device, on_frames=advance)
+                report(folder / "upload" / job.name, self.work / "models", folder, device=self.device, on_frames=advance,
+                       feedback_url=f"/api/feedback?job={job.id}")  # fmt: skip
                 (folder / "job.json").write_text(json.dumps({"name": job.name, "scored": datetime.now().strftime("%Y-%m-%d %H:%M:%S")}))
                 job.state, job.seconds_left = "done", 0.0
             except Exception as exc:  # a crash fails this job, the server goes on
@@ -116,6 +123,19 @@ class Jobs:
                     job.error = f"internal error: {type(exc).__name__}: {exc}"
                 job.state = "failed"
                 shutil.rmtree(folder, ignore_errors=True)
+
+
+    def _update(self, job: Job) -> None:
+        """The models absorb every stretch marked as normal; reports made next use the new version."""
+        try:
+            with feedback_lock(self.work):
+                result = update_models(self.work, device=self.device)
+            job.state, job.error = "done", None
+            job.name = f"models version {result.version}: {len(result.records)} stretch(es) absorbed, regions changed: {', '.join(result.changed) or 'none'}"
+        except Exception as exc:  # a failed update leaves the previous version in use
+            if not isinstance(exc, UserError):
+                log.exception("update %s failed", job.id)
+            job.state, job.error = "failed", str(exc)
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -195,6 +215,48 @@ def make_app(work: str | Path, cfg: Config | None = None, device: str = "cpu") -
     async def videos(request: Request) -> JSONResponse:
         return JSONResponse(scored_videos(web))
 
+    async def mark_normal(request: Request) -> Response:
+        """A report's "Not an anomaly" button: event N of the scored video of job ``?job=`` is recorded as normal."""
+        job_id = request.query_params.get("job", "")
+        try:
+            body = await request.json()
+            event = int(body["event"])
+        except (ValueError, KeyError, TypeError):
+            return _error(400, "expected JSON {\"event\": N}")
+        folder = (web / job_id).resolve()
+        if not job_id or not folder.is_relative_to(web.resolve()) or not (folder / "events.csv").exists():
+            return _error(404, "no such scored video")
+
+        def record():
+            source, stream, from_s, to_s, _ = stretch_of_event(folder, event)
+            with feedback_lock(work):
+                return record_normal(work, source, from_s, to_s, stream, f"event {event} of {jobs_name(folder)} (web app)")
+
+        try:
+            r = await run_in_threadpool(record)
+        except UserError as exc:
+            return _error(400, str(exc))
+        return JSONResponse({"id": r.id, "from_s": r.meta["from_s"], "to_s": r.meta["to_s"]}, status_code=201)
+
+    async def feedback_list(request: Request) -> JSONResponse:
+        return JSONResponse(_feedback_rows(work))
+
+    async def feedback_undo(request: Request) -> Response:
+        def undo():
+            with feedback_lock(work):
+                return undo_feedback(work, request.path_params["id"])
+
+        try:
+            r = await run_in_threadpool(undo)
+        except UserError as exc:
+            return _error(404 if "no feedback" in str(exc) else 409, str(exc))
+        return JSONResponse({"undone": r.id})
+
+    async def feedback_apply(request: Request) -> JSONResponse:
+        job = Job(id=f"{int(time.time())}-{secrets.token_hex(4)}", name="update the models with the feedback", kind="update")
+        jobs.add(job)
+        return JSONResponse({"id": job.id, "url": f"/api/jobs/{job.id}"}, status_code=201)
+
     async def files(request: Request) -> Response:
         root = web.resolve()
         wanted = request.path_params["path"]
@@ -213,12 +275,29 @@ def make_app(work: str | Path, cfg: Config | None = None, device: str = "cpu") -
             Route("/api/jobs", list_jobs, methods=["GET"]),
             Route("/api/jobs/{id}", get_job),
             Route("/api/videos", videos),
+            Route("/api/feedback", mark_normal, methods=["POST"]),
+            Route("/api/feedback", feedback_list, methods=["GET"]),
+            Route("/api/feedback/apply", feedback_apply, methods=["POST"]),
+            Route("/api/feedback/{id}/undo", feedback_undo, methods=["POST"]),
             Route("/files/{path:path}", files),
         ]
     )
 
 
+def jobs_name(folder: Path) -> str:
+    """A scored upload's name, as its job recorded it."""
+    meta = folder / "job.json"
+    return json.loads(meta.read_text()).get("name", folder.name) if meta.exists() else folder.name
+
+
+def _feedback_rows(work: Path) -> list[dict[str, Any]]:
+    held = set(absorbed_ids(work))
+    return [{"id": r.id, "created": r.meta["created"], "source": Path(r.meta["source"]).name, "from_s": r.meta["from_s"], "to_s": r.meta["to_s"],
+             "frames": r.meta["frames"], "how": r.meta["how"], "absorbed": r.id in held} for r in list_feedback(work)]  # fmt: skip
+
+
 def _home_page(work: Path, ens: Ensemble, jobs: Jobs, videos: list[dict[str, Any]], limit: float) -> str:
+    ens = Ensemble.load(work / "models")  # the version in use now: an update may have made a new one
     cfg = ens.cfg
     created = str(ens.manifest.get("created", ""))[:16].replace("T", " ")
     clips = ens.manifest.get("training_clips") or []
@@ -226,5 +305,5 @@ def _home_page(work: Path, ens: Ensemble, jobs: Jobs, videos: list[dict[str, Any
     return templates().get_template("home.html").render(
         work=str(work), grid=f"{cfg.cuboids.grid_rows} × {cfg.cuboids.grid_cols}", regions=len(ens.regions), threshold=f"{ens.threshold_:.2f}",
         rate=cfg.score.false_alarm_rate, trained=created or "?", n_clips=len(clips) if clips else "?", limit=f"{limit / 1e6:.0f}", videos=videos,
-        waiting=waiting, streams=stream_rows(ens),
+        waiting=waiting, streams=stream_rows(ens), version=ens.version, feedback=_feedback_rows(work),
     )  # fmt: skip

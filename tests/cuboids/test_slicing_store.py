@@ -87,7 +87,9 @@ def _moving_texture(n=6, speed=2):
 @pytest.mark.parametrize("preset", ["medium", "fast", "ultrafast"])
 def test_flow_tubes_measure_motion_in_patch_pixels(preset):
     frames = _moving_texture(speed=2)
-    cfg = Config.from_dict({"cuboids": {"grid_rows": 2, "grid_cols": 2, "patch_size": 16, "flow_preset": preset, "region_overlap": 0.0}})
+    # the whole picture moves, as if the camera panned: without the camera corrections, which would take that off
+    cfg = Config.from_dict({"cuboids": {"grid_rows": 2, "grid_cols": 2, "patch_size": 16, "flow_preset": preset, "region_overlap": 0.0,
+                                        "camera_corrections": False}})  # fmt: skip
     regions = make_grid(64, 96, cfg.cuboids)  # 32x48 regions -> 16x16 patches: x shrinks 3x, y 2x
     tubes = TubeCutter.for_config(regions, cfg.with_overrides(model={"input": "flow"}))(frames)
     assert tubes.shape == (4, 6, 2, 16, 16) and tubes.dtype == np.uint8

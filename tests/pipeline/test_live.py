@@ -297,9 +297,10 @@ def test_retention_keeps_the_newest_events(trained_work, tiny_data, tiny_cfg, tm
     cfg = tiny_cfg.with_overrides(live={"keep_events": 1})
     summary = watch(str(twice), WorkDir(trained_work).models, tmp_path / "out", cfg, events_path=tmp_path / "ev.jsonl")
     ends = [m for m in messages(tmp_path / "ev.jsonl") if m["type"] == "end"]
-    assert summary.events == len(ends) == 2
-    assert not Path(ends[0]["snapshot"]).exists() and not Path(ends[0]["clip"]).exists()
-    assert Path(ends[1]["snapshot"]).exists() and Path(ends[1]["clip"]).exists()
+    assert summary.events == len(ends) >= 2, "the anomaly twice: at least two events"
+    for older in ends[:-1]:
+        assert not Path(older["snapshot"]).exists() and not Path(older["clip"]).exists()
+    assert Path(ends[-1]["snapshot"]).exists() and Path(ends[-1]["clip"]).exists()
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ def test_scores_csv_has_one_row_per_frame_and_a_column_per_region(scored, tiny_c
     result, out = scored
     with open(out / "scores.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert list(rows[0]) == ["frame", "time_s", "score", "anomalous", *tiny_cfg.cuboids.region_ids, "reconstruction_z", "novelty_z"]
+    assert list(rows[0]) == ["frame", "time_s", "score", "anomalous", *tiny_cfg.cuboids.region_ids, "reconstruction_z", "novelty_z", "tamper"]
     assert [int(r["frame"]) for r in rows] == list(range(1, 81))
     assert float(rows[10]["time_s"]) == pytest.approx(1.0)
     assert np.allclose([float(r["score"]) for r in rows], result.score, atol=1e-4)
@@ -67,11 +67,13 @@ def test_injected_anomaly_is_detected_and_localised_in_its_region(scored, tiny_d
     assert share >= 0.9, f"only {share:.0%} of anomalous frames peak in r1c2"
     with h5py.File(out / "maps.h5") as fh:
         maps = fh["maps"][()].astype(np.float32)
-    # the slow square's flow is weak: in a frame or two a normal mover elsewhere may peak higher
+    # the slow square's flow is weak: in a frame or two a normal mover elsewhere may peak higher. r1c2 is the lawn,
+    # where nothing normal moves: its spread is widened for a camera's flow noise (score.flow_jitter_px), so the
+    # alarm at 5% of held-out frames flags about a quarter of the square's 40 frames (half before that widening)
     flagged = np.flatnonzero(truth & result.anomalous)
     inside = [np.unravel_index(maps[f].argmax(), maps[f].shape) for f in flagged]
     inside = np.mean([y >= 32 and x >= 64 for y, x in inside])
-    assert len(flagged) >= 20 and inside >= 0.9, f"hottest pixel in r1c2 in only {inside:.0%} of {len(flagged)} flagged frames"
+    assert len(flagged) >= 10 and inside >= 0.9, f"hottest pixel in r1c2 in only {inside:.0%} of {len(flagged)} flagged frames"
 
 
 def test_evaluate_reports_pooled_and_per_clip_metrics(trained_work, tiny_data, tmp_path):

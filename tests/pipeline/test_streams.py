@@ -82,7 +82,7 @@ def test_a_new_stream_appears_in_every_output_and_weight_zero_changes_no_score(w
 
     with open(tmp_path / "scored" / "scores.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert list(rows[0])[-3:] == ["reconstruction_z", "novelty_z", "toy_z"]
+    assert list(rows[0])[-4:] == ["reconstruction_z", "novelty_z", "toy_z", "tamper"]
     np.testing.assert_allclose([float(r["toy_z"]) for r in rows], result.stream_z[..., 2].max(axis=1), atol=1e-4)
     with h5py.File(tmp_path / "scored" / "maps.h5") as fh:
         assert json.loads(fh.attrs["streams"]) == ["reconstruction", "novelty", "toy"] and fh["stream_z"].shape == (80, 6, 3)

@@ -1,0 +1,180 @@
+"""What the camera itself does to the optical flow: its own motion (shake, sway) and its noise (night), taken out.
+
+The models learn how things move in each part of the scene. Two things move
+every pixel at once without anything in the scene moving:
+
+- **the camera's own motion.** A camera on a pole in the wind moves the whole
+  picture a few pixels a frame. The flow of every frame is fitted with one
+  affine motion field (translation, rotation, zoom), by least squares
+  reweighted so that what really moves in the scene does not count
+  (:func:`camera_motion`), and that field is taken off the flow
+  (:class:`Stabilizer`). A camera that moves less than
+  :data:`STILL_CAMERA_PX` a frame anywhere in the picture is taken as still
+  and its flow left exactly as it is: clean footage of a fixed camera is
+  scored as before.
+- **sensor noise.** At night a camera's gain rises and its frames are noisy;
+  the optical flow of noise is random motion everywhere. A frame's noise level
+  is measured (the smaller of Immerkær's spatial estimator, :func:`noise_sigma`,
+  which fine texture inflates, and the spread of its difference from the frame
+  before, which motion inflates); above
+  :data:`NOISY` grey levels (daylight footage measures 1 to 2) a
+  motion-adaptive temporal filter (:class:`Denoiser`, the "3D noise reduction" of
+  camera processors) averages each pixel with its past while it stays within
+  3 noise sigmas of it, and takes a new value at once when it changes more (a
+  moving object). Below :data:`QUIET` it turns off again.
+
+Both run in the same place for training and for scoring, so the models see
+their input made the same way, whatever the footage.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+STILL_CAMERA_PX = 0.1  # the camera's estimated motion a frame, anywhere in the picture, below which it counts as still
+NOISY, QUIET = 3.0, 2.0  # noise sigma (grey levels) above which temporal noise reduction turns on, below which it turns off
+EXPOSURE_STEP = 0.02  # a change of the picture's mean brightness between two frames beyond which the exposure is matched (log ratio)
+NOISE_FLOW_PX = 0.1  # while it is on, flow vectors are shortened by this much (pixels a frame): what noise leaves
+_GRID = 8  # flow sampled every this many pixels for the camera's motion
+
+
+def match_exposure(previous: np.ndarray, current: np.ndarray) -> np.ndarray:
+    """``previous`` as it would look with ``current``'s exposure, when the picture's brightness changed by more than
+    :data:`EXPOSURE_STEP` between them (a camera's exposure or day/night switch, a light turned on or flickering);
+    else ``previous`` itself. The optical flow of a brightness step is spurious motion everywhere."""
+    mp, mc = float(previous.mean()), float(current.mean())
+    if abs(np.log((mc + 1.0) / (mp + 1.0))) <= EXPOSURE_STEP:
+        return previous
+    sp, sc = float(previous.std()), float(current.std())
+    matched = (previous.astype(np.float32) - mp) * (sc / max(sp, 1e-3)) + mc
+    return np.clip(np.rint(matched), 0, 255).astype(np.uint8)
+
+
+def noise_sigma(gray: np.ndarray) -> float:
+    """The standard deviation of a frame's additive noise, in grey levels (Immerkær 1996: a Laplacian difference
+    that cancels smooth image structure, averaged over the frame)."""
+    import cv2
+
+    k = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
+    h, w = gray.shape
+    conv = cv2.filter2D(gray.astype(np.float32), -1, k)[1:-1, 1:-1]
+    return float(np.sqrt(np.pi / 2) * np.abs(conv).sum() / (6 * max(w - 2, 1) * max(h - 2, 1)))
+
+
+def shrink_flow(flow: np.ndarray, tau: float) -> np.ndarray:
+    """Flow ``(..., 2)`` with every vector shortened by ``tau`` pixels (to zero when shorter): what noise leaves of
+    the optical flow of a still scene is mostly shorter than that."""
+    length = np.linalg.norm(flow, axis=-1, keepdims=True)
+    return flow * np.maximum(0.0, 1.0 - tau / np.maximum(length, 1e-6))
+
+
+class Denoiser:
+    """Motion-adaptive temporal noise reduction of gray frames, on only while they are noisy; state carried across chunks."""
+
+    def __init__(self, strength: float = 0.25):
+        self.strength = strength  # how much of a new, unchanged-looking pixel is taken in (lower: smoother)
+        self.sigma: float | None = None  # the noise level, a running mean over about a second of frames
+        self.on = False
+        self.smoothed: np.ndarray | None = None
+        self.previous: np.ndarray | None = None
+
+    def __call__(self, gray: np.ndarray) -> np.ndarray:
+        """uint8 frames ``(n, H, W)`` -> the same, denoised while noisy (``active``: which of them)."""
+        out = np.empty_like(gray)
+        self.active = np.zeros(len(gray), bool)
+        for i, frame in enumerate(gray):
+            # two upper bounds of the noise: the spatial estimate also counts fine texture, the temporal one
+            # (frame differences, robustly) also counts motion; noise is at most the smaller
+            if self.previous is not None:
+                s = min(noise_sigma(frame), 1.4826 * float(np.median(np.abs(frame.astype(np.float32) - self.previous))) / np.sqrt(2.0))
+                self.sigma = s if self.sigma is None else 0.9 * self.sigma + 0.1 * s
+            self.previous = frame.astype(np.float32)
+            if self.sigma is None:  # the first frame: nothing to tell noise from texture yet
+                out[i] = frame
+                continue
+            if not self.on and self.sigma > NOISY:
+                self.on, self.smoothed = True, frame.astype(np.float32)
+            elif self.on and self.sigma < QUIET:
+                self.on = False
+            self.active[i] = self.on
+            if not self.on:
+                out[i] = frame
+                continue
+            x = frame.astype(np.float32)
+            step = x - self.smoothed
+            # a pixel that changed by more than 3 noise sigmas moved: it takes its new value at once
+            self.smoothed += np.where(np.abs(step) > 3.0 * self.sigma, 1.0, self.strength) * step
+            out[i] = np.clip(np.rint(self.smoothed), 0, 255)
+        return out
+
+
+def camera_motion(flow: np.ndarray, iterations: int = 4) -> np.ndarray:
+    """One frame's flow ``(H, W, 2)`` -> the camera's motion as an affine field: parameters ``(3, 2)`` such that the
+    flow at ``(x, y)`` is ``p[0] + u p[1] + v p[2]`` with ``u, v`` the position from the centre in frame widths and
+    heights. A robust fit (iteratively reweighted least squares, Cauchy weights at 2.5 robust sigmas), so that
+    objects moving in the scene do not pull it."""
+    H, W, _ = flow.shape
+    ys, xs = np.mgrid[_GRID // 2 : H : _GRID, _GRID // 2 : W : _GRID]
+    v = flow[ys, xs].reshape(-1, 2).astype(np.float64)
+    X = np.stack([np.ones(v.shape[0]), (xs.ravel() - (W - 1) / 2) / W, (ys.ravel() - (H - 1) / 2) / H], axis=1)
+    p = np.zeros((3, 2))
+    p[0] = np.median(v, axis=0)
+    for _ in range(iterations):
+        r = np.linalg.norm(v - X @ p, axis=1)
+        w = 1.0 / (1.0 + (r / (2.5 * (1.4826 * np.median(r) + 1e-3))) ** 2)
+        Xw = X * w[:, None]
+        p = np.linalg.lstsq(Xw.T @ X, Xw.T @ v, rcond=None)[0]
+    return p
+
+
+def motion_field(p: np.ndarray, H: int, W: int) -> np.ndarray:
+    """The affine field ``(H, W, 2)`` of parameters ``p`` (see :func:`camera_motion`)."""
+    u = ((np.arange(W) - (W - 1) / 2) / W)[None, :, None]
+    v = ((np.arange(H) - (H - 1) / 2) / H)[:, None, None]
+    return (p[0] + u * p[1] + v * p[2]).astype(np.float32)
+
+
+def largest_motion(p: np.ndarray) -> float:
+    """How far the camera's motion ``p`` moves the picture at its farthest point (a corner), pixels a frame."""
+    corners = np.array([[1, su * 0.5, sv * 0.5] for su in (-1, 1) for sv in (-1, 1)])
+    return float(np.linalg.norm(corners @ p, axis=1).max())
+
+
+class Stabilizer:
+    """Takes the camera's own motion off every frame's flow; keeps the last chunk's (``motions``: pixels a frame at the
+    farthest point) for whoever watches the camera itself.
+
+    A frame whose camera moved is aligned with its predecessor (the predecessor warped by the camera's motion) and
+    its flow computed again: what is left is the scene's own motion. Measuring it on the shaken pair and taking the
+    camera's field off afterwards leaves the optical flow's own failures at large displacements (a walker read as
+    jumping 8 pixels) in the flow.
+    """
+
+    def __init__(self, preset: str):
+        import cv2
+
+        self.dis = cv2.DISOpticalFlow_create(getattr(cv2, f"DISOPTICAL_FLOW_PRESET_{preset.upper()}"))
+        self.motions = np.zeros(0)
+
+    def __call__(self, flow: np.ndarray, previous: np.ndarray, gray: np.ndarray) -> np.ndarray:
+        """Flow ``(n, H, W, 2)`` of gray frames ``(n, H, W)`` from each one's predecessor (``previous``: the one before
+        ``gray[0]``), changed in place and returned."""
+        import cv2
+
+        H, W = flow.shape[1:3]
+        self.motions = np.zeros(len(flow))
+        grid_y, grid_x = np.mgrid[0:H, 0:W].astype(np.float32)
+        for i in range(len(flow)):
+            p = camera_motion(flow[i])
+            self.motions[i] = largest_motion(p)
+            if self.motions[i] < STILL_CAMERA_PX:
+                continue
+            field = motion_field(p, H, W)
+            before = match_exposure(previous if i == 0 else gray[i - 1], gray[i])
+            aligned = cv2.remap(before, grid_x - field[..., 0], grid_y - field[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            flow[i] = self.dis.calc(aligned, np.ascontiguousarray(gray[i]), None)
+            flow[i] -= motion_field(camera_motion(flow[i]), H, W)  # what the alignment's interpolation left
+            # where the picture enters and leaves the frame nothing can be matched: no motion is read there
+            m = min(int(np.ceil(self.motions[i])) + 2, H // 4, W // 4)
+            flow[i, :m], flow[i, -m:], flow[i, :, :m], flow[i, :, -m:] = 0, 0, 0, 0
+        return flow
