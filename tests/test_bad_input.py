@@ -154,8 +154,14 @@ def test_debug_shows_the_traceback(trained_work, tmp_path):
 
 def test_truncated_video_is_usable_with_allow_damaged(trained_work, tmp_path):
     video = make_truncated(tmp_path)
+    refused = CliRunner().invoke(cli, ["score", str(video), "--work", str(trained_work), "--out", str(tmp_path / "o"), "-q"])
+    kept = int(refused.output.split("decoding stopped after ")[1].split(" frames")[0])
+    assert refused.exit_code == 1 and 8 <= kept < 40, refused.output
     res = CliRunner().invoke(cli, ["score", str(video), "--work", str(trained_work), "--out", str(tmp_path / "o"), "-q", "--allow-damaged"])
     assert res.exit_code == 0, res.output
+    assert f"{video}: damaged, kept the {kept} frames that decode" in res.output, "the warning names the file and the frames kept"
+    rows = (tmp_path / "o" / "scores.csv").read_text().splitlines()
+    assert len(rows) == kept + 1 and f"{kept} frames" in res.output, "every frame that decodes is scored, and only those"
 
 
 def test_extract_processes_the_good_clips_and_lists_the_bad_ones(tmp_path, tiny_cfg):

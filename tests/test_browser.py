@@ -15,15 +15,15 @@ import pytest
 from cuboid_ad.core.workdir import WorkDir
 from cuboid_ad.pipeline.views.report import report
 
-playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (Debian: apt-get install chromium); `make test` installs it when run as root")
+pytestmark = [pytest.mark.real, pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (Debian: apt-get install chromium); `make test` installs it when run as root")]
 ARTIFACTS = Path(__file__).resolve().parents[1] / ".test-artifacts"
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic"]
 
 
 @pytest.fixture(scope="module")
 def page_in_browser(trained_work, tiny_data, tmp_path_factory):
+    playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')")
     out = tmp_path_factory.mktemp("browser")
     made = report(tiny_data / "test" / "01.mkv", WorkDir(trained_work).models, out, tiny_data / "labels.json", n_gallery=3)
     with playwright.sync_playwright() as p:

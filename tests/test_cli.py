@@ -64,10 +64,17 @@ def test_whole_chain_through_the_cli(runner, tiny_data, tiny_cfg, tmp_path):
         stamp = path.stat().st_mtime_ns
         res = runner.invoke(cli, [stage, *common])
         assert res.exit_code == 0 and path.stat().st_mtime_ns == stamp, f"{stage} redid up-to-date work"
-    for stage, path in outputs.items():  # --force: made again (and so the later stages' inputs change too)
-        stamp = path.stat().st_mtime_ns
+    # --force, one stage at a time, the last first, so that its inputs are untouched and only --force can remake it
+    for stage in ("train", "cuboids", "extract"):
+        stamps = {s: p.stat().st_mtime_ns for s, p in outputs.items()}
         res = runner.invoke(cli, [stage, *common, "--force"])
-        assert res.exit_code == 0 and path.stat().st_mtime_ns != stamp, f"{stage} --force kept its output"
+        assert res.exit_code == 0, res.output
+        assert outputs[stage].stat().st_mtime_ns != stamps[stage], f"{stage} --force kept its output"
+        upstream = list(outputs)[: list(outputs).index(stage)]
+        assert all(outputs[s].stat().st_mtime_ns == stamps[s] for s in upstream), f"{stage} --force touched what comes before it"
+    for stage in ("cuboids", "train"):  # and the stages after a forced one see new inputs and follow
+        res = runner.invoke(cli, [stage, *common])
+        assert res.exit_code == 0, res.output
     res = runner.invoke(cli, ["score", str(tiny_data / "test" / "01.mkv"), "--work", str(work), "--heatmaps", "-q"])
     assert res.exit_code == 0, res.output
     assert "80 frames" in res.output and "heatmaps:" in res.output
@@ -162,3 +169,67 @@ def test_evaluate_pools_clips_and_allows_an_all_normal_one(runner, trained_work,
     (data / "labels.json").write_text("{not json")
     res = runner.invoke(cli, ["evaluate", "--data", str(data), "--work", str(trained_work), "-q"])
     assert res.exit_code == 1 and "labels.json: not valid JSON" in res.output
+
+
+def test_train_force_starts_over_where_a_partial_state_would_resume(runner, trained_work, tiny_cfg, tmp_path):
+    """A killed run's epoch state: a plain run resumes from it, --force throws it away and starts from epoch 1."""
+    import shutil
+    import threading
+
+    from cuboid_ad.core.config import to_toml
+    from cuboid_ad.pipeline.stages.train import fit_region, partial_path
+
+    work = tmp_path / "w"
+    shutil.copytree(trained_work / "cuboids", work / "cuboids", copy_function=shutil.copy2)
+    cfg = tiny_cfg.with_overrides(train={"epochs": 3, "patience": 3})
+    (tmp_path / "c.toml").write_text(to_toml(cfg))
+    (work / "models").mkdir()
+    stop = threading.Event()
+    fit_region(work / "cuboids", work / "models", "r0c0", cfg, report=lambda kind, rid, v: stop.set() if kind == "epoch" else None, stop=stop)
+    assert partial_path(work / "models", "r0c0").exists(), "an interrupted run left its first epoch's state"
+    args = ["train", "--work", str(work), "--config", str(tmp_path / "c.toml"), "--jobs", "2"]
+    forced = runner.invoke(cli, [*args, "--force"])
+    assert forced.exit_code == 0 and "resumed after epoch" not in forced.output, forced.output
+    assert not partial_path(work / "models", "r0c0").exists()
+    stop = threading.Event()  # the same interruption again: now a plain run resumes from it
+    (work / "models" / "r0c0.pt").unlink()
+    fit_region(work / "cuboids", work / "models", "r0c0", cfg, report=lambda kind, rid, v: stop.set() if kind == "epoch" else None, stop=stop)
+    plain = runner.invoke(cli, args)
+    assert plain.exit_code == 0 and "r0c0 resumed after epoch 1" in plain.output, plain.output
+
+
+def test_device_cpu_is_taken_and_cuda_without_a_gpu_is_one_line(runner, trained_work, tiny_data, tmp_path):
+    import torch
+
+    clip = str(tiny_data / "test" / "01.mkv")
+    ok = runner.invoke(cli, ["score", clip, "--work", str(trained_work), "--out", str(tmp_path / "a"), "--device", "cpu", "-q"])
+    assert ok.exit_code == 0, ok.output
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: --device cuda is taken")
+    res = runner.invoke(cli, ["score", clip, "--work", str(trained_work), "--out", str(tmp_path / "b"), "--device", "cuda", "-q"])
+    assert res.exit_code == 1 and res.output == "error: --device cuda asked for, but torch sees no CUDA GPU\n"
+    assert not (tmp_path / "b").exists()
+
+
+def test_stream_picks_the_files_second_video_stream(runner, trained_work, tiny_data, tmp_path):
+    import subprocess
+
+    import numpy as np
+
+    from cuboid_ad.pipeline.media.decode import ffmpeg_exe
+
+    both = tmp_path / "two.mkv"
+    normal = next((tiny_data / "train").iterdir())
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(normal), "-i", str(tiny_data / "test" / "01.mkv"), "-map", "0:v", "-map", "1:v",
+                    "-c", "copy", str(both)], check=True)  # fmt: skip
+    scores = {}
+    for stream in (0, 1):
+        res = runner.invoke(cli, ["score", str(both), "--work", str(trained_work), "--out", str(tmp_path / f"s{stream}"), "--stream", str(stream), "-q"])
+        assert res.exit_code == 0, res.output
+        scores[stream] = np.loadtxt(tmp_path / f"s{stream}" / "scores.csv", delimiter=",", skiprows=1, usecols=2)
+    alone = runner.invoke(cli, ["score", str(tiny_data / "test" / "01.mkv"), "--work", str(trained_work), "--out", str(tmp_path / "alone"), "-q"])
+    assert alone.exit_code == 0
+    np.testing.assert_allclose(scores[1], np.loadtxt(tmp_path / "alone" / "scores.csv", delimiter=",", skiprows=1, usecols=2), atol=1e-3)
+    assert not np.allclose(scores[0][: len(scores[1])], scores[1][: len(scores[0])], atol=1e-3), "stream 0 is the other clip"
+    res = runner.invoke(cli, ["score", str(both), "--work", str(trained_work), "--out", str(tmp_path / "s2"), "--stream", "2"])
+    assert res.exit_code == 1 and res.output.count("\n") == 1 and "stream" in res.output

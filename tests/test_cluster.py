@@ -203,6 +203,7 @@ def test_an_unreachable_scheduler_is_one_clear_error(tmp_path):
         pass
 
 
+@pytest.mark.real
 def test_a_worker_that_cannot_see_the_work_folder_is_refused(tmp_path):
     """The worker runs in its own mount namespace with an empty tmpfs over the test's folder."""
     hidden = tmp_path / "shared"

@@ -147,13 +147,16 @@ def scored_videos(web: Path) -> list[dict[str, Any]]:
     out = []
     for job_file in sorted(web.glob("*/job.json"), key=lambda p: p.stat().st_mtime, reverse=True):
         folder = job_file.parent
-        meta = json.loads(job_file.read_text())
-        with open(folder / "scores.csv", newline="") as fh:
-            peak = max((float(r["score"]) for r in csv.DictReader(fh)), default=0.0)
-        with open(folder / "events.csv", newline="") as fh:
-            n_events = sum(1 for _ in csv.DictReader(fh))
-        out.append({"id": folder.name, "name": meta["name"], "scored": meta["scored"], "peak_score": round(peak, 2), "events": n_events,
-                    "report_url": f"/files/{folder.name}/report.html"})  # fmt: skip
+        try:
+            meta = json.loads(job_file.read_text())
+            with open(folder / "scores.csv", newline="") as fh:
+                peak = max((float(r["score"]) for r in csv.DictReader(fh)), default=0.0)
+            with open(folder / "events.csv", newline="") as fh:
+                n_events = sum(1 for r in csv.DictReader(fh) if r.get("kind", "anomaly") == "anomaly")
+            out.append({"id": folder.name, "name": str(meta["name"]), "scored": str(meta["scored"]), "peak_score": round(peak, 2), "events": n_events,
+                        "report_url": f"/files/{folder.name}/report.html"})  # fmt: skip
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # a damaged folder is left out, not the whole list
+            log.warning("%s: left out of the videos scored (%s)", folder, exc)
     return out
 
 
@@ -171,7 +174,7 @@ def make_app(work: str | Path, cfg: Config | None = None, device: str = "cpu") -
 
     async def create_job(request: Request) -> Response:
         declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limit + 1e6:  # the form's own bytes beside the file
+        if declared and declared.isdigit() and int(declared) > limit + 65536:  # the form's own bytes (boundaries, headers) beside the file
             return _error(413, f"the upload is {int(declared) / 1e6:.0f} MB; the limit is {limit / 1e6:.0f} MB (serve.max_upload_megabytes)")
         try:
             form = await request.form(max_files=1, max_fields=5)

@@ -190,26 +190,55 @@ def test_equal_error_rate_interpolates_between_roc_points():
     assert equal_error_rate(np.array([0, 1], bool), np.array([1.0, 1.0])) == pytest.approx(0.5)
 
 
-def test_metrics_agree_with_scikit_learn_on_random_clips():
-    from sklearn.metrics import average_precision_score, roc_auc_score
+def rank_sum_auc(y: np.ndarray, s: np.ndarray) -> float:
+    """Mann-Whitney: the share of (anomalous, normal) pairs ranked right, a tie counting half; by counting pairs."""
+    pos, neg = s[y], s[~y]
+    greater = (pos[:, None] > neg[None, :]).sum()
+    ties = (pos[:, None] == neg[None, :]).sum()
+    return float((greater + 0.5 * ties) / (len(pos) * len(neg)))
 
+
+def hand_average_precision(y: np.ndarray, s: np.ndarray) -> float:
+    """Average precision summed by hand over the distinct thresholds, highest first: the recall gained at each
+    threshold times the precision there (tied scores enter together, as one step)."""
+    total, hits = 0.0, 0
+    n_pos = int(y.sum())
+    for t in np.unique(s)[::-1]:
+        at = s == t
+        new = int(y[at].sum())
+        if new:
+            hits += new
+            total += (new / n_pos) * (hits / int((s >= t).sum()))
+    return total
+
+
+def test_metrics_agree_with_independent_rank_sum_and_hand_summed_precision_ties_included():
     rng = np.random.default_rng(3)
     clips = {}
     for cid in "abcd":
         y = rng.random(60) < 0.4
-        s = rng.normal(size=60) + 1.2 * y
+        s = np.round(rng.normal(size=60) + 1.2 * y, 1)  # rounded to a tenth: many tied scores, across the classes too
         clips[cid] = (y, s, s > 0.5)
-    m = frame_metrics(clips)
     y = np.concatenate([c[0] for c in clips.values()])
     s = np.concatenate([c[1] for c in clips.values()])
-    assert m["auc_pooled_raw"] == pytest.approx(roc_auc_score(y, s))
-    assert m["average_precision"] == pytest.approx(average_precision_score(y, s))
-    assert m["auc_per_clip_mean"] == pytest.approx(np.mean([roc_auc_score(c[0], c[1]) for c in clips.values()]))
+    assert len(np.unique(s)) < len(s) / 2, "the test needs ties"
+    m = frame_metrics(clips)
+    assert m["auc_pooled_raw"] == pytest.approx(rank_sum_auc(y, s), abs=1e-12)
+    assert m["average_precision"] == pytest.approx(hand_average_precision(y, s), abs=1e-12)
+    assert m["auc_per_clip_mean"] == pytest.approx(np.mean([rank_sum_auc(c[0], c[1]) for c in clips.values()]), abs=1e-12)
     f = s > 0.5
     assert m["at_threshold"]["false_alarm_rate"] == pytest.approx(f[~y].mean())
     assert m["at_threshold"]["detection_rate"] == pytest.approx(f[y].mean())
     clips["e"] = (np.zeros(30, bool), rng.normal(size=30), np.zeros(30, bool))  # an all-normal clip
     assert frame_metrics(clips)["auc_per_clip"]["e"] is None, "a clip without anomalous frames has no AUC of its own"
+
+
+def test_the_independent_references_are_right_on_a_case_worked_by_hand():
+    y = np.array([1, 0, 1, 0, 0], bool)
+    s = np.array([3.0, 3.0, 2.0, 1.0, 2.0])  # pairs: 3 vs (3 tie, 1, 2) = 0.5 + 1 + 1; 2 vs (3, 1, 2 tie) = 0 + 1 + 0.5
+    assert rank_sum_auc(y, s) == pytest.approx(4 / 6)
+    # threshold 3: recall 1/2 at precision 1/2; threshold 2: recall 2/2 at precision 2/4
+    assert hand_average_precision(y, s) == pytest.approx(0.5 * 0.5 + 0.5 * 0.5)
 
 
 def test_retraining_one_region_reproduces_it_bit_for_bit(trained_work, tiny_cfg, tmp_path):

@@ -326,6 +326,7 @@ def mosquitto(tmp_path):
     broker.wait(timeout=10)
 
 
+@pytest.mark.real
 def test_mqtt_gets_events_status_and_availability(mosquitto, trained_work, tiny_data, tmp_path):
     import paho.mqtt.client as mqtt
 

@@ -183,3 +183,35 @@ def test_bad_input_is_one_line_and_leaves_nothing(tmp_path):
     res = _cli("classify", tmp_path / "x.mkv", "--work", tmp_path / "work")
     assert res.returncode == 1 and "no classifier; run `supervise` first" in res.stderr, res.stderr
     assert not (tmp_path / "work" / "classifier").exists()
+
+
+def test_classify_through_the_cli_prints_what_it_found(class_work, tmp_path):
+    from click.testing import CliRunner
+
+    from cuboid_ad.cli import cli
+
+    work, _ = class_work
+    frames, _ = render_clip(60, HEIGHT, WIDTH, seed=4242, anomaly="place", anomaly_first=20)
+    write_video(frames, tmp_path / "clip.mkv")
+    res = CliRunner().invoke(cli, ["classify", str(tmp_path / "clip.mkv"), "--work", str(work), "--out", str(tmp_path / "out"), "-q"])
+    assert res.exit_code == 0, res.output
+    head, *segments = res.output.strip().splitlines()
+    assert head.startswith("clip.mkv: 60 frames classified (normal ") and f"-> {tmp_path / 'out'}" in head
+    counts = dict(part.rsplit(" ", 1) for part in head.split("(")[1].split(")")[0].split(", "))
+    assert sum(int(v) for v in counts.values()) == 60 and set(counts) == {"normal", "fast", "place", "shape"}
+    assert any(s.strip().startswith("place: frames ") and "mean p" in s for s in segments), res.output
+
+
+def test_supervise_force_trains_again_where_it_was_up_to_date(binary_work, tiny_data, sup_cfg, tmp_path):
+    import shutil
+
+    work, m = binary_work
+    cfg = sup_cfg.with_overrides(supervise={"epochs": 3})
+    copy = tmp_path / "w"
+    shutil.copytree(work / "classifier", copy / "classifier", copy_function=shutil.copy2)
+    model = copy / "classifier" / "model.pt"
+    stamp = model.stat().st_mtime_ns
+    assert supervise(tiny_data, copy, cfg, clips=["01"]) == m and model.stat().st_mtime_ns == stamp, "up to date: kept"
+    again = supervise(tiny_data, copy, cfg, clips=["01"], force=True)
+    assert {k: v for k, v in again.items() if k != "train_seconds"} == {k: v for k, v in m.items() if k != "train_seconds"}, "the same classifier again"
+    assert model.stat().st_mtime_ns != stamp, "--force trained it again"
