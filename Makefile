@@ -90,6 +90,11 @@ test: $(STAMP)
 		{ echo "installing mosquitto for the MQTT test"; apt-get update -qq && \
 		  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; } || \
 		echo "could not install mosquitto: the MQTT test will skip"
+	@/usr/bin/python3 tests/pipeline/rtsp_server.py --check 2>/dev/null || \
+		[ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null || \
+		{ echo "installing GStreamer's RTSP server for the RTSP test"; apt-get update -qq && \
+		  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good >/dev/null; } || \
+		echo "could not install GStreamer's RTSP server: the RTSP test will skip"
 	$(PY) -m pytest -q
 
 # The local web app over WORK's models (default: the demo's): http://127.0.0.1:8000/

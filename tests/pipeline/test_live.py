@@ -351,3 +351,87 @@ def test_mqtt_gets_events_status_and_availability(mosquitto, trained_work, tiny_
     status = [p for t, p, _ in got if t == "cuboid-ad/door/status"]
     assert status == ["online", "offline"]
     assert [p for t, p, _ in got if t == "cuboid-ad/available"][:1] == ["online"]
+
+
+# -- RTSP, against GStreamer's RTSP server ---------------------------------------------------------------
+
+RTSP_SERVER = Path(__file__).with_name("rtsp_server.py")
+SYSTEM_PYTHON = "/usr/bin/python3"  # the one with PyGObject; the venv has none
+
+
+def _rtsp_ready() -> bool:
+    if not Path(SYSTEM_PYTHON).exists():
+        return False
+    return subprocess.run([SYSTEM_PYTHON, str(RTSP_SERVER), "--check"], capture_output=True, timeout=60).returncode == 0
+
+
+class _RtspServer:
+    """rtsp_server.py in its own process: MJPEG over RTP, interleaved on TCP only (UDP is refused)."""
+
+    def __init__(self, clip: Path, port: int = 0):
+        deadline = time.monotonic() + 30
+        while True:  # the same port again after a restart: retried while the old socket lingers
+            self.proc = subprocess.Popen([SYSTEM_PYTHON, str(RTSP_SERVER), str(clip), "gate", str(port)], stdout=subprocess.PIPE,
+                                         stderr=subprocess.PIPE, text=True)  # fmt: skip
+            first = self.proc.stdout.readline()
+            if first.startswith("port "):
+                break
+            self.proc.wait(timeout=10)
+            if time.monotonic() > deadline:
+                pytest.fail(f"the RTSP server did not start: {self.proc.stderr.read()}")
+            time.sleep(0.5)
+        self.port = int(first.split()[1])
+        self.clients = 0
+        threading.Thread(target=self._count, daemon=True).start()  # drains stdout while it runs
+
+    def _count(self) -> None:
+        for line in self.proc.stdout:
+            self.clients += line.strip() == "client"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=10)
+
+
+@pytest.mark.real
+@pytest.mark.skipif(not _rtsp_ready(), reason="no GStreamer RTSP server (Debian: python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good)")
+def test_an_rtsp_camera_over_tcp_is_scored_and_survives_its_server_restarting(trained_work, tiny_data, tiny_cfg, tmp_path):
+    """The protocol most cameras speak: a real RTSP server that only offers TCP, so `watch` gets frames
+    only if it asks for `-rtsp_transport tcp`; the server is killed and started again on the same port."""
+    clip = tmp_path / "gate.avi"  # Motion JPEG with the standard Huffman tables RTP/JPEG (RFC 2435) assumes
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(tiny_data / "test" / "01.mkv"), "-pix_fmt", "yuvj420p", "-c:v", "mjpeg",
+                    "-huffman", "default", "-q:v", "2", "-f", "avi", str(clip)], check=True, timeout=60)  # fmt: skip
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text(to_toml(tiny_cfg.with_overrides(live={"stall_seconds": 3.0, "reconnect_max_seconds": 1.0})))
+    server = _RtspServer(clip)
+    events = tmp_path / "events.jsonl"
+    url = f"rtsp://127.0.0.1:{server.port}/gate"
+    proc = _watch(url, trained_work, tmp_path, "--config", str(cfg), "--camera", "gate", "--max-seconds", "150")
+    drain = threading.Thread(target=lambda: setattr(proc, "err", proc.stderr.read().decode()), daemon=True)
+    try:
+        wait_until(lambda: any(m["type"] == "end" for m in messages(events)), "a first event to end", proc)
+        assert server.clients >= 1
+        online = [m.get("status") for m in messages(events)].count("online")
+        server.stop()
+        wait_until(lambda: any(m.get("status") in ("reconnecting", "stalled") for m in messages(events)[-3:]), "the lost server noticed", proc)
+        server = _RtspServer(clip, server.port)
+        wait_until(lambda: [m.get("status") for m in messages(events)].count("online") > online, "online again after the restart", proc)
+        wait_until(lambda: server.clients >= 1, "the restarted server's client", proc)
+        n_before = len(csv_scores(tmp_path / "out"))
+        wait_until(lambda: len(csv_scores(tmp_path / "out")) > n_before + 20, "scoring to go on", proc)
+        drain.start()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=DEADLINE_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        server.stop()
+    drain.join(timeout=10)
+    assert proc.returncode == 0, getattr(proc, "err", "")
+    msgs = messages(events)
+    statuses = [m["status"] for m in msgs if m["type"] == "status"]
+    assert statuses[0] == "online" and statuses[-1] == "offline", statuses
+    ends = [m for m in msgs if m["type"] == "end"]
+    assert ends and all(m["camera"] == "gate" and "r1c2" in m["entered_regions"] for m in ends), ends
+    assert {m["id"] for m in msgs if m["type"] == "new"} == {m["id"] for m in ends}
