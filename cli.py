@@ -439,7 +439,8 @@ def watch_cmd(source, work, camera, events_path, out, max_seconds, realtime, mqt
         summary = watch(source, wd.models, out, _optional_config(config_path, preset), camera=camera, events_path=events_path,
                         max_seconds=max_seconds, realtime=realtime, mqtt=mqtt, webhook=webhook, device=resolve_device(device))
     click.echo(f"watch {summary.camera}: {summary.frames} frames scored in {summary.seconds:.1f} s, {summary.events} events, {summary.tampers} tamper events, "
-               f"{summary.dropped} frames dropped, {summary.reconnects} reconnections, {summary.cpu_seconds:.1f} CPU seconds -> {summary.out_path}",
+               f"{summary.dropped} frames dropped, {summary.reconnects} reconnections, {summary.cpu_seconds:.1f} CPU seconds -> {summary.out_path}"
+               + (f" ({summary.messages_dropped} webhook messages dropped)" if summary.messages_dropped else ""),
                err=True)  # fmt: skip
 
 

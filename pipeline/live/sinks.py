@@ -13,6 +13,7 @@ import logging
 import queue
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -108,6 +109,9 @@ class Webhook:
             body = self.queue.get()
             if body is None:
                 return
+            if self.stopping.is_set():
+                self.dropped += 1
+                continue
             delay = 1.0
             for attempt in range(self.retries + 1):
                 try:
@@ -123,10 +127,25 @@ class Webhook:
                     delay *= 2
 
     def close(self, timeout: float = 10.0) -> None:
-        """Send what is queued (within ``timeout``), then stop."""
-        self.queue.put(None)
-        self.thread.join(timeout)
-        self.stopping.set()
+        """Send what is queued (within ``timeout``), then stop: what is still queued is dropped, and all the
+        drops are counted in one warning."""
+        deadline = time.monotonic() + timeout
+        self._put_end(deadline)
+        self.thread.join(max(0.0, deadline - time.monotonic()))
+        self.stopping.set()  # the rest is counted as dropped, not sent; the message in flight ends within its timeout
+        self._put_end(time.monotonic() + self.timeout + 1)
+        self.thread.join(self.timeout + 1)
+        if self.dropped:
+            log.warning("webhook %s: %d messages dropped in all", self.url, self.dropped)
+
+    def _put_end(self, deadline: float) -> None:
+        while self.thread.is_alive():
+            try:
+                self.queue.put(None, timeout=0.05)
+                return
+            except queue.Full:
+                if time.monotonic() > deadline:
+                    return
 
 
 class Sinks:

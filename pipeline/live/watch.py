@@ -57,6 +57,7 @@ class WatchSummary:
     seconds: float
     cpu_seconds: float  # this process and its ffmpeg decoders
     out_path: Path
+    messages_dropped: int = 0  # by the webhook: its queue full, or every try failed
 
 
 class Watcher:
@@ -257,4 +258,5 @@ def watch(
         sinks.close()
     cpu = os.times()
     return WatchSummary(camera, watcher.n_scored, watcher.n_events, queue.dropped, watcher.n_tampers, feed.reconnects, time.monotonic() - t0,
-                        cpu.user + cpu.system + cpu.children_user + cpu.children_system - cpu0, out_path)  # fmt: skip
+                        cpu.user + cpu.system + cpu.children_user + cpu.children_system - cpu0, out_path,
+                        sum(getattr(s, "dropped", 0) for s in sinks.sinks))  # fmt: skip

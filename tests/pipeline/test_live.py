@@ -22,6 +22,7 @@ from bench.watch import free_port, serve
 from cuboid_ad.core.config import ExtractConfig, to_toml
 from cuboid_ad.core.errors import InputError
 from cuboid_ad.core.workdir import WorkDir
+from cuboid_ad.pipeline.live.sinks import Webhook
 from cuboid_ad.pipeline.live.watch import FrameQueue, live_source, watch
 from cuboid_ad.pipeline.media.decode import ffmpeg_exe, open_clip, read_frames
 from cuboid_ad.pipeline.stages.score import score_video
@@ -287,6 +288,69 @@ def test_webhook_gets_every_message_and_one_that_is_down_stops_nothing(trained_w
     assert [m["type"] for m in _Hook.received] == [m["type"] for m in messages(tmp_path / "a.jsonl")]
     down = watch(clip, WorkDir(trained_work).models, tmp_path / "b", events_path=tmp_path / "b.jsonl", webhook=f"http://127.0.0.1:{free_port()}/")
     assert down.frames == 80 and down.events == 1
+    assert down.messages_dropped == len(messages(tmp_path / "b.jsonl")), "every message to a receiver that is down is counted as dropped"
+
+
+class _Receiver(http.server.BaseHTTPRequestHandler):
+    """Answers with the statuses in ``answers`` in turn (then 200); ``hang`` seconds before each answer."""
+
+    answers: list[int] = []
+    hang = 0.0
+    arrivals: list[float] = []
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).arrivals.append(time.monotonic())
+        time.sleep(type(self).hang)
+        code = type(self).answers.pop(0) if type(self).answers else 200
+        self.send_response(code)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def receiver():
+    _Receiver.answers, _Receiver.hang, _Receiver.arrivals = [], 0.0, []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hook"
+    server.shutdown()
+
+
+def test_webhook_retries_a_failing_receiver_1_s_then_2_s_apart(receiver):
+    _Receiver.answers = [500, 500]
+    hook = Webhook(receiver, retries=2)
+    hook.send({"type": "new"})
+    hook.close(timeout=20)
+    gaps = np.diff(_Receiver.arrivals)
+    assert len(_Receiver.arrivals) == 3 and hook.dropped == 0, (_Receiver.arrivals, hook.dropped)
+    assert 0.9 < gaps[0] < 1.8 and 1.9 < gaps[1] < 3.5, f"backoff 1 s then 2 s, not {gaps}"
+
+
+def test_webhook_gives_up_on_a_receiver_that_hangs(receiver, caplog):
+    _Receiver.hang = 3.0
+    hook = Webhook(receiver, retries=0, timeout=0.5)
+    t0 = time.monotonic()
+    hook.send({"type": "new"})
+    hook.close(timeout=20)
+    assert hook.dropped == 1 and time.monotonic() - t0 < 2.5, "the POST times out after 0.5 s instead of waiting 3 s for the answer"
+    assert "1 messages dropped in all" in caplog.text
+
+
+def test_webhook_drops_and_counts_what_does_not_fit_its_queue(receiver):
+    _Receiver.hang = 2.0
+    hook = Webhook(receiver, retries=0, queue_size=2, timeout=10)
+    hook.send({"n": 0})
+    wait_until(lambda: len(_Receiver.arrivals) == 1, "the first message in flight")
+    for n in range(1, 6):  # two fit the queue, three are dropped at once
+        hook.send({"n": n})
+    assert hook.dropped == 3
+    hook.close(timeout=20)
+    assert len(_Receiver.arrivals) == 3 and hook.dropped == 3, "the two queued ones are sent before closing"
 
 
 def test_retention_keeps_the_newest_events(trained_work, tiny_data, tiny_cfg, tmp_path):
