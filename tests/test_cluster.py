@@ -159,16 +159,28 @@ def test_a_killed_client_stops_its_tasks_and_the_next_run_resumes(address, tmp_p
     (tmp_path / "cfg.toml").write_text(to_toml(tiny_cfg))
     args = ["train", "--work", str(wd.root), "--config", str(tmp_path / "cfg.toml"), "--threads", "1", "--scheduler", address]
     proc = start(args)
-    wait_for(lambda: bool(list(wd.models.glob("*.partial.pt"))), proc, "the first epoch's snapshot")
+
+    def snapshots() -> dict[Path, int]:
+        return {p: p.stat().st_mtime_ns for p in wd.models.glob("*.partial.pt") if p.exists()}
+
+    # how often a snapshot is written while the run is alive: one epoch, measured on this machine as it is loaded now
+    wait_for(lambda: bool(snapshots()), proc, "the first epoch's snapshot")
+    t0, seen = time.monotonic(), snapshots()
+    wait_for(lambda: any(snapshots().get(p, t) != t for p, t in seen.items()), proc, "a second epoch's snapshot")
+    epoch = time.monotonic() - t0
     assert proc.poll() is None, "training ended before the client could be killed"
     proc.kill()
     proc.wait(DEADLINE_S)
-    # its tasks notice that nobody waits for them and stop at the next batch: the snapshots stop changing
-    time.sleep(1.0)
-    before = {p: p.stat().st_mtime for p in wd.models.glob("*.partial.pt")}
-    assert before, "no snapshot left: the killed run's tasks finished, so nothing showed that they stop"
-    time.sleep(2.0)
-    assert before == {p: p.stat().st_mtime for p in wd.models.glob("*.partial.pt")}, "orphaned tasks are still training"
+    # its tasks notice that nobody waits for them and stop at the next batch: the snapshots stop changing for
+    # three epochs' worth of time; tasks that trained on would change one every epoch until the deadline
+    deadline, last, changed = time.monotonic() + DEADLINE_S, snapshots(), time.monotonic()
+    while time.monotonic() - changed < 3 * epoch:
+        assert time.monotonic() < deadline, f"orphaned tasks are still training ({epoch:.2f} s an epoch)"
+        time.sleep(0.05)
+        now = snapshots()
+        if now != last:
+            last, changed = now, time.monotonic()
+    assert last, "no snapshot left: the killed run's tasks finished, so nothing showed that they stop"
     res = subprocess.run([sys.executable, "cli.py", *args, "-q"], cwd=ROOT, capture_output=True, text=True, timeout=DEADLINE_S, check=False)
     assert res.returncode == 0, res.stderr
     _same_models(trained_work / "models", wd.models, tiny_cfg.cuboids.region_ids)
@@ -241,3 +253,31 @@ def test_a_local_cluster_leaves_this_process_environment_as_it_was():
     with local_cluster(1):
         pass
     assert dict(os.environ) == before
+
+
+def test_extract_cuboids_and_evaluate_from_the_cli_run_on_the_scheduler_named_by_option_or_environment(tmp_path, tiny_data, tiny_cfg, trained_work):
+    """Which tasks the scheduler ran is read from its own transition log: a stage that ignored --scheduler
+    (or CUBOID_AD_SCHEDULER) would run here, in threads, and leave no key of its kind there."""
+    from distributed import Client
+
+    wd = WorkDir(tmp_path / "work")
+    (tmp_path / "cfg.toml").write_text(to_toml(tiny_cfg))
+    shutil.copytree(trained_work / "models", wd.models)
+    common = ["--work", str(wd.root), "--config", str(tmp_path / "cfg.toml"), "-q"]
+    with local_cluster(1) as addr:
+
+        def cli(*args: str, env: dict | None = None) -> None:
+            res = subprocess.run([sys.executable, "cli.py", *args, *common], cwd=ROOT, capture_output=True, text=True, timeout=DEADLINE_S,
+                                 env={**os.environ, **(env or {})}, check=False)  # fmt: skip
+            assert res.returncode == 0, res.stderr
+
+        cli("extract", "--data", str(tiny_data), env={"CUBOID_AD_SCHEDULER": addr})
+        cli("cuboids", "--scheduler", addr)
+        cli("evaluate", "--data", str(tiny_data), "--scheduler", addr)
+        with Client(addr, timeout=30) as client:
+            keys = client.run_on_scheduler(lambda dask_scheduler: sorted({str(t[0]) for t in dask_scheduler.transition_log}))
+    ran = {kind: sorted({k.rsplit("-", 1)[0] for k in keys if k.startswith(kind + "-")}) for kind in ("extract", "cuboids", "score")}
+    clips = sorted((tiny_data / "train").glob("*.mkv"))
+    assert ran["extract"] == [f"extract-{c.name}" for c in clips], keys
+    assert ran["cuboids"] == [f"cuboids-{c.stem}" for c in clips], keys
+    assert ran["score"] == [f"score-{p.stem}" for p in sorted((tiny_data / "test").glob("*.mkv"))], keys
