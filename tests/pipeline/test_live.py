@@ -367,54 +367,136 @@ def test_retention_keeps_the_newest_events(trained_work, tiny_data, tiny_cfg, tm
     assert Path(ends[-1]["snapshot"]).exists() and Path(ends[-1]["clip"]).exists()
 
 
-@pytest.fixture
-def mosquitto(tmp_path):
+def _start_broker(conf: Path, port: int) -> subprocess.Popen:
     exe = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
     if exe is None:
         pytest.skip("mosquitto is not installed (make test installs it where it can: apt-get install mosquitto)")
-    port = free_port()
-    conf = tmp_path / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-    broker = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 20
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline or broker.poll() is not None:
-                pytest.fail("mosquitto did not start")
-            time.sleep(0.05)
-    yield port
-    broker.terminate()
-    broker.wait(timeout=10)
+    while True:  # the same port again after a restart: retried while the old socket lingers
+        broker = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while broker.poll() is None:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return broker
+            except OSError:
+                if time.monotonic() > deadline:
+                    broker.kill()
+                    pytest.fail("mosquitto did not start")
+                time.sleep(0.05)
+        if time.monotonic() > deadline:
+            pytest.fail("mosquitto did not start")
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def mosquitto(tmp_path):
+    """A broker on loopback that keeps sessions and retained messages across a restart (``restart()``)."""
+    port = free_port()
+    (tmp_path / "broker").mkdir()
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {tmp_path / 'broker'}/\n"
+                    "user root\n")  # run as root, it would become `mosquitto`, who cannot write in the test's folder; ignored otherwise
+
+    class Broker:
+        def __init__(self) -> None:
+            self.port = port
+            self.start()
+
+        def stop(self) -> None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+        def start(self) -> None:
+            self.proc = _start_broker(conf, port)
+
+    broker = Broker()
+    yield broker
+    if broker.proc.poll() is None:
+        broker.stop()
+
+
+class _Subscriber:
+    """A paho client subscribed to cuboid-ad/# at QoS 1; ``persistent``: its session (and the messages queued
+    for it while it was away) outlives a broker restart. Waits for the broker's SUBACK, not a fixed time."""
+
+    def __init__(self, port: int, client_id: str, persistent: bool = False):
+        import paho.mqtt.client as mqtt
+
+        self.got: list[tuple[str, str, bool]] = []
+        self.subscribed = threading.Event()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=not persistent)
+        self.client.on_message = lambda c, u, m: self.got.append((m.topic, m.payload.decode(), m.retain))
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe("cuboid-ad/#", qos=1)
+        self.client.on_subscribe = lambda c, u, mid, rcs, p: self.subscribed.set()
+        self.client.reconnect_delay_set(0.2, 0.5)
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        wait_until(self.subscribed.is_set, "the subscription")
+
+    def events(self) -> list[dict]:
+        return [json.loads(p) for t, p, _ in self.got if t == "cuboid-ad/events"]
+
+    def retained(self, topic: str) -> list[str]:
+        return [p for t, p, r in self.got if t == topic and r]
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
 
 
 @pytest.mark.real
 def test_mqtt_gets_events_status_and_availability(mosquitto, trained_work, tiny_data, tmp_path):
-    import paho.mqtt.client as mqtt
-
-    got: list[tuple[str, str, bool]] = []
-    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-subscriber")
-    sub.on_message = lambda c, u, m: got.append((m.topic, m.payload.decode(), m.retain))
-    connected = threading.Event()
-    sub.on_connect = lambda c, u, f, rc, p: (c.subscribe("cuboid-ad/#", qos=1), connected.set())
-    sub.connect("127.0.0.1", mosquitto)
-    sub.loop_start()
+    sub = _Subscriber(mosquitto.port, "test-subscriber")
     try:
-        assert connected.wait(20)
-        time.sleep(0.3)  # the subscription is in place
         watch(str(tiny_data / "test" / "01.mkv"), WorkDir(trained_work).models, tmp_path / "out", camera="door",
-              events_path=tmp_path / "ev.jsonl", mqtt=f"127.0.0.1:{mosquitto}")  # fmt: skip
-        wait_until(lambda: ("cuboid-ad/available", "offline", False) in got, "the offline message")
+              events_path=tmp_path / "ev.jsonl", mqtt=f"127.0.0.1:{mosquitto.port}")  # fmt: skip
+        wait_until(lambda: ("cuboid-ad/available", "offline", False) in sub.got, "the offline message")
     finally:
-        sub.loop_stop()
-        sub.disconnect()
-    events = [json.loads(p)["type"] for t, p, _ in got if t == "cuboid-ad/events"]
+        sub.close()
+    events = [m["type"] for m in sub.events()]
     assert events[0] == "new" and events[-1] == "end"
-    status = [p for t, p, _ in got if t == "cuboid-ad/door/status"]
+    status = [p for t, p, _ in sub.got if t == "cuboid-ad/door/status"]
     assert status == ["online", "offline"]
-    assert [p for t, p, _ in got if t == "cuboid-ad/available"][:1] == ["online"]
+    assert [p for t, p, _ in sub.got if t == "cuboid-ad/available"][:1] == ["online"]
+
+
+@pytest.mark.real
+def test_a_broker_outage_stops_no_scoring_and_loses_no_event_and_the_last_will_fires(mosquitto, trained_work, tiny_data, tiny_cfg, tmp_path):
+    """The broker is stopped while a looping stream is watched, then started again; at the end `watch` is
+    killed with SIGKILL, so only the broker's last will can say that the camera is gone."""
+    port = free_port()
+    server = _serve(tiny_data / "test" / "01.mkv", port)
+    events = tmp_path / "events.jsonl"
+    sub = _Subscriber(mosquitto.port, "test-persistent", persistent=True)
+    proc = _watch(f"tcp://127.0.0.1:{port}", trained_work, tmp_path, "--camera", "door", "--mqtt", f"127.0.0.1:{mosquitto.port}", "--max-seconds", "200")
+    try:
+        wait_until(lambda: any(m["type"] == "end" for m in sub.events()), "a first event over MQTT", proc)
+        mosquitto.stop()
+        n_rows, ended = len(csv_scores(tmp_path / "out")), {m["id"] for m in messages(events) if m["type"] == "end"}
+        # scoring goes on without the broker, through at least one more whole event
+        wait_until(lambda: {m["id"] for m in messages(events) if m["type"] == "end"} - ended, "an event while the broker is away", proc)
+        during = {m["id"] for m in messages(events) if m["type"] == "end"} - ended
+        assert len(csv_scores(tmp_path / "out")) > n_rows + 20
+        mosquitto.start()
+        wait_until(lambda: during <= {m["id"] for m in sub.events() if m["type"] == "end"}, "the events queued while the broker was away", proc)
+        fresh = _Subscriber(mosquitto.port, "test-fresh")
+        wait_until(lambda: fresh.retained("cuboid-ad/available") and fresh.retained("cuboid-ad/door/status"), "the retained messages")
+        assert fresh.retained("cuboid-ad/available")[-1] == "online" and fresh.retained("cuboid-ad/door/status")[-1] == "online"
+        fresh.close()
+        proc.kill()  # no goodbye: only the last will can tell
+        proc.wait(timeout=DEADLINE_S)
+        wait_until(lambda: ("cuboid-ad/available", "offline", False) in sub.got, "the last will")
+        after = _Subscriber(mosquitto.port, "test-after")
+        wait_until(lambda: after.retained("cuboid-ad/available"), "the retained availability")
+        assert after.retained("cuboid-ad/available") == ["offline"]
+        after.close()
+    finally:
+        sub.close()
+        for p in (proc, server):
+            if p.poll() is None:
+                p.kill()
+    news = [m["id"] for m in sub.events() if m["type"] == "new"]
+    assert len(news) == len(set(news)), "no event twice"
 
 
 # -- RTSP, against GStreamer's RTSP server ---------------------------------------------------------------
