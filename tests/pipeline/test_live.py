@@ -170,10 +170,14 @@ def _serve(clip: Path, port: int, loop: bool = True) -> subprocess.Popen:
     return serve(clip, port, loop=loop, keyframe_every=5)
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # as from a terminal, even when the tests run in a background job
+
+
 def _watch(source: str, work: Path, tmp_path: Path, *extra: str) -> subprocess.Popen:
     """`cli.py watch SOURCE` in its own process, its messages to tmp_path/events.jsonl, its files to tmp_path/out."""
     return subprocess.Popen([sys.executable, "cli.py", "watch", source, "--work", str(work), "--events", str(tmp_path / "events.jsonl"),
-                             "--out", str(tmp_path / "out"), "-q", *extra], cwd=ROOT, stderr=subprocess.PIPE)  # fmt: skip
+                             "--out", str(tmp_path / "out"), "-q", *extra], cwd=ROOT, stderr=subprocess.PIPE, preexec_fn=_default_sigint)  # fmt: skip
 
 
 def test_a_tcp_stream_is_scored_and_survives_its_server_restarting(trained_work, tiny_data, tiny_cfg, tmp_path):
@@ -254,12 +258,13 @@ def test_every_frame_of_a_stream_is_scored(trained_work, tiny_data, tmp_path):
     assert len(csv_scores(tmp_path / "out")) == 80, "no frame lost at the start or the end of a connection"
 
 
-def test_sigterm_ends_an_open_event(trained_work, tiny_data, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_sigterm_or_ctrl_c_ends_an_open_event(trained_work, tiny_data, tmp_path, sig):
     events = tmp_path / "events.jsonl"
     proc = _watch(str(tiny_data / "test" / "01.mkv"), trained_work, tmp_path, "--realtime")
     wait_until(lambda: any(m["type"] == "new" for m in messages(events)), "an event", proc)
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=DEADLINE_S) == 0
+    proc.send_signal(sig)
+    assert proc.wait(timeout=DEADLINE_S) == 0, proc.stderr.read().decode()
     kinds = [m.get("status", m["type"]) for m in messages(events)]
     assert kinds.index("new") < kinds.index("end") < kinds.index("offline"), kinds
 
@@ -581,3 +586,21 @@ def test_an_rtsp_camera_over_tcp_is_scored_and_survives_its_server_restarting(tr
     ends = [m for m in msgs if m["type"] == "end"]
     assert ends and all(m["camera"] == "gate" and "r1c2" in m["entered_regions"] for m in ends), ends
     assert {m["id"] for m in msgs if m["type"] == "new"} == {m["id"] for m in ends}
+
+
+def test_a_source_that_never_sends_a_frame_is_one_clear_error(trained_work, tiny_cfg, tmp_path):
+    """A server that accepts the connection and stays silent (the port is held by this test, no probe race)."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        cfg = tmp_path / "cfg.toml"
+        cfg.write_text(to_toml(tiny_cfg.with_overrides(live={"stall_seconds": 1.0, "reconnect_max_seconds": 1.0})))
+        url = f"tcp://127.0.0.1:{silent.getsockname()[1]}"
+        t0 = time.monotonic()
+        res = subprocess.run([sys.executable, "cli.py", "watch", url, "--work", str(trained_work), "--out", str(tmp_path / "out"),
+                              "--events", str(tmp_path / "ev.jsonl"), "--config", str(cfg), "-q"],
+                             cwd=ROOT, capture_output=True, text=True, timeout=DEADLINE_S)  # fmt: skip
+    assert res.returncode == 1 and res.stderr.startswith("error: ") and res.stderr.count("\n") == 1, res.stderr
+    assert f"{url}: no video from this source" in res.stderr, res.stderr
+    assert time.monotonic() - t0 < 30, "given up after the watchdog's stall, not ffmpeg's own long timeout"
+    assert not (tmp_path / "out").exists(), "nothing left behind"
