@@ -447,7 +447,7 @@ def watch_cmd(source, work, camera, events_path, out, max_seconds, realtime, mqt
 @cli.command("serve")
 @work_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on; anything but loopback lets other machines in.")
-@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="TCP port to listen on.")
 @config_option
 @preset_option
 @device_option
@@ -757,7 +757,7 @@ def show_config(config_path, preset):
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder to create.")
 @click.option("--size", default="240x160", show_default=True, help="WIDTHxHEIGHT of the clips.")
 @click.option("--frames", "frames_per_clip", type=int, default=150, show_default=True, help="Frames per clip.")
-@click.option("--train-clips", type=int, default=6, show_default=True)
+@click.option("--train-clips", type=click.IntRange(1, 100), default=6, show_default=True, help="Normal clips in OUT/train/.")
 @click.option("--classes", "clips_per_class", type=click.IntRange(0, 100), default=4, show_default=True,
               help="Also write OUT/classes/{normal,fast,place,shape}/ with this many clips each, for `supervise` (0: none).")
 @run_options

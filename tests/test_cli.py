@@ -14,6 +14,16 @@ def runner():
     return CliRunner()
 
 
+def _commands(group, path=()):
+    """Every command under ``group``, sub-groups (feedback, fleet) walked: (path, command)."""
+    import click
+
+    for name, cmd in sorted(group.commands.items()):
+        yield (*path, name), cmd
+        if isinstance(cmd, click.Group):
+            yield from _commands(cmd, (*path, name))
+
+
 def test_help_lists_every_stage(runner):
     res = runner.invoke(cli, ["--help"])
     assert res.exit_code == 0
@@ -21,6 +31,22 @@ def test_help_lists_every_stage(runner):
         assert cmd in res.output
     res = runner.invoke(cli, ["score", "--help"])
     assert res.exit_code == 0 and "scores.csv" in res.output and "--heatmaps" in res.output
+
+
+@pytest.mark.parametrize("path", [" ".join(p) for p, _ in _commands(cli)])
+def test_every_command_explains_itself_and_every_option(runner, path):
+    """watch, serve, fleet, feedback, supervise, classify and report included: a paragraph saying what the
+    command does, and a help text for every option and no option without one."""
+    import click
+
+    cmd = dict(_commands(cli))[tuple(path.split())]
+    res = runner.invoke(cli, [*path.split(), "--help"], terminal_width=100)
+    assert res.exit_code == 0, res.output
+    assert len((cmd.help or "").split()) >= 6, f"`{path} --help` says too little: {cmd.help!r}"
+    for param in cmd.params:
+        if isinstance(param, click.Option):
+            assert param.help and len(param.help.split()) >= 2, f"`{path}` {param.opts[0]} has no help"
+            assert param.opts[0] in res.output
 
 
 def test_config_prints_toml_that_reads_back(runner, tmp_path):

@@ -21,7 +21,10 @@ def test_regions_tile_the_whole_frame(height, width, rows, cols, overlap):
     try:
         regions = make_grid(height, width, cfg)
     except ConfigError:
-        return  # too fine a grid for the frame: refused, fine
+        # refused only when a region would truly be under 8 pixels a side (nominal size, less 1 for rounding)
+        nominal = min(height / (rows - (rows - 1) * overlap), width / (cols - (cols - 1) * overlap))
+        assert nominal < 9, f"a {rows}x{cols} grid of {nominal:.1f}-pixel regions on {width}x{height} refused"
+        return
     cover = np.zeros((height, width), dtype=int)
     for r in regions:
         cover[r.box] += 1

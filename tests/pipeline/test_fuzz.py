@@ -57,7 +57,10 @@ def test_the_unmutated_seeds_extract(seeds, tmp_path):
         assert info.n_frames == 12 and info.height == 32
 
 
-def test_fuzz_extract(seeds, tmp_path):
+@pytest.mark.parametrize("allow_damaged", [False, True], ids=["refuse-damaged", "allow-damaged"])
+def test_fuzz_extract(seeds, tmp_path, allow_damaged):
+    """Each input is ok (complete, readable, no frame invented: at most the seed's 12) or refused in one line
+    naming it, with nothing written. Both outcomes must occur, and --allow-damaged must keep more."""
     rng = np.random.default_rng(12345)
     outcomes = {"ok": 0, "refused": 0}
     for i in range(N_INPUTS):
@@ -67,9 +70,9 @@ def test_fuzz_extract(seeds, tmp_path):
         src.write_bytes(mutate(seed, rng))
         dst = tmp_path / "out" / f"in{i}.h5"
         try:
-            extract_clip(src, dst, CFG)
+            extract_clip(src, dst, CFG, allow_damaged=allow_damaged)
             info = read_frames_info(dst, CFG)  # what was written is complete and readable
-            assert info.n_frames > 0 and info.height == 32
+            assert 0 < info.n_frames <= 12 and info.height == 32, (i, info.n_frames)
             outcomes["ok"] += 1
         except InputError as exc:
             assert str(exc).startswith(str(src)) and "\n" not in str(exc)
@@ -78,4 +81,5 @@ def test_fuzz_extract(seeds, tmp_path):
         src.unlink()
     leftovers = [p.name for p in (tmp_path / "out").iterdir() if p.name.startswith(".")] if (tmp_path / "out").exists() else []
     assert not leftovers, f"temporaries left behind: {leftovers}"
-    assert outcomes["ok"] and outcomes["refused"], outcomes
+    # the same 60 inputs every run (a fixed seed): 6 extract whole by default; noise and cut headers never do
+    assert outcomes["ok"] >= (10 if allow_damaged else 3) and outcomes["refused"] >= 20, outcomes
