@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import http.server
 import json
+import os
 import shutil
 import signal
 import socket
@@ -604,3 +605,42 @@ def test_a_source_that_never_sends_a_frame_is_one_clear_error(trained_work, tiny
     assert f"{url}: no video from this source" in res.stderr, res.stderr
     assert time.monotonic() - t0 < 30, "given up after the watchdog's stall, not ffmpeg's own long timeout"
     assert not (tmp_path / "out").exists(), "nothing left behind"
+
+
+def _ffmpeg_children() -> list[int]:
+    out = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+        except OSError:
+            continue
+        if fields.get("PPid", "").strip() == str(os.getpid()) and "ffmpeg" in fields.get("Name", ""):
+            out.append(int(status.parent.name))
+    return out
+
+
+def test_a_crash_in_the_feed_thread_ends_the_watch_with_it_and_its_ffmpeg(trained_work, tiny_data, tmp_path, monkeypatch):
+    """A bug in the decoding thread must end the watch with that error, not leave it waiting for frames forever."""
+    from cuboid_ad.pipeline.live import feed
+
+    def boom(self, size):
+        raise RuntimeError("boom in the feed thread")
+
+    monkeypatch.setattr(feed.Feed, "_check_size", boom)
+    outcome: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            watch(str(tiny_data / "test" / "01.mkv"), WorkDir(trained_work).models, tmp_path / "out", events_path=tmp_path / "ev.jsonl", realtime=True)
+        except BaseException as exc:  # noqa: BLE001 - the test looks at it
+            outcome.append(exc)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(DEADLINE_S)
+    assert not t.is_alive(), "the watch hangs after its feed thread died"
+    assert len(outcome) == 1 and isinstance(outcome[0], RuntimeError) and "boom" in str(outcome[0]), outcome
+    deadline = time.monotonic() + 10
+    while _ffmpeg_children() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _ffmpeg_children(), "its ffmpeg is left running"
