@@ -644,3 +644,21 @@ def test_a_crash_in_the_feed_thread_ends_the_watch_with_it_and_its_ffmpeg(traine
     while _ffmpeg_children() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _ffmpeg_children(), "its ffmpeg is left running"
+
+
+def test_an_event_that_enters_a_second_region_sends_an_update(trained_work, tmp_path):
+    """A bright square from r1c2 walking left into r1c1: ``update`` names the region entered, at most one a second."""
+    from cuboid_ad.pipeline.media.synthetic import Mover, render_clip, write_video
+
+    frames, _ = render_clip(80, 64, 96, seed=777, extra=[Mover(20, 58.0, 80.0, -1.0, 0.0, 5.0, 245, "square")])
+    clip = write_video(frames, tmp_path / "walker.mkv")
+    watch(str(clip), WorkDir(trained_work).models, tmp_path / "out", events_path=tmp_path / "ev.jsonl", realtime=True)
+    msgs = [m for m in messages(tmp_path / "ev.jsonl") if m["type"] != "status"]
+    seen = [(m["type"], m["entered_regions"]) for m in msgs]
+    assert [m["type"] for m in msgs[:2]] == ["new", "update"] and msgs[0]["entered_regions"] == ["r1c2"], seen
+    assert set(msgs[1]["entered_regions"]) > {"r1c2"}, f"the update names the region entered: {seen}"
+    event = [m for m in msgs if m["id"] == msgs[0]["id"]]
+    assert event[-1]["type"] == "end" and all(a["type"] == "update" for a in event[1:-1]), seen
+    for before, after in zip(event, event[1:]):
+        assert set(before["entered_regions"]) <= set(after["entered_regions"]), "regions entered are never forgotten"
+        assert after["frame_time"] - before["frame_time"] >= 0.9 or after["type"] == "end", "at most one update a second"
