@@ -42,10 +42,16 @@ def wait_until(condition, what: str, proc: subprocess.Popen | None = None) -> No
     deadline = time.monotonic() + DEADLINE_S
     while not condition():
         if proc is not None and proc.poll() is not None:
-            pytest.fail(f"watch ended ({proc.returncode}) before {what}: {proc.stderr.read().decode() if proc.stderr else ''}")
+            pytest.fail(f"watch ended ({proc.returncode}) before {what}: {stderr_of(proc)}")
         if time.monotonic() > deadline:
             pytest.fail(f"waited {DEADLINE_S} s for {what}")
         time.sleep(0.05)
+
+
+def stderr_of(proc: subprocess.Popen) -> str:
+    """What a process started by _watch wrote to stderr (a file, so that a full pipe never blocks it)."""
+    path = getattr(proc, "stderr_path", None)
+    return path.read_text(errors="replace") if path is not None and path.exists() else ""
 
 
 def csv_scores(out: Path) -> list[dict]:
@@ -177,8 +183,12 @@ def _default_sigint() -> None:
 
 def _watch(source: str, work: Path, tmp_path: Path, *extra: str) -> subprocess.Popen:
     """`cli.py watch SOURCE` in its own process, its messages to tmp_path/events.jsonl, its files to tmp_path/out."""
-    return subprocess.Popen([sys.executable, "cli.py", "watch", source, "--work", str(work), "--events", str(tmp_path / "events.jsonl"),
-                             "--out", str(tmp_path / "out"), "-q", *extra], cwd=ROOT, stderr=subprocess.PIPE, preexec_fn=_default_sigint)  # fmt: skip
+    stderr_path = tmp_path / "watch.stderr"
+    with open(stderr_path, "ab") as err:
+        proc = subprocess.Popen([sys.executable, "cli.py", "watch", source, "--work", str(work), "--events", str(tmp_path / "events.jsonl"),
+                                 "--out", str(tmp_path / "out"), "-q", *extra], cwd=ROOT, stderr=err, preexec_fn=_default_sigint)  # fmt: skip
+    proc.stderr_path = stderr_path
+    return proc
 
 
 def test_a_tcp_stream_is_scored_and_survives_its_server_restarting(trained_work, tiny_data, tiny_cfg, tmp_path):
@@ -203,7 +213,7 @@ def test_a_tcp_stream_is_scored_and_survives_its_server_restarting(trained_work,
         for p in (proc, server):
             if p.poll() is None:
                 p.kill()
-    assert proc.returncode == 0, proc.stderr.read().decode()
+    assert proc.returncode == 0, stderr_of(proc)
     msgs = messages(events)
     statuses = [m["status"] for m in msgs if m["type"] == "status"]
     assert statuses[0] == "online" and statuses[-1] == "offline" and "reconnecting" in statuses
@@ -265,7 +275,7 @@ def test_sigterm_or_ctrl_c_ends_an_open_event(trained_work, tiny_data, tmp_path,
     proc = _watch(str(tiny_data / "test" / "01.mkv"), trained_work, tmp_path, "--realtime")
     wait_until(lambda: any(m["type"] == "new" for m in messages(events)), "an event", proc)
     proc.send_signal(sig)
-    assert proc.wait(timeout=DEADLINE_S) == 0, proc.stderr.read().decode()
+    assert proc.wait(timeout=DEADLINE_S) == 0, stderr_of(proc)
     kinds = [m.get("status", m["type"]) for m in messages(events)]
     assert kinds.index("new") < kinds.index("end") < kinds.index("offline"), kinds
 
@@ -524,17 +534,18 @@ class _RtspServer:
         deadline = time.monotonic() + 30
         while True:  # the same port again after a restart: retried while the old socket lingers
             self.proc = subprocess.Popen([SYSTEM_PYTHON, str(RTSP_SERVER), str(clip), "gate", str(port)], stdout=subprocess.PIPE,
-                                         stderr=subprocess.PIPE, text=True)  # fmt: skip
+                                         stderr=subprocess.STDOUT, text=True)  # fmt: skip
             first = self.proc.stdout.readline()
             if first.startswith("port "):
                 break
+            rest = self.proc.stdout.read()
             self.proc.wait(timeout=10)
             if time.monotonic() > deadline:
-                pytest.fail(f"the RTSP server did not start: {self.proc.stderr.read()}")
+                pytest.fail(f"the RTSP server did not start: {first}{rest}")
             time.sleep(0.5)
         self.port = int(first.split()[1])
         self.clients = 0
-        threading.Thread(target=self._count, daemon=True).start()  # drains stdout while it runs
+        threading.Thread(target=self._count, daemon=True).start()  # drains its output while it runs
 
     def _count(self) -> None:
         for line in self.proc.stdout:
@@ -560,7 +571,6 @@ def test_an_rtsp_camera_over_tcp_is_scored_and_survives_its_server_restarting(tr
     events = tmp_path / "events.jsonl"
     url = f"rtsp://127.0.0.1:{server.port}/gate"
     proc = _watch(url, trained_work, tmp_path, "--config", str(cfg), "--camera", "gate", "--max-seconds", "150")
-    drain = threading.Thread(target=lambda: setattr(proc, "err", proc.stderr.read().decode()), daemon=True)
     try:
         wait_until(lambda: any(m["type"] == "end" for m in messages(events)), "a first event to end", proc)
         assert server.clients >= 1
@@ -572,15 +582,13 @@ def test_an_rtsp_camera_over_tcp_is_scored_and_survives_its_server_restarting(tr
         wait_until(lambda: server.clients >= 1, "the restarted server's client", proc)
         n_before = len(csv_scores(tmp_path / "out"))
         wait_until(lambda: len(csv_scores(tmp_path / "out")) > n_before + 20, "scoring to go on", proc)
-        drain.start()
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=DEADLINE_S)
     finally:
         if proc.poll() is None:
             proc.kill()
         server.stop()
-    drain.join(timeout=10)
-    assert proc.returncode == 0, getattr(proc, "err", "")
+    assert proc.returncode == 0, stderr_of(proc)
     msgs = messages(events)
     statuses = [m["status"] for m in msgs if m["type"] == "status"]
     assert statuses[0] == "online" and statuses[-1] == "offline", statuses
