@@ -6,7 +6,12 @@ autoencoder. The session trains one ensemble that many tests reuse.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -122,3 +127,26 @@ def same_streams(a: dict, b: dict) -> bool:
         if "reference" in x and not torch.equal(x["reference"], y["reference"]):
             return False
     return True
+
+
+@contextlib.contextmanager
+def serving(app, timeout: float = 30.0) -> Iterator[int]:
+    """``app`` on a real uvicorn in a thread, on a loopback socket bound here and held (no free-port probe that
+    another process could take before the server binds it); yields the port, stops the server on exit."""
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()

@@ -18,8 +18,8 @@ import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import serving
 
-from bench.watch import free_port
 from cuboid_ad.cli import cli
 from cuboid_ad.core.workdir import WorkDir
 from cuboid_ad.pipeline.media.synthetic import write_video
@@ -162,22 +162,13 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--
 @pytest.mark.real
 @pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (Debian: apt-get install chromium); `make test` installs it when run as root")
 def test_not_an_anomaly_in_the_browser_update_rescore_the_event_is_gone(work, tiny_data):
-    import uvicorn
     # only this test needs playwright: without it, the rest of the file still runs
     playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')")
 
     from cuboid_ad.pipeline.views.webapp import make_app
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(make_app(work), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    base = f"http://127.0.0.1:{port}"
-    try:
+    with serving(make_app(work)) as port:
+        base = f"http://127.0.0.1:{port}"
         with playwright.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
             page = browser.new_page(viewport={"width": 1000, "height": 900})
@@ -207,6 +198,3 @@ def test_not_an_anomaly_in_the_browser_update_rescore_the_event_is_gone(work, ti
             browser.close()
         assert errors == []
         assert feedback.list_feedback(work) == []
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)

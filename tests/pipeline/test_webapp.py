@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import serving
 from starlette.testclient import TestClient
 
 from bench.watch import free_port
@@ -137,20 +137,11 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--
 @pytest.mark.real
 @pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (Debian: apt-get install chromium); `make test` installs it when run as root")
 def test_upload_through_the_page_follow_progress_and_play_the_report(trained_work, tiny_data, tmp_path):
-    import uvicorn
     # only this test needs playwright: without it, the rest of the file still runs
     playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')")
 
     shutil.copytree(trained_work / "models", tmp_path / "models")
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(make_app(tmp_path), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    try:
+    with serving(make_app(tmp_path)) as port:
         with playwright.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
             page = browser.new_page(viewport={"width": 1000, "height": 700})
@@ -179,9 +170,6 @@ def test_upload_through_the_page_follow_progress_and_play_the_report(trained_wor
             page.screenshot(path=str(ARTIFACTS / "webapp-home.png"), full_page=True)
             browser.close()
         assert outside == [], f"requests left the machine: {outside}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 # -- the app's error paths, and a real server answering raw requests -----------------------------------------
@@ -243,22 +231,11 @@ def test_a_crash_inside_a_job_fails_it_as_an_internal_error_and_the_server_goes_
 @pytest.fixture
 def real_server(trained_work, tiny_cfg, tmp_path):
     """The app on a real uvicorn, a limit of 50 kB on uploads, with a secret beside the web folder."""
-    import uvicorn
 
     shutil.copytree(trained_work / "models", tmp_path / "models")
     (tmp_path / "secret.txt").write_text("outside the web folder")
-    app = make_app(tmp_path, tiny_cfg.with_overrides(serve={"max_upload_megabytes": 0.05}))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield tmp_path, port
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(make_app(tmp_path, tiny_cfg.with_overrides(serve={"max_upload_megabytes": 0.05}))) as port:
+        yield tmp_path, port
 
 
 def raw_get(port: int, path: str) -> tuple[int, str, str]:
