@@ -67,7 +67,8 @@ def test_it_learns_to_reproduce_a_moving_square():
     m = ConvLSTMAutoencoder(1, (8, 8), 4)
     opt = torch.optim.Adam(m.parameters(), lr=0.01)  # 300 steps of 16 clips: about 8 s on one core
     test = _moving_squares(8, torch.Generator().manual_seed(1))
-    before = float(((m(test) - test) ** 2).mean())
+    with torch.no_grad():
+        before = float(((m(test) - test) ** 2).mean())
     for _ in range(300):
         x = _moving_squares(16, g)
         loss = ((m(x) - x) ** 2).mean()
