@@ -10,8 +10,6 @@ labelled as such.
 from __future__ import annotations
 
 import numpy as np
-from scipy.ndimage import gaussian_filter1d
-from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 from cuboid_ad.core.arrays import runs
 from cuboid_ad.ensemble.events import Event
@@ -19,6 +17,8 @@ from cuboid_ad.ensemble.events import Event
 
 def equal_error_rate(labels: np.ndarray, scores: np.ndarray) -> float:
     """The rate at which false alarms and misses are equal, interpolated on the ROC curve."""
+    from sklearn.metrics import roc_curve  # here, not at the top: scoring imports this module, and sklearn takes a second
+
     fpr, tpr, _ = roc_curve(labels, scores)
     fnr = 1 - tpr
     i = int(np.flatnonzero(fnr <= fpr)[0]) if (fnr <= fpr).any() else len(fpr) - 1
@@ -51,6 +51,9 @@ def frame_metrics(clips: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]) -
     ``auc_pooled_minmax_per_clip`` normalises each clip's scores to [0, 1] before pooling, as many
     papers do; it is the AUC of 1 - :func:`regularity`. It cannot be had online.
     """
+    from scipy.ndimage import gaussian_filter1d
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
     labels = np.concatenate([c[0] for c in clips.values()]).astype(bool)
     scores = np.concatenate([c[1] for c in clips.values()]).astype(np.float64)
     flagged = np.concatenate([c[2] for c in clips.values()]).astype(bool)
@@ -129,7 +132,7 @@ def classification_metrics(truth: np.ndarray, probs: np.ndarray, classes: list[s
     matrix (rows: truth, columns: prediction) and, for the anomaly question
     (every class but ``classes[0]``, "normal", against it), the ROC AUC of 1 - p(normal).
     """
-    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support, roc_auc_score
 
     truth = np.asarray(truth, dtype=np.int64)
     pred = probs.argmax(axis=1)
