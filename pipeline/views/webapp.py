@@ -121,8 +121,8 @@ class Jobs:
                 else:
                     log.exception("job %s failed", job.id)
                     job.error = f"internal error: {type(exc).__name__}: {exc}"
+                shutil.rmtree(folder, ignore_errors=True)  # before the state says so: a client told "failed" finds nothing left
                 job.state = "failed"
-                shutil.rmtree(folder, ignore_errors=True)
 
 
     def _update(self, job: Job) -> None:
