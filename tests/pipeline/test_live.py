@@ -172,9 +172,19 @@ def test_live_sources_get_live_input_flags():
         live_source(str(ROOT), False, 20)
 
 
-def _serve(clip: Path, port: int, loop: bool = True) -> subprocess.Popen:
-    """bench.watch's stream server, a keyframe every 5 frames, looping by default."""
-    return serve(clip, port, loop=loop, keyframe_every=5)
+def _serve(clip: Path, port: int | None = None, loop: bool = True) -> tuple[subprocess.Popen, int]:
+    """bench.watch's stream server, a keyframe every 5 frames, looping by default, and its port. ffmpeg binds the
+    port itself, so a free one is probed first: when another process takes it in between, another port is tried;
+    a given ``port`` (a restart) is retried while the old socket lingers."""
+    deadline = time.monotonic() + 30
+    while True:
+        try_port = port or free_port()
+        try:
+            return serve(clip, try_port, loop=loop, keyframe_every=5), try_port
+        except RuntimeError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def _default_sigint() -> None:
@@ -194,8 +204,7 @@ def _watch(source: str, work: Path, tmp_path: Path, *extra: str) -> subprocess.P
 def test_a_tcp_stream_is_scored_and_survives_its_server_restarting(trained_work, tiny_data, tiny_cfg, tmp_path):
     cfg = tmp_path / "cfg.toml"
     cfg.write_text(to_toml(tiny_cfg.with_overrides(live={"stall_seconds": 3.0, "reconnect_max_seconds": 2.0})))
-    port = free_port()
-    server = _serve(tiny_data / "test" / "01.mkv", port)
+    server, port = _serve(tiny_data / "test" / "01.mkv")
     events = tmp_path / "events.jsonl"
     proc = _watch(f"tcp://127.0.0.1:{port}", trained_work, tmp_path, "--config", str(cfg), "--camera", "gate", "--max-seconds", "100")
     try:
@@ -203,7 +212,7 @@ def test_a_tcp_stream_is_scored_and_survives_its_server_restarting(trained_work,
         server.kill()
         server.wait()
         wait_until(lambda: any(m.get("status") == "reconnecting" for m in messages(events)), "reconnecting", proc)
-        server = _serve(tiny_data / "test" / "01.mkv", port)
+        server, _ = _serve(tiny_data / "test" / "01.mkv", port)
         wait_until(lambda: [m.get("status") for m in messages(events)].count("online") == 2, "the second online", proc)
         n_before = len(csv_scores(tmp_path / "out"))
         wait_until(lambda: len(csv_scores(tmp_path / "out")) > n_before + 20, "scoring to go on", proc)
@@ -227,8 +236,7 @@ def test_a_stream_that_stalls_is_restarted_by_the_watchdog(trained_work, tiny_da
     """The server stops sending without closing the connection (SIGSTOP): `stalled`, then reconnection."""
     cfg = tmp_path / "cfg.toml"
     cfg.write_text(to_toml(tiny_cfg.with_overrides(live={"stall_seconds": 2.0, "reconnect_max_seconds": 1.0})))
-    port = free_port()
-    server = _serve(tiny_data / "test" / "01.mkv", port)
+    server, port = _serve(tiny_data / "test" / "01.mkv")
     events = tmp_path / "events.jsonl"
     proc = _watch(f"tcp://127.0.0.1:{port}", trained_work, tmp_path, "--config", str(cfg))
     try:
@@ -238,7 +246,7 @@ def test_a_stream_that_stalls_is_restarted_by_the_watchdog(trained_work, tiny_da
         server.send_signal(signal.SIGCONT)
         server.kill()
         server.wait()
-        server = _serve(tiny_data / "test" / "01.mkv", port)
+        server, _ = _serve(tiny_data / "test" / "01.mkv", port)
         wait_until(lambda: [m.get("status") for m in messages(events)].count("online") == 2, "online again", proc)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=DEADLINE_S) == 0
@@ -254,8 +262,7 @@ def test_a_stream_that_stalls_is_restarted_by_the_watchdog(trained_work, tiny_da
 
 
 def test_every_frame_of_a_stream_is_scored(trained_work, tiny_data, tmp_path):
-    port = free_port()
-    server = _serve(tiny_data / "test" / "01.mkv", port, loop=False)
+    server, port = _serve(tiny_data / "test" / "01.mkv", loop=False)
     events = tmp_path / "events.jsonl"
     proc = _watch(f"tcp://127.0.0.1:{port}", trained_work, tmp_path)
     try:
@@ -383,47 +390,53 @@ def test_retention_keeps_the_newest_events(trained_work, tiny_data, tiny_cfg, tm
     assert Path(ends[-1]["snapshot"]).exists() and Path(ends[-1]["clip"]).exists()
 
 
-def _start_broker(conf: Path, port: int) -> subprocess.Popen:
-    exe = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
-    if exe is None:
-        pytest.skip("mosquitto is not installed (make test installs it where it can: apt-get install mosquitto)")
-    deadline = time.monotonic() + 20
-    while True:  # the same port again after a restart: retried while the old socket lingers
+def _start_broker(exe: str, conf: Path, port: int, seconds: float) -> subprocess.Popen | None:
+    """mosquitto with ``conf``, once it accepts connections on ``port``; None when it cannot bind it within ``seconds``
+    (retried meanwhile: after a restart the old socket may linger)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
         broker = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        while broker.poll() is None:
+        while broker.poll() is None and time.monotonic() < deadline:
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 return broker
             except OSError:
-                if time.monotonic() > deadline:
-                    broker.kill()
-                    pytest.fail("mosquitto did not start")
                 time.sleep(0.05)
-        if time.monotonic() > deadline:
-            pytest.fail("mosquitto did not start")
+        if broker.poll() is None:
+            broker.kill()
+            broker.wait(timeout=10)
         time.sleep(0.2)
+    return None
 
 
 @pytest.fixture
 def mosquitto(tmp_path):
-    """A broker on loopback that keeps sessions and retained messages across a restart (``restart()``)."""
-    port = free_port()
+    """A broker on loopback that keeps sessions and retained messages across a restart (``stop()``, ``start()``).
+    mosquitto binds its port itself, so a free one is probed: when another process takes it first, another is tried."""
+    exe = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+    if exe is None:
+        pytest.skip("mosquitto is not installed (make test installs it where it can: apt-get install mosquitto)")
     (tmp_path / "broker").mkdir()
     conf = tmp_path / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {tmp_path / 'broker'}/\n"
-                    "user root\n")  # run as root, it would become `mosquitto`, who cannot write in the test's folder; ignored otherwise
 
     class Broker:
         def __init__(self) -> None:
-            self.port = port
-            self.start()
+            for _ in range(5):
+                self.port = free_port()
+                # `user root`: run as root, mosquitto would become `mosquitto`, who cannot write here; ignored otherwise
+                conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+                                f"persistence_location {tmp_path / 'broker'}/\nuser root\n")  # fmt: skip
+                self.proc = _start_broker(exe, conf, self.port, 5.0)
+                if self.proc is not None:
+                    return
+            pytest.fail("mosquitto did not start")
 
         def stop(self) -> None:
             self.proc.terminate()
             self.proc.wait(timeout=10)
 
         def start(self) -> None:
-            self.proc = _start_broker(conf, port)
+            self.proc = _start_broker(exe, conf, self.port, 30.0) or pytest.fail("mosquitto did not start again on its port")
 
     broker = Broker()
     yield broker
@@ -480,8 +493,7 @@ def test_mqtt_gets_events_status_and_availability(mosquitto, trained_work, tiny_
 def test_a_broker_outage_stops_no_scoring_and_loses_no_event_and_the_last_will_fires(mosquitto, trained_work, tiny_data, tiny_cfg, tmp_path):
     """The broker is stopped while a looping stream is watched, then started again; at the end `watch` is
     killed with SIGKILL, so only the broker's last will can say that the camera is gone."""
-    port = free_port()
-    server = _serve(tiny_data / "test" / "01.mkv", port)
+    server, port = _serve(tiny_data / "test" / "01.mkv")
     events = tmp_path / "events.jsonl"
     sub = _Subscriber(mosquitto.port, "test-persistent", persistent=True)
     proc = _watch(f"tcp://127.0.0.1:{port}", trained_work, tmp_path, "--camera", "door", "--mqtt", f"127.0.0.1:{mosquitto.port}", "--max-seconds", "200")
