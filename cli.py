@@ -261,9 +261,9 @@ def _print_update(r) -> None:
 
 def _print_alarms(manifest: Path) -> None:
     """What the alarm threshold promises, and a warning when it stands on too little normal footage."""
-    import json
+    from cuboid_ad.core.artifacts import read_json
 
-    a = json.loads(manifest.read_text())["alarms"]
+    a = read_json(manifest)["alarms"]
     click.echo(f"alarm threshold {a['threshold']:.2f}: about {a['estimated_false_events_per_hour']:.2g} false events an hour of normal footage "
                f"({a['reach']})")  # fmt: skip
     if a["too_little_footage"]:

@@ -19,7 +19,6 @@ into tubes and feeds it.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from cuboid_ad.core.artifacts import KINDS, require_config, stamp_dict, write_json
+from cuboid_ad.core.artifacts import KINDS, read_json, require_config, stamp_dict, write_json
 from cuboid_ad.core.config import Config, ScoreConfig
 from cuboid_ad.core.errors import ArtifactError
 from cuboid_ad.core.grid import Region
@@ -53,13 +52,10 @@ class Ensemble:
         """Load ``models_path/manifest.json`` (or ``manifest_path``: another version's) and every checkpoint it names;
         with ``cfg``, refuse other settings."""
         models_path = Path(models_path)
-        path = Path(manifest_path) if manifest_path and Path(manifest_path).exists() else models_path / "manifest.json"
+        path = Path(manifest_path) if manifest_path else models_path / "manifest.json"
         if not path.exists():
             raise ArtifactError(f"{path}: missing; run `train` first")
-        try:
-            manifest = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ArtifactError(f"{path}: not readable JSON ({exc})") from None
+        manifest = read_json(path)
         kind = KINDS["manifest"]
         if not isinstance(manifest, dict) or manifest.get("format") != kind.tag or manifest.get("format_version") != kind.version:
             raise ArtifactError(f"{path}: not a cuboid-ad manifest of version {kind.version}")
@@ -112,12 +108,6 @@ class Ensemble:
 
 
 MIN_HELD_OUT_MINUTES = 1.0  # held-out normal footage below which train warns that the alarm setting stands on too little
-
-
-def frame_threshold(detectors: list[RegionDetector], false_alarm_rate: float) -> float:
-    """The alarm threshold: from the frame scores (largest region score) of the held-out normal frames."""
-    held = np.stack([d.held_out_scores_ for d in detectors])  # (R, n): every region scored the same frames
-    return alarm_threshold(held.max(axis=0), false_alarm_rate)
 
 
 def alarm_setting(detectors: list[RegionDetector], s: ScoreConfig) -> dict[str, Any]:
