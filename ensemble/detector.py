@@ -228,8 +228,7 @@ class RegionDetector:
             top = max((float(self._chain(c)[1].max(initial=-np.inf)) for c in marked), default=-np.inf)
             self.settled_ = max(1.0, top / (SETTLE * settle[1])) if settle[1] > 0 else 1.0
             for stream, _ in self.streams:
-                f = self.fitted_[stream.name]
-                self.fitted_[stream.name] = replace(f, stats=replace(f.stats, std=f.stats.std * self.settled_))
+                self._widen(stream.name, self.settled_)
         self._scoring_references = None
         scores = [self._chain(c)[1] for c in cells]
         self.held_out_scores_ = np.concatenate([x[m] for x, m in zip(scores, held)]).astype(np.float32)
@@ -266,8 +265,12 @@ class RegionDetector:
             sl = self.layout[stream.name]
             delta = [stream.chain(fitted.stats, self.cfg)(j[:, sl])[1] - stream.chain(fitted.stats, self.cfg)(c[:, sl])[1] for c, j in zip(cells, jittered)]
             delta = np.concatenate([d[m] for d, m in zip(delta, use)])
-            widen = max(1.0, float(np.quantile(delta, 0.9))) if len(delta) else 1.0
-            self.fitted_[stream.name] = replace(fitted, stats=replace(fitted.stats, std=fitted.stats.std * widen))
+            self._widen(stream.name, max(1.0, float(np.quantile(delta, 0.9))) if len(delta) else 1.0)
+
+    def _widen(self, stream: str, factor: float) -> None:
+        """Multiply a stream's normal spread by ``factor``: its z shrink by as much, its mean stays."""
+        f = self.fitted_[stream]
+        self.fitted_[stream] = replace(f, stats=replace(f.stats, std=f.stats.std * factor))
 
     def absorbed(self, marked: list[RegionTube], normal: list[RegionTube], threshold: float, epochs: int = 3, device: str | None = None) -> "RegionDetector":
         """A new detector that has learnt stretches an operator marked as normal, without training from scratch.
