@@ -168,9 +168,18 @@ def make_app(work: str | Path, cfg: Config | None = None, device: str = "cpu") -
     jobs = Jobs(work, device)
     web = jobs.web
     web.mkdir(parents=True, exist_ok=True)
+    manifest = work / "models" / "manifest.json"
+    in_use = {"seen": manifest.stat().st_mtime_ns, "ens": ens}
+
+    def models_in_use() -> Ensemble:
+        """The version in use now (an update may have made a new one): loaded again only when the manifest changed."""
+        seen = manifest.stat().st_mtime_ns
+        if seen != in_use["seen"]:
+            in_use["ens"], in_use["seen"] = Ensemble.load(work / "models"), seen
+        return in_use["ens"]
 
     async def home(request: Request) -> HTMLResponse:
-        return HTMLResponse(_home_page(work, ens, jobs, scored_videos(web), limit))
+        return HTMLResponse(_home_page(work, models_in_use(), jobs, scored_videos(web), limit))
 
     async def create_job(request: Request) -> Response:
         declared = request.headers.get("content-length")
@@ -300,7 +309,6 @@ def _feedback_rows(work: Path) -> list[dict[str, Any]]:
 
 
 def _home_page(work: Path, ens: Ensemble, jobs: Jobs, videos: list[dict[str, Any]], limit: float) -> str:
-    ens = Ensemble.load(work / "models")  # the version in use now: an update may have made a new one
     cfg = ens.cfg
     created = str(ens.manifest.get("created", ""))[:16].replace("T", " ")
     clips = ens.manifest.get("training_clips") or []
