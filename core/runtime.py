@@ -38,6 +38,19 @@ def plan_workers(n_items: int, n_jobs: int, device: str, threads: int = 0) -> tu
 
 
 @contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Torch's intra-op threads set to ``n`` while inside (the worker threads inside share them), as they were after."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+@contextmanager
 def sigint_sets(stop: threading.Event) -> Iterator[None]:
     """While inside, Ctrl-C sets ``stop`` instead of raising KeyboardInterrupt; a second Ctrl-C raises.
 

@@ -44,7 +44,7 @@ from cuboid_ad.core.artifacts import new_folder, read_json, write_json
 from cuboid_ad.core.config import Config, config_differences
 from cuboid_ad.core.errors import ArtifactError, InputError, UserError
 from cuboid_ad.core.frames import iter_frames_file, read_frames_info, write_frames
-from cuboid_ad.core.runtime import plan_workers, resolve_device
+from cuboid_ad.core.runtime import plan_workers, resolve_device, torch_threads
 from cuboid_ad.core.tubes import FLOW_ZERO, RegionTube
 from cuboid_ad.core.windows import window_starts
 from cuboid_ad.core.workdir import WorkDir
@@ -265,14 +265,8 @@ def update_models(work: str | Path, device: str = "cpu", epochs: int = 3, jobs: 
         return rid, name, float(new.settled_)
 
     workers, threads = plan_workers(max(len(touched), 1), jobs, device)
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         done = Parallel(n_jobs=workers, backend="threading")(delayed(absorb)(rid) for rid in sorted(touched))
-    finally:
-        torch.set_num_threads(previous)
     checkpoints = {rid: name for rid, name, _ in done}
     changed = {rid: round(f, 2) for rid, _, f in done}
     new_dets = [RegionDetector.load(models / checkpoints[rid], base.cfg, device) for rid in sorted(touched)]

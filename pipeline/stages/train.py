@@ -25,7 +25,7 @@ from cuboid_ad.core.cluster import Cluster, Released
 from cuboid_ad.core.config import Config, config_differences
 from cuboid_ad.core.errors import ArtifactError, UserError
 from cuboid_ad.core.progress import progress
-from cuboid_ad.core.runtime import plan_workers, resolve_device, sigint_sets
+from cuboid_ad.core.runtime import plan_workers, resolve_device, sigint_sets, torch_threads
 from cuboid_ad.core.snapshots import load_partial, save_partial
 from cuboid_ad.cuboids.store import load_region, tube_files
 from cuboid_ad.ensemble.detector import RegionDetector, read_checkpoint
@@ -201,19 +201,16 @@ def train_ensemble(
         workers, threads = plan_workers(len(region_ids), n_jobs, device, threads)
         workers = min(workers, len(todo))
         log.info("train: %d regions, %d in parallel x %d torch threads on %s", len(todo), workers, threads, device)
-        previous = torch.get_num_threads()
-        torch.set_num_threads(threads)
         stop = threading.Event()
         try:
             # cuDNN's default algorithms are not deterministic, so on a GPU a resumed or
             # repeated run would not end where the first did; the flags are global, hence
             # set here, around every worker, and not in each worker's thread
-            with sigint_sets(stop), torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=True):
+            with torch_threads(threads), sigint_sets(stop), torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=True):
                 Parallel(n_jobs=workers, backend="threading")(
                     delayed(fit_region)(cuboids_path, models_path, rid, cfg, mode, device, report, stop) for rid, mode in todo.items()
                 )
         finally:
-            torch.set_num_threads(previous)
             bar.close()
         if stop.is_set():
             raise KeyboardInterrupt
