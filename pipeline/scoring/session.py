@@ -169,5 +169,5 @@ def open_session(ens: Ensemble, models_path: str | Path, fps: float, device: str
     if ens.cfg.score.classifier_weight > 0:
         classifier = fusion_classifier(WorkDir(Path(models_path).parent).classifier / "model.pt", ens.cfg, device)
     scene = Path(models_path) / "scene.h5"
-    tamper = TamperCheck(read_scene(scene, ens.cfg), ens.frame_size[1], fps) if scene.exists() else None
+    tamper = TamperCheck(read_scene(scene, ens.cfg), fps) if scene.exists() else None
     return ScoringSession(ens, fps, classifier, tamper)

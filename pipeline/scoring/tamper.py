@@ -36,6 +36,7 @@ import numpy as np
 from cuboid_ad.core.artifacts import atomic_path, open_h5, recorded_config, require_config, stamp
 from cuboid_ad.core.config import Config
 from cuboid_ad.core.frames import iter_frames_file, read_frames_info
+from cuboid_ad.cuboids.slicing import to_gray
 
 KINDS = ("covered", "blurred", "moved", "shaking")
 TAMPER_SECONDS = 1.0  # how long a condition lasts before it is an event (and how long it must be gone to end it)
@@ -48,8 +49,7 @@ def gray_small(frame: np.ndarray) -> np.ndarray:
     """A working-size frame ``(H, W, C)`` as float32 gray, at most :data:`_SIDE` pixels wide."""
     import cv2
 
-    g = frame[..., 0] if frame.shape[-1] == 1 else cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
-    g = g.astype(np.float32)
+    g = to_gray(frame[None])[0].astype(np.float32)
     if g.shape[1] > _SIDE:
         g = cv2.resize(g, (_SIDE, int(round(g.shape[0] * _SIDE / g.shape[1]))), interpolation=cv2.INTER_AREA)
     return g
@@ -131,7 +131,7 @@ def read_scene(path: Path, cfg: Config | None = None) -> SceneReference:
 class TamperCheck:
     """Every frame's tamper condition (one of :data:`KINDS`, or "") against the normal view."""
 
-    def __init__(self, ref: SceneReference, frame_width: int, fps: float = 10.0):
+    def __init__(self, ref: SceneReference, fps: float = 10.0):
         self.ref = ref
         self.window = ref.window
         # the view's shift against the normal one, over about a second: a camera that was moved stays shifted,
