@@ -38,6 +38,13 @@ NOISE_FLOW_PX = 0.1  # while it is on, flow vectors are shortened by this much (
 _GRID = 8  # flow sampled every this many pixels for the camera's motion
 
 
+def dis_flow(preset: str):
+    """OpenCV's DIS optical flow with the named preset (``cuboids.flow_preset``: medium, fast, ultrafast)."""
+    import cv2
+
+    return cv2.DISOpticalFlow_create(getattr(cv2, f"DISOPTICAL_FLOW_PRESET_{preset.upper()}"))
+
+
 def match_exposure(previous: np.ndarray, current: np.ndarray) -> np.ndarray:
     """``previous`` as it would look with ``current``'s exposure, when the picture's brightness changed by more than
     :data:`EXPOSURE_STEP` between them (a camera's exposure or day/night switch, a light turned on or flickering);
@@ -151,9 +158,7 @@ class Stabilizer:
     """
 
     def __init__(self, preset: str):
-        import cv2
-
-        self.dis = cv2.DISOpticalFlow_create(getattr(cv2, f"DISOPTICAL_FLOW_PRESET_{preset.upper()}"))
+        self.dis = dis_flow(preset)
         self.motions = np.zeros(0)
 
     def __call__(self, flow: np.ndarray, previous: np.ndarray, gray: np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ from cuboid_ad.core.arrays import gaussian_blur
 from cuboid_ad.core.config import Config
 from cuboid_ad.core.grid import Region
 from cuboid_ad.core.tubes import FLOW_GAIN, FLOW_ZERO
-from cuboid_ad.cuboids.camera import NOISE_FLOW_PX, Denoiser, Stabilizer, match_exposure, shrink_flow
+from cuboid_ad.cuboids.camera import NOISE_FLOW_PX, Denoiser, Stabilizer, dis_flow, match_exposure, shrink_flow
 
 
 @torch.inference_mode()
@@ -61,9 +61,7 @@ def gray_flow(previous: np.ndarray, gray: np.ndarray, preset: str, exposure: boo
     """Dense flow from each gray frame's predecessor: uint8 ``(n, H, W)`` -> float32 ``(n, H, W, 2)`` (dx, dy) in pixels;
     ``previous`` ``(H, W)`` is the frame before ``gray[0]``, ``preset`` OpenCV's DIS preset (``cuboids.flow_preset``).
     ``exposure``: a predecessor of another brightness is matched to its successor first (``cuboids.camera.match_exposure``)."""
-    import cv2
-
-    dis = cv2.DISOpticalFlow_create(getattr(cv2, f"DISOPTICAL_FLOW_PRESET_{preset.upper()}"))
+    dis = dis_flow(preset)
     out = np.empty(gray.shape + (2,), dtype=np.float32)
     a = np.ascontiguousarray(previous)
     for i, b in enumerate(gray):
