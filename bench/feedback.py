@@ -31,12 +31,11 @@ import shutil
 import sys
 from pathlib import Path
 
-from bench.nuisance import FLAG, NUISANCES, build
+from bench.nuisance import FLAG, NUISANCES, build, labelled_figures
 from bench.quality import commit
-from cuboid_ad.core.labels import frame_labels, load_labels
+from cuboid_ad.core.labels import load_labels
 from cuboid_ad.core.progress import set_progress
-from cuboid_ad.core.workdir import WorkDir, clip_id
-from cuboid_ad.ensemble.metrics import event_metrics, frame_metrics
+from cuboid_ad.core.workdir import WorkDir
 from cuboid_ad.pipeline.media.decode import list_clips
 from cuboid_ad.pipeline.stages import feedback
 from cuboid_ad.pipeline.stages.score import score_video
@@ -46,11 +45,7 @@ MARK_SECONDS = 10.0
 
 
 def test_split(data: Path, models: Path) -> dict:
-    labels = load_labels(data / "labels.json")
-    scored = {clip_id(c): score_video(c, models, None, maps=False) for c in list_clips(data / "test")}
-    d = {cid: (frame_labels(*labels[cid]), r.score, r.anomalous) for cid, r in scored.items()}
-    fm = frame_metrics(d)
-    em = event_metrics({cid: (d[cid][0], r.events, r.fps) for cid, r in scored.items()})
+    fm, em = labelled_figures(list_clips(data / "test"), models, load_labels(data / "labels.json"))
     return {"auc": fm["auc_pooled_raw"], "detected": fm["at_threshold"]["detection_rate"], "segments_hit": em["segments_hit"], "segments": em["anomalous_segments"]}
 
 

@@ -152,17 +152,21 @@ def build(n: Nuisance, data: Path, out: Path) -> dict[str, list[Path]]:
     return made
 
 
+def labelled_figures(clips: list[Path], models: Path, labels: dict, ens: Ensemble | None = None) -> tuple[dict, dict]:
+    """Labelled clips scored with the models: their frame metrics and event metrics (``ensemble.metrics``)."""
+    test = {clip_id(c): score_video(c, models, None, maps=False, ensemble=ens) for c in clips}
+    data = {cid: (frame_labels(*labels[cid]), r.score, r.anomalous) for cid, r in test.items()}
+    return frame_metrics(data), event_metrics({cid: (data[cid][0], r.events, r.fps) for cid, r in test.items()})
+
+
 def measure(n: Nuisance, clips: dict[str, list[Path]], models: Path, labels: dict, ens: Ensemble) -> dict:
     t0 = time.perf_counter()
     normal = [score_video(c, models, None, maps=False, ensemble=ens) for c in clips["normal"]]
-    test = {clip_id(c): score_video(c, models, None, maps=False, ensemble=ens) for c in clips["test"]}
     n_normal = sum(r.n_frames for r in normal)
     minutes = sum(r.duration for r in normal) / 60
     false_events = sum(len(r.events) for r in normal)
     tamper = sum(len(getattr(r, "tampers", [])) for r in normal)
-    data = {cid: (frame_labels(*labels[cid]), r.score, r.anomalous) for cid, r in test.items()}
-    fm = frame_metrics(data)
-    em = event_metrics({cid: (data[cid][0], r.events, r.fps) for cid, r in test.items()})
+    fm, em = labelled_figures(clips["test"], models, labels, ens)
     return {
         "nuisance": asdict(n),
         "normal_frames": n_normal,
