@@ -19,7 +19,7 @@ from cuboid_ad.core.arrays import gaussian_blur
 from cuboid_ad.core.config import Config
 from cuboid_ad.core.grid import Region
 from cuboid_ad.core.tubes import FLOW_GAIN, FLOW_ZERO
-from cuboid_ad.cuboids.camera import NOISE_FLOW_PX, Denoiser, Stabilizer, dis_flow, match_exposure, shrink_flow
+from cuboid_ad.cuboids.camera import NOISE_FLOW_PX, Denoiser, Derainer, Stabilizer, dis_flow, match_exposure, shrink_flow
 
 
 @torch.inference_mode()
@@ -99,7 +99,7 @@ class TubeCutter:
     For flow tubes it carries the last frame of a chunk to the next (the first
     frame of a clip is its own predecessor: no motion) and, with
     ``cuboids.camera_corrections``, takes what the camera itself does off the
-    flow (its motion, exposure steps, night noise: :mod:`cuboids.camera`).
+    flow (its motion, exposure steps, night noise, rain: :mod:`cuboids.camera`).
     ``stabilizer.motions``: the camera's motion in the last chunk.
     """
 
@@ -120,6 +120,7 @@ class TubeCutter:
         flow = content == "flow"  # the corrections act on the optical flow: pixel tubes are cut as they are
         self.stabilizer = Stabilizer(flow_preset) if corrections and flow else None
         self.denoiser = Denoiser() if corrections and flow else None
+        self.derainer = Derainer() if corrections and flow else None
         self.last: np.ndarray | None = None  # the last gray frame (denoised) of the previous chunk
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
@@ -129,7 +130,7 @@ class TubeCutter:
             return np.zeros((len(self.regions), 0, 2, self.patch_size, self.patch_size), np.uint8)
         gray = to_gray(frames)
         if self.denoiser is not None:
-            gray = self.denoiser(gray)
+            gray = self.derainer(self.denoiser(gray))
         previous = gray[0] if self.last is None else self.last
         flow = gray_flow(previous, gray, self.flow_preset, exposure=self.stabilizer is not None)
         self.last = gray[-1].copy()

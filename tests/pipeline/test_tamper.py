@@ -12,7 +12,7 @@ import pytest
 from conftest import HEIGHT, WIDTH
 
 from cuboid_ad.core.workdir import WorkDir
-from cuboid_ad.cuboids.camera import Denoiser, Stabilizer, camera_motion, match_exposure, motion_field
+from cuboid_ad.cuboids.camera import Denoiser, Derainer, Stabilizer, camera_motion, match_exposure, motion_field
 from cuboid_ad.pipeline.media.synthetic import render_clip, write_video
 from cuboid_ad.pipeline.stages.score import score_video
 
@@ -119,6 +119,7 @@ def test_camera_motion_is_estimated_and_taken_off():
 def test_a_still_camera_and_a_quiet_frame_are_left_exactly_as_they_are(normal_frames):
     gray = normal_frames[:20]
     assert np.array_equal(Denoiser()(gray), gray), "a quiet clip is not denoised"
+    assert np.array_equal(Derainer()(gray), gray), "a dry clip is not derained"
     flow = np.random.default_rng(1).normal(0, 0.02, (3, HEIGHT, WIDTH, 2)).astype(np.float32)
     assert np.array_equal(Stabilizer("medium")(flow.copy(), gray[0], gray[1:4]), flow), "a still camera's flow is untouched"
     first = gray[0]
@@ -137,3 +138,31 @@ def test_noise_reduction_starts_without_a_jump(normal_frames):
     change = np.abs(np.diff(shown, axis=0)).mean(axis=(1, 2))  # mean change from each frame to the next
     assert change[10:].max() < 0.5 * np.abs(np.diff(noisy.astype(np.float32), axis=0)).mean(), "the filter is on"
     assert change[0] <= 2.0 * np.median(change[10:]), f"first step {change[0]:.2f}, later {np.median(change[10:]):.2f}"
+
+
+def rained(frames: np.ndarray, drops: int, seed: int) -> np.ndarray:
+    """Thin bright streaks, a new draw every frame (a drop crosses the view within one frame)."""
+    rng = np.random.default_rng(seed)
+    out = frames.copy()
+    for f in out:
+        layer = np.zeros(f.shape, np.float32)
+        for _ in range(drops):
+            y, x = int(rng.integers(0, HEIGHT)), int(rng.integers(0, WIDTH))
+            cv2.line(layer, (x, y), (x + 1, y + 6), 45.0, 1, cv2.LINE_AA)
+        f[:] = np.clip(f + layer, 0, 255).astype(np.uint8)
+    return out
+
+
+def test_rain_streaks_are_taken_out_while_it_rains_and_a_walker_is_kept(normal_frames):
+    """Streaks in one frame each are gone from what the flow sees; the scene's own moving things stay (a frame late)."""
+    clean = normal_frames[:40]
+    rain = rained(clean, drops=20, seed=7)
+    derainer = Derainer()
+    shown = derainer(rain)
+    assert derainer.active.all(), "rain is recognised from the first frames (the first two show the third)"
+    streaks = np.abs(rain.astype(np.int16) - clean).mean()
+    dry = np.median(np.stack([clean[3:-2], clean[4:-1], clean[5:]]), axis=0)  # the same median of the dry frames
+    left = np.abs(shown[5:].astype(np.int16) - dry).mean()
+    assert left < 0.25 * streaks, f"streaks left {left:.2f} grey levels against {streaks:.2f}"
+    moved = np.abs(np.diff(clean.astype(np.int16), axis=0)).mean()
+    assert np.abs(np.diff(shown[5:].astype(np.int16), axis=0)).mean() > 0.5 * moved, "what moves in the scene still moves"
