@@ -161,7 +161,7 @@ class Derainer:
                 self.on = self.rate > RAINY or (self.on and self.rate > DRY)
                 if self.on:
                     self.active[i] = True
-                    out[i] = np.median(np.stack([before, middle, x]), axis=0).astype(np.uint8)
+                    out[i] = np.maximum(np.minimum(before, middle), np.minimum(np.maximum(before, middle), x))  # their median
                     if first and i == 2:  # raining from a clip's start: its first two frames show this one, not their streaks
                         out[:2], self.active[:2] = out[2], True
             self.history = [*self.history[-1:], x]
