@@ -188,6 +188,10 @@ class ScoreConfig:
     # rebuilds from) or the wider "features" of the encoder's last layer before it (ensemble.model)
     novelty_features: str = "code"
     smoothing_frames: int = 5  # causal moving average of cell errors; a clip starts from the normal level
+    # frames a cell's value must last to count in full: before the average, each frame's value is the smallest of it
+    # and the persistence_frames - 1 before it (1 = off). A still texture a codec refreshes at once, or any glitch
+    # of one frame, then raises nothing; what moves for several frames is seen that much later
+    persistence_frames: int = 1
     # flow noise (frame pixels a frame) that may move no region's z by more than 1 on 90% of normal frames: each
     # stream's spread is widened until it does (flow input; 0 = off). Where nothing normally moves, the spread is
     # otherwise near zero and the tenth of a pixel a shaken, noisy or blocky camera leaves becomes an alarm
@@ -223,6 +227,7 @@ class ScoreConfig:
         _check(self.novelty_features in ("code", "features"), f"score.novelty_features must be 'code' or 'features', not {self.novelty_features!r}")
         _check(0.0 <= self.flow_jitter_px <= 5.0, f"score.flow_jitter_px must be in [0, 5], not {self.flow_jitter_px}")
         _check(1 <= self.smoothing_frames <= 1000, f"score.smoothing_frames must be 1..1000, not {self.smoothing_frames}")
+        _check(1 <= self.persistence_frames <= 10, f"score.persistence_frames must be 1..10, not {self.persistence_frames}")
         _check(self.calibrate_on in ("all", "held_out"), f"score.calibrate_on must be 'all' or 'held_out', not {self.calibrate_on!r}")
         _check(0.0 < self.false_alarm_rate < 0.5, f"score.false_alarm_rate must be in (0, 0.5), not {self.false_alarm_rate}")
         _check(0.0 <= self.false_events_per_hour <= 3600, f"score.false_events_per_hour must be in [0, 3600], not {self.false_events_per_hour}")
@@ -347,7 +352,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         },
         "score": {
             "frames_between_clips": 5, "cell_size": 4, "statistics": "region", "explained_motion_max": 1.0, "motion_weight": 0.0,
-            "streams": {"reconstruction": 1.0}, "code_bank": 2048, "novelty_features": "code", "smoothing_frames": 5, "flow_jitter_px": 0.1,
+            "streams": {"reconstruction": 1.0}, "code_bank": 2048, "novelty_features": "code", "smoothing_frames": 5, "persistence_frames": 1, "flow_jitter_px": 0.1,
             "calibrate_on": "all", "false_alarm_rate": 0.01, "false_events_per_hour": 0.0, "min_event_seconds": 0.5, "event_gap_seconds": 1.0, "classifier_weight": 0.0,
         },
         "live": {
@@ -374,7 +379,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         },
         "score": {
             "frames_between_clips": 5, "cell_size": 4, "statistics": "region", "explained_motion_max": 1.0, "motion_weight": 0.0,
-            "streams": {"reconstruction": 1.0}, "code_bank": 2048, "novelty_features": "code", "smoothing_frames": 5, "flow_jitter_px": 0.1,
+            "streams": {"reconstruction": 1.0}, "code_bank": 2048, "novelty_features": "code", "smoothing_frames": 5, "persistence_frames": 1, "flow_jitter_px": 0.1,
             "calibrate_on": "all", "false_alarm_rate": 0.01, "false_events_per_hour": 0.0, "min_event_seconds": 0.5, "event_gap_seconds": 1.0, "classifier_weight": 0.0,
         },
         "live": {

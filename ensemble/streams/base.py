@@ -52,15 +52,24 @@ class CausalMean:
     """Moving average over the last ``n_frames`` rows, carried across chunks.
 
     Before the first row, the history holds ``n_frames - 1`` rows of ``prior``
-    (default: none, so the first rows average fewer frames).
+    (default: none, so the first rows average fewer frames). With ``persist`` > 1
+    each row is first replaced by the smallest of it and the ``persist - 1`` rows
+    before it (the prior before the first): a value counts only as long as it
+    lasted, so one frame's glitch (a codec refreshing still texture at once) does
+    not, while anything that moves for several frames does, ``persist - 1``
+    frames later.
     """
 
-    def __init__(self, n_frames: int, prior: np.ndarray | float | None = None):
+    def __init__(self, n_frames: int, prior: np.ndarray | float | None = None, persist: int = 1):
         self.n = n_frames
         self.prior = prior
+        self.persist = persist
         self.history: np.ndarray | None = None
+        self.recent: np.ndarray | None = None  # the last persist - 1 rows as they came
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
+        if self.persist > 1 and len(x):
+            x = self._lasting(x)
         if self.n <= 1 or len(x) == 0:
             return x
         if self.history is None:
@@ -73,6 +82,22 @@ class CausalMean:
         out = (csum[end] - csum[start]) / (end - start).reshape(-1, *[1] * (x.ndim - 1))
         self.history = full[-(self.n - 1) :]
         return out.astype(x.dtype)
+
+    def _lasting(self, x: np.ndarray) -> np.ndarray:
+        """Each row -> the smallest of it and the ``persist - 1`` rows before it."""
+        k = self.persist - 1
+        if self.recent is None:
+            self.recent = x[:0] if self.prior is None else np.broadcast_to(np.asarray(self.prior, x.dtype), (k, *x.shape[1:]))
+        full = np.concatenate([self.recent, x])
+        out = x.copy()
+        for lag in range(1, k + 1):
+            start = len(self.recent) - lag
+            if start < 0:  # no prior: the first rows look back as far as there is
+                out[-start:] = np.minimum(out[-start:], full[: len(x) + start])
+            else:
+                out = np.minimum(out, full[start : start + len(x)])
+        self.recent = full[-k:]
+        return out
 
 
 @dataclass(frozen=True)
@@ -163,11 +188,12 @@ class Stream:
 
 def fit_cell_stats(
     e: list[np.ndarray], E: list[np.ndarray], use: list[np.ndarray], statistics: str, explained_max: float, smoothing: int,
-    motion_weight: float = 0.0,
+    motion_weight: float = 0.0, persist: int = 1,
 ) -> tuple[CellStats, list[np.ndarray]]:
     """One region's statistics from its normal clips' cell errors and energies (one ``(n, K)`` array per clip),
     ``use``: the frames (bool per clip) they are taken on. Returns them and every clip's smoothed r.
-    ``motion_weight``: how much of the cell's motion energy E is added to its error."""
+    ``motion_weight``: how much of the cell's motion energy E is added to its error; ``persist``: as
+    :class:`CausalMean`'s."""
     e_use, E_use = np.concatenate([x[m] for x, m in zip(e, use)]), np.concatenate([x[m] for x, m in zip(E, use)])
     em, Em, slope = fit_slope(e_use, E_use, explained_max)
     K = len(em)
@@ -180,7 +206,7 @@ def fit_cell_stats(
     slope, offset = slope - motion_weight, offset - motion_weight * Em
     partial = CellStats(offset, Em, slope, np.zeros(K), np.zeros(K), np.ones(K))
     prior = np.concatenate([partial.residual(a, b)[m] for a, b, m in zip(e, E, use)]).mean(axis=0)
-    smoothed = [CausalMean(smoothing, prior)(partial.residual(a, b)) for a, b in zip(e, E)]
+    smoothed = [CausalMean(smoothing, prior, persist)(partial.residual(a, b)) for a, b in zip(e, E)]
     normal = np.concatenate([r[m] for r, m in zip(smoothed, use)])
     if statistics == "region":
         mean, std = normal_spread(normal.max(axis=1, keepdims=True))

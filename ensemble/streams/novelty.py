@@ -166,12 +166,12 @@ class Novelty(Stream):
     def fit(self, cells: list[np.ndarray], use: list[np.ndarray], cfg: Config, reference: tuple[np.ndarray, np.ndarray]) -> Fitted:
         bank = reference[0]
         peak = [c[:, 0].max(axis=1, keepdims=True) for c in cells]  # the region's largest cell novelty, one value a frame
-        stats, _ = fit_cell_stats(peak, [np.zeros_like(x) for x in peak], use, "region", 0.0, cfg.score.smoothing_frames)
+        stats, _ = fit_cell_stats(peak, [np.zeros_like(x) for x in peak], use, "region", 0.0, cfg.score.smoothing_frames, 0.0, cfg.score.persistence_frames)
         return Fitted(replace(stats, std=np.maximum(stats.std, spread_floor(bank))), bank)
 
     def chain(self, stats: CellStats, cfg: Config) -> Chain:
-        smoothing = cfg.score.smoothing_frames
-        smooth_peak, smooth_cells = CausalMean(smoothing, prior=stats.prior), CausalMean(smoothing, prior=stats.prior)
+        smoothing, persist = cfg.score.smoothing_frames, cfg.score.persistence_frames
+        smooth_peak, smooth_cells = CausalMean(smoothing, stats.prior, persist), CausalMean(smoothing, stats.prior, persist)
 
         def step(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             novelty = cells[..., 0, :]

@@ -57,11 +57,11 @@ class Reconstruction(Stream):
     def fit(self, cells: list[np.ndarray], use: list[np.ndarray], cfg: Config, reference: None) -> Fitted:
         s = cfg.score
         e, E = [c[:, 0] for c in cells], [c[:, 1] for c in cells]
-        stats, _ = fit_cell_stats(e, E, use, s.statistics, s.explained_motion_max, s.smoothing_frames, s.motion_weight)
+        stats, _ = fit_cell_stats(e, E, use, s.statistics, s.explained_motion_max, s.smoothing_frames, s.motion_weight, s.persistence_frames)
         return Fitted(stats)
 
     def chain(self, stats: CellStats, cfg: Config) -> Chain:
-        smooth = CausalMean(cfg.score.smoothing_frames, prior=stats.prior)
+        smooth = CausalMean(cfg.score.smoothing_frames, prior=stats.prior, persist=cfg.score.persistence_frames)
 
         def step(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             z = stats.z(smooth(stats.residual(cells[..., 0, :], cells[..., 1, :])))

@@ -104,6 +104,21 @@ def test_a_causal_mean_with_a_prior_starts_from_it():
     assert parts[:, 0].tolist() == pytest.approx([8 / 3, 7 / 3, 3.0, 4.0])
 
 
+def test_persistence_lets_a_one_frame_glitch_through_as_nothing_and_keeps_what_lasts():
+    """score.persistence_frames: a value counts only as long as it lasted (a codec's one-frame refresh of still texture)."""
+    glitch = np.array([[0.0], [0.0], [9.0], [0.0], [0.0], [0.0]])
+    lasting = np.array([[0.0], [0.0], [9.0], [9.0], [9.0], [0.0]])
+    assert CausalMean(3, prior=0.0, persist=1)(glitch).max() == 3.0, "without persistence the glitch is averaged in"
+    assert CausalMean(3, prior=0.0, persist=2)(glitch).max() == 0.0
+    assert CausalMean(1, prior=0.0, persist=2)(lasting)[:, 0].tolist() == [0.0, 0.0, 0.0, 9.0, 9.0, 0.0], "a frame later"
+    x = np.random.default_rng(1).random((40, 2))
+    for prior in (None, 0.5):
+        whole = CausalMean(4, prior, persist=3)(x)
+        chunked = CausalMean(4, prior, persist=3)
+        assert np.allclose(np.concatenate([chunked(x[i : i + 3]) for i in range(0, 40, 3)]), whole)
+        assert np.allclose(CausalMean(1, prior, persist=3)(x)[10], x[8:11].min(axis=0))
+
+
 def test_cell_means_split_each_region_row_by_row():
     maps = np.zeros((1, 2, 4, 4), np.float32)
     maps[0, 1, 0:2, 2:4] = 1.0  # region 1, top-right 2x2 cell
