@@ -70,6 +70,9 @@ NUISANCES = [
 ]
 # an unusual but harmless motion that repeats where nothing normally moves (a flag on the lawn): for bench.feedback
 FLAG = Nuisance("flag", "flag", {"x": 46, "y": 34, "width": 14, "height": 22, "swing_px": 6.0, "hz": 0.8}, "a flag flapping on the lawn")
+# a car's headlights sweeping across the lawn and bushes every few seconds: harmless, repeated, lasting motion
+HEADLIGHTS = Nuisance("headlights", "headlights", {"y": 45, "width": 50, "height": 24, "gain": 70.0, "sweep_s": 2.0, "every_s": 6.0},
+                      "headlights sweeping the lawn every 6 s")  # fmt: skip
 
 
 def apply(n: Nuisance, frames: np.ndarray, seed: int) -> np.ndarray:
@@ -105,6 +108,12 @@ def apply(n: Nuisance, frames: np.ndarray, seed: int) -> np.ndarray:
             x0 = int(round(p["x"] + swing[i]))
             stripes = 60.0 + 140.0 * ((np.arange(p["height"])[:, None] // 4 + np.arange(p["width"])[None, :] // 4) % 2)
             x[i, p["y"] : p["y"] + p["height"], x0 : x0 + p["width"]] = stripes[:, : max(0, min(p["width"], W - x0))]
+    elif n.kind == "headlights":  # a soft bright spot crossing the frame left to right, then gone until the next car
+        yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+        phase = (t + rng.uniform(0, p["every_s"])) % p["every_s"]
+        for i in np.flatnonzero(phase < p["sweep_s"]):
+            cx = -p["width"] + (W + 2 * p["width"]) * phase[i] / p["sweep_s"]
+            x[i] += p["gain"] * np.exp(-(((xx - cx) / (p["width"] / 2)) ** 2 + ((yy - p["y"]) / (p["height"] / 2)) ** 2))
     elif n.kind == "rain":
         for i in range(T):
             layer = np.zeros((H, W), np.float32)
