@@ -87,7 +87,7 @@ class ScoringSession:
         self.events = EventTracker(ens.region_ids, ens.threshold_, s.min_event_seconds, s.event_gap_seconds, 1.0 / fps)
         self.tampers = EventTracker(list(TAMPER_KINDS), 0.5, TAMPER_SECONDS, TAMPER_SECONDS, 1.0 / fps, kind="tamper")
         # frames after a tampered one whose windows and smoothing may still hold it
-        self.grace = self.cfg.cuboids.clip_length_in_frames + s.smoothing_frames
+        self.grace = self.cfg.cuboids.clip_length_in_frames + s.smoothing_frames + s.persistence_frames - 1
         self.since_tamper = self.grace
         self.mapper = AnomalyMapper(ens.regions, ens.frame_size)
         self.restart()
