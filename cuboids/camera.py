@@ -89,7 +89,6 @@ class Denoiser:
         self.on = False
         self.smoothed: np.ndarray | None = None
         self.previous: np.ndarray | None = None  # the last frame as it came
-        self.shown: np.ndarray | None = None  # the last frame as it went out (float)
 
     def __call__(self, gray: np.ndarray) -> np.ndarray:
         """uint8 frames ``(n, H, W)`` -> the same, denoised while noisy (``active``: which of them)."""
@@ -101,29 +100,25 @@ class Denoiser:
             if self.previous is not None:
                 s = min(noise_sigma(frame), 1.4826 * float(np.median(np.abs(frame.astype(np.float32) - self.previous))) / np.sqrt(2.0))
                 self.sigma = s if self.sigma is None else 0.9 * self.sigma + 0.1 * s
-            self.previous = frame.astype(np.float32)
+            last, self.previous = self.previous, frame.astype(np.float32)
             if self.sigma is None:  # the first frame: nothing to tell noise from texture yet
                 out[i] = frame
-                self.shown = self.previous
                 continue
             if not self.on and self.sigma > NOISY:
-                # the filter starts from the frame shown last, which the optical flow compares this one with: started
-                # from this frame's own noisy values it would show them in full, and the flow of that frame pair would
-                # be all the noise (it raised a false event at the start of every noisy clip)
-                self.on, self.smoothed = True, self.shown.copy()
+                # the filter starts from the frame shown last (while off, the frame as it came), which the optical flow
+                # compares this one with: started from this frame's own noisy values it would show them in full, and
+                # the flow of that frame pair would be all the noise (a false event at the start of every noisy clip)
+                self.on, self.smoothed = True, last.copy()
             elif self.on and self.sigma < QUIET:
                 self.on = False
             self.active[i] = self.on
             if not self.on:
                 out[i] = frame
-                self.shown = self.previous
                 continue
-            x = self.previous
-            step = x - self.smoothed
+            step = self.previous - self.smoothed
             # a pixel that changed by more than 3 noise sigmas moved: it takes its new value at once
             self.smoothed += np.where(np.abs(step) > 3.0 * self.sigma, 1.0, self.strength) * step
             out[i] = np.clip(np.rint(self.smoothed), 0, 255)
-            self.shown = self.smoothed
         return out
 
 
