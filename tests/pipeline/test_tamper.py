@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from conftest import HEIGHT, WIDTH
 
+from bench.nuisance import Nuisance, apply
 from cuboid_ad.core.workdir import WorkDir
 from cuboid_ad.cuboids.camera import Denoiser, Derainer, Stabilizer, camera_motion, match_exposure, motion_field
 from cuboid_ad.pipeline.media.synthetic import render_clip, write_video
@@ -140,23 +141,11 @@ def test_noise_reduction_starts_without_a_jump(normal_frames):
     assert change[0] <= 2.0 * np.median(change[10:]), f"first step {change[0]:.2f}, later {np.median(change[10:]):.2f}"
 
 
-def rained(frames: np.ndarray, drops: int, seed: int) -> np.ndarray:
-    """Thin bright streaks, a new draw every frame (a drop crosses the view within one frame)."""
-    rng = np.random.default_rng(seed)
-    out = frames.copy()
-    for f in out:
-        layer = np.zeros(f.shape, np.float32)
-        for _ in range(drops):
-            y, x = int(rng.integers(0, HEIGHT)), int(rng.integers(0, WIDTH))
-            cv2.line(layer, (x, y), (x + 1, y + 6), 45.0, 1, cv2.LINE_AA)
-        f[:] = np.clip(f + layer, 0, 255).astype(np.uint8)
-    return out
-
-
 def test_rain_streaks_are_taken_out_while_it_rains_and_a_walker_is_kept(normal_frames):
     """Streaks in one frame each are gone from what the flow sees; the scene's own moving things stay (a frame late)."""
     clean = normal_frames[:40]
-    rain = rained(clean, drops=20, seed=7)
+    # the nuisance benchmark's rain, scaled to the tiny frames: streaks a new draw every frame
+    rain = apply(Nuisance("rain", "rain", {"drops": 20, "length_px": 6, "brightness": 45}), clean, seed=7)
     derainer = Derainer()
     shown = derainer(rain)
     assert derainer.active.all(), "rain is recognised from the first frames (the first two show the third)"
