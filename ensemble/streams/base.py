@@ -87,15 +87,13 @@ class CausalMean:
         """Each row -> the smallest of it and the ``persist - 1`` rows before it."""
         k = self.persist - 1
         if self.recent is None:
-            self.recent = x[:0] if self.prior is None else np.broadcast_to(np.asarray(self.prior, x.dtype), (k, *x.shape[1:]))
+            # without a prior the first rows look back as far as there is: copies of the first row change no minimum
+            first = x[:1] if self.prior is None else np.asarray(self.prior, x.dtype)
+            self.recent = np.broadcast_to(first, (k, *x.shape[1:]))
         full = np.concatenate([self.recent, x])
         out = x.copy()
         for lag in range(1, k + 1):
-            start = len(self.recent) - lag
-            if start < 0:  # no prior: the first rows look back as far as there is
-                out[-start:] = np.minimum(out[-start:], full[: len(x) + start])
-            else:
-                out = np.minimum(out, full[start : start + len(x)])
+            out = np.minimum(out, full[k - lag : k - lag + len(x)])
         self.recent = full[-k:]
         return out
 
