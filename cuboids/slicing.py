@@ -19,7 +19,7 @@ from cuboid_ad.core.arrays import gaussian_blur
 from cuboid_ad.core.config import Config
 from cuboid_ad.core.grid import Region
 from cuboid_ad.core.tubes import FLOW_GAIN, FLOW_ZERO
-from cuboid_ad.cuboids.camera import NOISE_FLOW_PX, Denoiser, Derainer, Stabilizer, dis_flow, match_exposure, shrink_flow
+from cuboid_ad.cuboids.camera import NOISE_FLOW_PX, Denoiser, Derainer, Stabilizer, dis_flow, match_exposure, movers, raw_flow_weight, shrink_flow
 
 
 @torch.inference_mode()
@@ -122,20 +122,44 @@ class TubeCutter:
         self.denoiser = Denoiser() if corrections and flow else None
         self.derainer = Derainer() if corrections and flow else None
         self.last: np.ndarray | None = None  # the last gray frame (denoised) of the previous chunk
+        self.last_raw: np.ndarray | None = None  # the same as it came
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
         if self.content == "pixels":
             return crop_regions(frames, self.regions, self.patch_size, self.blur_sigma)
         if len(frames) == 0:
             return np.zeros((len(self.regions), 0, 2, self.patch_size, self.patch_size), np.uint8)
-        gray = to_gray(frames)
+        return crop_flow(self.flow(frames), self.regions, self.patch_size, self.blur_sigma)
+
+    def flow(self, frames: np.ndarray) -> np.ndarray:
+        """The optical flow the flow tubes are cut from: frames ``(n, H, W, C)`` -> ``(n, H, W, 2)``, with the
+        camera corrections; the next call continues from the last of these frames."""
+        raw = gray = to_gray(frames)
         if self.denoiser is not None:
-            gray = self.derainer(self.denoiser(gray))
+            gray = self.derainer(self.denoiser(raw))
         previous = gray[0] if self.last is None else self.last
         flow = gray_flow(previous, gray, self.flow_preset, exposure=self.stabilizer is not None)
         self.last = gray[-1].copy()
         if self.stabilizer is not None:
             flow = self.stabilizer(flow, previous, gray)
-        if self.denoiser is not None and self.denoiser.active.any():
-            flow[self.denoiser.active] = shrink_flow(flow[self.denoiser.active], NOISE_FLOW_PX)
-        return crop_flow(flow, self.regions, self.patch_size, self.blur_sigma)
+        if self.denoiser is not None:
+            previous_raw = raw[0] if self.last_raw is None else self.last_raw
+            self.last_raw = raw[-1].copy()
+            if self.denoiser.active.any():
+                flow = self._night_flow(flow, previous_raw, raw)
+        return flow
+
+    def _night_flow(self, flow: np.ndarray, previous_raw: np.ndarray, raw: np.ndarray) -> np.ndarray:
+        """The flow of frames the denoiser filtered (``flow``, of the denoised frames): still pixels keep it, shortened
+        by what noise leaves; where something moves (:func:`cuboids.camera.movers`) it is averaged with the raw frames'
+        flow (the camera's motion that the denoised frames showed taken off), weighted by the noise level
+        (:func:`cuboids.camera.raw_flow_weight`). The filter smears a mover and shortens its flow; the raw frames' flow
+        follows it but carries the noise, which the models read as unusual in normal walkers too (on Ped2 at night
+        the raw flow alone raised 1.9 false events a minute, half of it none, but 0.7 a minute in deeper noise)."""
+        active = self.denoiser.active
+        moving = movers(flow) & active[:, None, None]
+        raw_flow = self.stabilizer.take_off(gray_flow(previous_raw, raw, self.flow_preset, exposure=True))
+        w = raw_flow_weight(self.denoiser.sigma)
+        mean = w * raw_flow + (1.0 - w) * flow
+        flow[active] = shrink_flow(flow[active], NOISE_FLOW_PX)
+        return np.where(moving[..., None], mean, flow)

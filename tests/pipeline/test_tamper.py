@@ -13,7 +13,8 @@ from conftest import HEIGHT, WIDTH
 
 from bench.nuisance import Nuisance, apply
 from cuboid_ad.core.workdir import WorkDir
-from cuboid_ad.cuboids.camera import Denoiser, Derainer, Stabilizer, camera_motion, match_exposure, motion_field
+from cuboid_ad.cuboids.camera import Denoiser, Derainer, Stabilizer, camera_motion, match_exposure, motion_field, movers, raw_flow_weight
+from cuboid_ad.cuboids.slicing import TubeCutter
 from cuboid_ad.pipeline.media.synthetic import render_clip, write_video
 from cuboid_ad.pipeline.stages.score import score_video
 
@@ -139,6 +140,50 @@ def test_noise_reduction_starts_without_a_jump(normal_frames):
     change = np.abs(np.diff(shown, axis=0)).mean(axis=(1, 2))  # mean change from each frame to the next
     assert change[10:].max() < 0.5 * np.abs(np.diff(noisy.astype(np.float32), axis=0)).mean(), "the filter is on"
     assert change[0] <= 2.0 * np.median(change[10:]), f"first step {change[0]:.2f}, later {np.median(change[10:]):.2f}"
+
+
+def test_at_night_what_moves_keeps_its_flow_and_what_stands_still_stays_quiet():
+    """A textured disc moving 2 px a frame, 21 grey levels brighter than its textured ground on average, in noise of
+    10 grey levels (night): the temporal filter alone smears it (its flow kept 53% of its length and was 0.74 px
+    wrong), so where the filtered frames show motion their flow is averaged with the raw frames' (70%, 0.48 px);
+    still ground keeps the filtered frames' flow."""
+    H, W, n = 96, 128, 40
+    rng = np.random.default_rng(0)
+
+    def texture(sigma: float) -> np.ndarray:
+        t = cv2.GaussianBlur(rng.normal(0, 1, (H, W)).astype(np.float32), (0, 0), sigma)
+        return 25 * t / t.std()
+
+    ground, skin = 110 + texture(2.0), texture(1.5)
+    yy, xx = np.mgrid[0:H, 0:W]
+    frames = np.repeat(ground[None], n, axis=0)
+    for t in range(n):
+        disc = (xx - 20 - 2 * t) ** 2 + (yy - 48) ** 2 < 12**2
+        frames[t][disc] = 140 + np.roll(skin, 2 * t, axis=1)[disc]
+    dark = np.clip(frames * 0.7, 0, 255).astype(np.uint8)[..., None]
+    noisy = np.clip(frames * 0.7 + np.random.default_rng(5).normal(0, 10, frames.shape), 0, 255).astype(np.uint8)[..., None]
+
+    def flow(clip: np.ndarray) -> tuple[np.ndarray, TubeCutter]:
+        cutter = TubeCutter([], 16, 0.0, "flow", "medium", corrections=True)
+        return np.concatenate([cutter.flow(clip[i : i + 10]) for i in range(0, n, 10)]), cutter
+
+    truth, quiet = flow(dark)
+    night, cutter = flow(noisy)
+    assert not quiet.denoiser.active.any() and cutter.denoiser.active[10:].all(), "the filter is on at night only"
+    length = np.linalg.norm(truth, axis=-1)[10:]
+    moving, still = length > 1.0, length < 0.2
+    got = np.linalg.norm(night, axis=-1)[10:]
+    error = np.linalg.norm(night - truth, axis=-1)[10:]
+    assert got[moving].mean() > 0.62 * length[moving].mean(), f"the mover's flow kept {got[moving].mean() / length[moving].mean():.0%}"
+    assert error[moving].mean() < 0.6, f"the mover's flow is {error[moving].mean():.2f} px wrong"
+    assert got[still].mean() < 0.05, f"still ground moves {got[still].mean():.3f} px a frame"
+    # the filtered frames' flow shows a smeared mover too small: the raw flow is taken 4 px around what it shows
+    spot = np.zeros((1, 21, 21, 2), np.float32)
+    spot[0, 10, 10] = [0.6, 0.0]
+    around = movers(spot)[0]
+    assert around[10, 14] and around[14, 10] and not around[10, 15] and not movers(spot * 0.5).any()
+    # the noisier the frames, the less of the raw flow: an even mix at 10 grey levels, as here
+    assert raw_flow_weight(5.0) > raw_flow_weight(10.0) == 0.5 > raw_flow_weight(18.0)
 
 
 def test_rain_streaks_are_taken_out_while_it_rains_and_a_walker_is_kept(normal_frames):
