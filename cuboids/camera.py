@@ -264,10 +264,11 @@ class Stabilizer:
     def take_off(self, flow: np.ndarray) -> np.ndarray:
         """Another flow of the last chunk's frames (``(n, H, W, 2)``, the raw noisy frames') with the camera's motion
         this stabilizer estimated (on the denoised frames) subtracted where it reached :data:`MOVER_FLOW_PX`, changed
-        in place and returned. Not measured again on the raw frames: noise biases the estimate (about 1 px at the corners of Ped2 at night), and their pairs
-        aligned by interpolation are no longer equally noisy. Below that, the estimate on noisy frames is mostly the
-        noise's own (0.18 px at the corners, median, on Ped2 at night, whose camera is still), and taking it off the raw
-        frames' flow cost the night's ranking 0.025 of AUC (``docs/experiments.md``)."""
+        in place and returned. Not measured again on the raw frames: noise biases the estimate (about 1 px at the
+        corners of Ped2 at night), and their pairs aligned by interpolation are no longer equally noisy. Below that,
+        the estimate on noisy frames is mostly the noise's own (0.18 px at the corners, median, on Ped2 at night,
+        whose camera is still), and taking it off the raw frames' flow cost the night's ranking 0.025 of AUC
+        (``docs/experiments.md``)."""
         H, W = flow.shape[1:3]
         for i, p in enumerate(self.params):
             if self.motions[i] >= MOVER_FLOW_PX:
