@@ -96,8 +96,10 @@ def raw_flow_weight(sigma: float) -> float:
     """How much of a mover's flow is taken from the raw noisy frames at noise ``sigma``, the rest from the filtered
     frames: the two weighted inversely to their errors' variances, the raw flow's growing as sigma squared, the
     filtered flow's (the smear) not; even at :data:`EVEN_NOISE` (Ped2's night row, where one half was measured),
-    about a quarter at 18 grey levels."""
-    return 1.0 / (1.0 + (sigma / EVEN_NOISE) ** 2)
+    about a quarter at 18 grey levels. Nothing where the filter turns on (:data:`NOISY`), rising to that weight at
+    twice that: there the filter smears little, and what measures as noise is as often compression artefacts
+    (Motion JPEG of sharp edges: 3.1), which the raw flow would bring back onto every mover."""
+    return float(np.clip((sigma - NOISY) / NOISY, 0.0, 1.0)) / (1.0 + (sigma / EVEN_NOISE) ** 2)
 
 
 def shrink_flow(flow: np.ndarray, tau: float) -> np.ndarray:
