@@ -89,7 +89,7 @@ def movers(flow: np.ndarray) -> np.ndarray:
 
     disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * MOVER_MARGIN_PX + 1,) * 2)
     moving = (np.linalg.norm(flow, axis=-1) > MOVER_FLOW_PX).astype(np.uint8)
-    return np.stack([cv2.dilate(m, disc) for m in moving]).astype(bool) if len(flow) else moving.astype(bool)
+    return np.stack([cv2.dilate(m, disc) for m in moving]).astype(bool)
 
 
 def raw_flow_weight(sigma: float) -> float:

@@ -159,8 +159,11 @@ class TubeCutter:
         where the weight now gives the raw flow a quarter and there are none)."""
         active = self.denoiser.active
         moving = movers(flow) & active[:, None, None]
-        raw_flow = self.stabilizer.take_off(gray_flow(previous_raw, raw, self.flow_preset, exposure=True))
         w = raw_flow_weight(self.denoiser.sigma)
-        mean = w * raw_flow + (1.0 - w) * flow
+        if w > 0.0:  # none near the filter's threshold: no raw flow to measure
+            raw_flow = self.stabilizer.take_off(gray_flow(previous_raw, raw, self.flow_preset, exposure=True))
+            mean = w * raw_flow + (1.0 - w) * flow
+        else:
+            mean = flow.copy()
         flow[active] = shrink_flow(flow[active], NOISE_FLOW_PX)
         return np.where(moving[..., None], mean, flow)
