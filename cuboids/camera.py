@@ -25,9 +25,11 @@ every pixel at once without anything in the scene moving:
   still pixels quiet but smears what moves with less contrast than 3 noise
   sigmas, and a smeared walker's flow is short and patchy (it was all of the
   ranking lost at night on Ped2); so where something moves (:func:`movers`)
-  that flow is averaged with the raw noisy frames' flow, which follows the
-  mover but carries the noise, the more noise the less of it
-  (:func:`raw_flow_weight`).
+  the flow is the raw noisy frames' flow instead, which follows the mover but
+  carries the noise: averaged over its last :data:`NIGHT_FLOW_FRAMES` frame
+  pairs (the noise differs from one pair to the next, a walker's motion
+  hardly), then shortened like the still pixels' (:func:`recent_mean`;
+  :func:`raw_flow_weight` for noise just above the filter's threshold).
 - **rain.** A raindrop is a thin bright streak in one frame only; while many
   frames' pixels are such streaks, each pixel shows the median of its last three
   frames (:class:`Derainer`).
@@ -47,7 +49,7 @@ SPIKE_LEVEL = 15  # grey levels a rain streak's pixel stands above the frames be
 RAINY, DRY = 0.005, 0.003  # share of spike pixels above which rain is taken out, below which it stops
 NOISE_FLOW_PX = 0.1  # while it is on, flow vectors are shortened by this much (pixels a frame): what noise leaves
 MOVER_FLOW_PX, MOVER_MARGIN_PX = 0.5, 4  # while it is on: a mover is where its flow exceeds this (px a frame), and this many px around
-EVEN_NOISE = 10.0  # noise sigma (grey levels) at which a mover's raw and filtered flows weigh the same (see raw_flow_weight)
+NIGHT_FLOW_FRAMES = 7  # while it is on, a mover's flow is the mean of the raw frames' flow over this many frame pairs
 _GRID = 8  # flow sampled every this many pixels for the camera's motion
 
 
@@ -93,13 +95,24 @@ def movers(flow: np.ndarray) -> np.ndarray:
 
 
 def raw_flow_weight(sigma: float) -> float:
-    """How much of a mover's flow is taken from the raw noisy frames at noise ``sigma``, the rest from the filtered
-    frames: the two weighted inversely to their errors' variances, the raw flow's growing as sigma squared, the
-    filtered flow's (the smear) not; even at :data:`EVEN_NOISE` (Ped2's night row, where one half was measured),
-    about a quarter at 18 grey levels. Nothing where the filter turns on (:data:`NOISY`), rising to that weight at
-    twice that: there the filter smears little, and what measures as noise is as often compression artefacts
-    (Motion JPEG of sharp edges: 3.1), which the raw flow would bring back onto every mover."""
-    return float(np.clip((sigma - NOISY) / NOISY, 0.0, 1.0)) / (1.0 + (sigma / EVEN_NOISE) ** 2)
+    """How much of a mover's flow is taken from the raw noisy frames (:func:`recent_mean`) at noise ``sigma``, the
+    rest from the filtered frames: nothing where the filter turns on (:data:`NOISY`), rising to all of it at twice
+    that. Near the threshold the filter smears little, and what measures as noise is as often compression
+    artefacts (Motion JPEG of sharp edges: 3.1), which the raw flow would bring back onto every mover."""
+    return float(np.clip((sigma - NOISY) / NOISY, 0.0, 1.0))
+
+
+def recent_mean(history: np.ndarray | None, flow: np.ndarray, frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """Flow of consecutive frame pairs ``(n, H, W, 2)``, after ``history`` (the pairs before, or None) -> each
+    pair's flow averaged with up to ``frames - 1`` pairs before it, per pixel, shortened by :data:`NOISE_FLOW_PX`;
+    and the history for the next call. The raw frames' flow at night errs independently from one pair to the
+    next while a mover's motion changes little over a few frames, so the mean divides the noise by about
+    sqrt(``frames``) (it trails a mover by as many frames, without following it); what is left of the noise is
+    about what the still pixels' flow is shortened by."""
+    full = flow if history is None else np.concatenate([history, flow])
+    start = len(full) - len(flow)
+    mean = np.stack([full[max(0, start + i - frames + 1) : start + i + 1].mean(axis=0) for i in range(len(flow))])
+    return shrink_flow(mean, NOISE_FLOW_PX), full[max(0, len(full) - (frames - 1)) :].copy()
 
 
 def shrink_flow(flow: np.ndarray, tau: float) -> np.ndarray:
