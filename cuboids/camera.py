@@ -28,8 +28,9 @@ every pixel at once without anything in the scene moving:
   the flow is the raw noisy frames' flow instead, which follows the mover but
   carries the noise: averaged over its last :data:`NIGHT_FLOW_FRAMES` frame
   pairs (the noise differs from one pair to the next, a walker's motion
-  hardly), then shortened like the still pixels' (:func:`recent_mean`;
-  :func:`raw_flow_weight` for noise just above the filter's threshold).
+  hardly), then shortened like the still pixels' (:func:`recent_mean`), from
+  :data:`RAW_FLOW_NOISE` grey levels of noise up (below, what measures as noise
+  is as often compression artefacts, which the raw flow would bring back).
 - **rain.** A raindrop is a thin bright streak in one frame only; while many
   frames' pixels are such streaks, each pixel shows the median of its last three
   frames (:class:`Derainer`).
@@ -50,6 +51,7 @@ RAINY, DRY = 0.005, 0.003  # share of spike pixels above which rain is taken out
 NOISE_FLOW_PX = 0.1  # while it is on, flow vectors are shortened by this much (pixels a frame): what noise leaves
 MOVER_FLOW_PX, MOVER_MARGIN_PX = 0.5, 4  # while it is on: a mover is where its flow exceeds this (px a frame), and this many px around
 NIGHT_FLOW_FRAMES = 7  # while it is on, a mover's flow is the mean of the raw frames' flow over this many frame pairs
+RAW_FLOW_NOISE = 4.0  # noise sigma (grey levels) from which it is: Motion JPEG's block artefacts measure 3.1
 _GRID = 8  # flow sampled every this many pixels for the camera's motion
 
 
@@ -92,14 +94,6 @@ def movers(flow: np.ndarray) -> np.ndarray:
     disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * MOVER_MARGIN_PX + 1,) * 2)
     moving = (np.linalg.norm(flow, axis=-1) > MOVER_FLOW_PX).astype(np.uint8)
     return np.stack([cv2.dilate(m, disc) for m in moving]).astype(bool)
-
-
-def raw_flow_weight(sigma: float) -> float:
-    """How much of a mover's flow is taken from the raw noisy frames (:func:`recent_mean`) at noise ``sigma``, the
-    rest from the filtered frames: nothing where the filter turns on (:data:`NOISY`), rising to all of it at twice
-    that. Near the threshold the filter smears little, and what measures as noise is as often compression
-    artefacts (Motion JPEG of sharp edges: 3.1), which the raw flow would bring back onto every mover."""
-    return float(np.clip((sigma - NOISY) / NOISY, 0.0, 1.0))
 
 
 def recent_mean(history: np.ndarray | None, flow: np.ndarray, frames: int) -> tuple[np.ndarray, np.ndarray]:

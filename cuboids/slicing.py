@@ -22,13 +22,13 @@ from cuboid_ad.core.tubes import FLOW_GAIN, FLOW_ZERO
 from cuboid_ad.cuboids.camera import (
     NIGHT_FLOW_FRAMES,
     NOISE_FLOW_PX,
+    RAW_FLOW_NOISE,
     Denoiser,
     Derainer,
     Stabilizer,
     dis_flow,
     match_exposure,
     movers,
-    raw_flow_weight,
     recent_mean,
     shrink_flow,
 )
@@ -168,20 +168,18 @@ class TubeCutter:
         """The flow of frames the denoiser filtered (``flow``, of the denoised frames): still pixels keep it, shortened
         by what noise leaves; where something moves (:func:`cuboids.camera.movers`) it is the raw frames' flow (the
         camera's motion that the denoised frames showed taken off) averaged over its last frames
-        (:func:`cuboids.camera.recent_mean`), mixed with the filtered flow only just above the filter's threshold
-        (:func:`cuboids.camera.raw_flow_weight`). The filter smears a mover and shortens its flow; the raw frames' flow
-        follows it but carries the noise, which the models read as unusual in normal walkers too: on Ped2 at night
-        the raw flow alone raised 1.9 false events a minute; averaged over 7 frame pairs and shortened, none, and it
-        ranks the night's anomalies better than any mix of the two flows tried (docs/experiments.md)."""
+        (:func:`cuboids.camera.recent_mean`), once the noise reaches :data:`cuboids.camera.RAW_FLOW_NOISE`. The filter
+        smears a mover and shortens its flow; the raw frames' flow follows it but carries the noise, which the models
+        read as unusual in normal walkers too: on Ped2 at night the raw flow alone raised 1.9 false events a minute;
+        averaged over 7 frame pairs and shortened, none, and it ranks the night's anomalies better than any mix of
+        the two flows tried (a mover half of each looks unusual; docs/experiments.md)."""
         active = self.denoiser.active
-        moving = movers(flow) & active[:, None, None]
-        w = raw_flow_weight(self.denoiser.sigma)
-        if w > 0.0:  # none near the filter's threshold: no raw flow to measure
-            raw_flow = self.stabilizer.take_off(gray_flow(previous_raw, raw, self.flow_preset, exposure=True))
-            recent, self.raw_flows = recent_mean(self.raw_flows, raw_flow, NIGHT_FLOW_FRAMES)
-            mean = w * recent + (1.0 - w) * flow
-        else:
+        if self.denoiser.sigma < RAW_FLOW_NOISE:  # just above the filter's threshold: the filtered flow everywhere
             self.raw_flows = None
-            mean = flow.copy()
+            flow[active] = shrink_flow(flow[active], NOISE_FLOW_PX)
+            return flow
+        moving = movers(flow) & active[:, None, None]
+        raw_flow = self.stabilizer.take_off(gray_flow(previous_raw, raw, self.flow_preset, exposure=True))
+        recent, self.raw_flows = recent_mean(self.raw_flows, raw_flow, NIGHT_FLOW_FRAMES)
         flow[active] = shrink_flow(flow[active], NOISE_FLOW_PX)
-        return np.where(moving[..., None], mean, flow)
+        return np.where(moving[..., None], recent, flow)
