@@ -105,7 +105,14 @@ def recent_mean(history: np.ndarray | None, flow: np.ndarray, frames: int) -> tu
     about what the still pixels' flow is shortened by."""
     full = flow if history is None else np.concatenate([history, flow])
     start = len(full) - len(flow)
-    mean = np.stack([full[max(0, start + i - frames + 1) : start + i + 1].mean(axis=0) for i in range(len(flow))])
+    mean = np.empty_like(flow)
+    first = max(0, start - frames + 1)
+    window = full[first:start].sum(axis=0, dtype=np.float64)  # a running sum over the last `frames` pairs
+    for i in range(start, len(full)):
+        window += full[i]
+        if i - frames >= first:
+            window -= full[i - frames]
+        mean[i - start] = window / (i + 1 - max(first, i - frames + 1))
     return shrink_flow(mean, NOISE_FLOW_PX), full[max(0, len(full) - (frames - 1)) :].copy()
 
 
