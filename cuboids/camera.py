@@ -51,7 +51,7 @@ RAINY, DRY = 0.005, 0.003  # share of spike pixels above which rain is taken out
 NOISE_FLOW_PX = 0.1  # while it is on, flow vectors are shortened by this much (pixels a frame): what noise leaves
 MOVER_FLOW_PX, MOVER_MARGIN_PX = 0.5, 4  # while it is on: a mover is where its flow exceeds this (px a frame), and this many px around
 NIGHT_FLOW_FRAMES = 7  # while it is on, a mover's flow is the mean of the raw frames' flow over this many frame pairs
-RAW_FLOW_NOISE = 4.0  # noise sigma (grey levels) from which it is: Motion JPEG's block artefacts measure 3.1
+RAW_FLOW_NOISE = 4.0  # noise sigma (grey levels) from which a mover's flow is that mean (Motion JPEG's block artefacts measure 3.1)
 _GRID = 8  # flow sampled every this many pixels for the camera's motion
 
 
