@@ -13,7 +13,7 @@ from conftest import HEIGHT, WIDTH
 
 from bench.nuisance import Nuisance, apply
 from cuboid_ad.core.workdir import WorkDir
-from cuboid_ad.cuboids.camera import Denoiser, Derainer, Stabilizer, camera_motion, match_exposure, motion_field, movers, recent_mean
+from cuboid_ad.cuboids.camera import Denoiser, Derainer, Stabilizer, camera_motion, match_exposure, motion_field, movers, night_flow_frames, recent_mean
 from cuboid_ad.cuboids.slicing import TubeCutter
 from cuboid_ad.pipeline.media.synthetic import render_clip, write_video
 from cuboid_ad.pipeline.stages.score import score_video
@@ -191,11 +191,13 @@ def test_at_night_what_moves_keeps_its_flow_and_what_stands_still_stays_quiet():
     assert around[10, 14] and around[14, 10] and not around[10, 15] and not movers(spot * 0.5).any()
     # the average over the last frame pairs is carried across chunks, and divides independent noise by about sqrt(7)
     noise = np.random.default_rng(1).normal(0, 1, (30, 8, 8, 2)).astype(np.float32)
-    whole, _ = recent_mean(None, noise + 1.0, 7)
-    first, history = recent_mean(None, noise[:4] + 1.0, 7)
-    rest, _ = recent_mean(history, noise[4:] + 1.0, 7)
+    whole, _ = recent_mean(None, noise + 1.0, 7, keep=6)
+    first, history = recent_mean(None, noise[:4] + 1.0, 7, keep=6)
+    rest, _ = recent_mean(history, noise[4:] + 1.0, 7, keep=6)
     np.testing.assert_allclose(np.concatenate([first, rest]), whole, atol=1e-6)
     assert 0.33 < (whole[6:] - whole[6:].mean(axis=(0, 1, 2))).std() < 0.43  # 1 / sqrt(7) = 0.38
+    # as many pairs as the noise variance asks for: 7 at 10 grey levels (as here) and more, 2 at dusk's 5
+    assert night_flow_frames(4.0) == 1 < night_flow_frames(5.1) == 2 < night_flow_frames(10.1) == 7 == night_flow_frames(18.0)
 
 
 def test_rain_streaks_are_taken_out_while_it_rains_and_a_walker_is_kept(normal_frames):
