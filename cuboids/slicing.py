@@ -169,11 +169,12 @@ class TubeCutter:
         """The flow of frames the denoiser filtered (``flow``, of the denoised frames): still pixels keep it, shortened
         by what noise leaves; where something moves (:func:`cuboids.camera.movers`) it is the raw frames' flow (the
         camera's motion that the denoised frames showed taken off) averaged over its last frames, the more the
-        noisier (:func:`cuboids.camera.recent_mean`, :func:`cuboids.camera.night_flow_frames`), once the noise reaches :data:`cuboids.camera.RAW_FLOW_NOISE`. The filter
-        smears a mover and shortens its flow; the raw frames' flow follows it but carries the noise, which the models
-        read as unusual in normal walkers too: on Ped2 at night the raw flow alone raised 1.9 false events a minute;
-        averaged over 7 frame pairs and shortened, none, and it ranks the night's anomalies better than any mix of
-        the two flows tried (a mover half of each looks unusual; docs/experiments.md)."""
+        noisier (:func:`cuboids.camera.recent_mean`, :func:`cuboids.camera.night_flow_frames`), once the noise
+        reaches :data:`cuboids.camera.RAW_FLOW_NOISE`. The filter smears a mover and shortens its flow; the raw
+        frames' flow follows it but carries the noise, which the models read as unusual in normal walkers too: on
+        Ped2 at night the raw flow alone raised 1.9 false events a minute; averaged over 7 frame pairs and
+        shortened, none, and it ranks the night's anomalies better than any mix of the two flows tried (a mover
+        half of each looks unusual; docs/experiments.md)."""
         active = self.denoiser.active
         if self.denoiser.sigma < RAW_FLOW_NOISE:  # just above the filter's threshold: the filtered flow everywhere
             self.raw_flows = None
