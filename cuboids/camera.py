@@ -108,11 +108,10 @@ def night_flow_frames(sigma: float) -> int:
 
 def recent_mean(history: np.ndarray | None, flow: np.ndarray, frames: int, keep: int) -> tuple[np.ndarray, np.ndarray]:
     """Flow of consecutive frame pairs ``(n, H, W, 2)``, after ``history`` (the pairs before, or None) -> each
-    pair's flow averaged with up to ``frames - 1`` pairs before it, per pixel, shortened by :data:`NOISE_FLOW_PX`;
-    and the history for the next call (its last ``keep`` pairs). The raw frames' flow at night errs independently
-    from one pair to the next while a mover's motion changes little over a few frames, so the mean divides the
-    noise by about sqrt(``frames``) (it trails a mover by as many frames, without following it); what is left of
-    the noise is about what the still pixels' flow is shortened by."""
+    pair's flow averaged with up to ``frames - 1`` pairs before it, per pixel; and the history for the next call
+    (its last ``keep`` pairs). The raw frames' flow at night errs independently from one pair to the next while a
+    mover's motion changes little over a few frames, so the mean divides the noise by about sqrt(``frames``) (it
+    trails a mover by as many frames, without following it)."""
     full = flow if history is None else np.concatenate([history, flow])
     start = len(full) - len(flow)
     mean = np.empty_like(flow)
@@ -123,7 +122,7 @@ def recent_mean(history: np.ndarray | None, flow: np.ndarray, frames: int, keep:
         if i - frames >= first:
             window -= full[i - frames]
         mean[i - start] = window / (i + 1 - max(first, i - frames + 1))
-    return shrink_flow(mean, NOISE_FLOW_PX), full[max(0, len(full) - keep) :].copy()
+    return mean, full[max(0, len(full) - keep) :].copy()
 
 
 def shrink_flow(flow: np.ndarray, tau: float) -> np.ndarray:
