@@ -26,10 +26,10 @@ every pixel at once without anything in the scene moving:
   sigmas, and a smeared walker's flow is short and patchy (it was all of the
   ranking lost at night on Ped2); so where something moves (:func:`movers`)
   the flow is the raw noisy frames' flow instead, which follows the mover but
-  carries the noise: averaged over its last frame pairs, the more the noisier
-  (:func:`night_flow_frames`; the noise differs from one pair to the next, a
-  walker's motion hardly), then shortened like the still pixels'
-  (:func:`recent_mean`), from
+  carries the noise: measured from each frame back to the one
+  :data:`NIGHT_BASELINE` frames before and divided by as many
+  (:func:`baseline_flow`; the noise errs a flow by about as much whatever
+  the distance moved), then shortened like the still pixels', from
   :data:`RAW_FLOW_NOISE` grey levels of noise up (below, what measures as noise
   is as often compression artefacts, which the raw flow would bring back).
 - **rain.** A raindrop is a thin bright streak in one frame only; while many
@@ -51,9 +51,8 @@ SPIKE_LEVEL = 15  # grey levels a rain streak's pixel stands above the frames be
 RAINY, DRY = 0.005, 0.003  # share of spike pixels above which rain is taken out, below which it stops
 NOISE_FLOW_PX = 0.1  # while it is on, flow vectors are shortened by this much (pixels a frame): what noise leaves
 MOVER_FLOW_PX, MOVER_MARGIN_PX = 0.5, 4  # while it is on: a mover is where its flow exceeds this (px a frame), and this many px around
-NIGHT_FLOW_FRAMES = 7  # while it is on, a mover's flow is the mean of the raw frames' flow over up to this many frame pairs,
-NIGHT_FLOW_NOISE = 10.0  # as many from this noise sigma (grey levels) up, fewer below it (see night_flow_frames)
-RAW_FLOW_NOISE = 4.0  # noise sigma (grey levels) from which a mover's flow is that mean (Motion JPEG's block artefacts measure 3.1)
+NIGHT_BASELINE = 3  # while it is on, a mover's flow is its motion over this many frames, divided by as many (see baseline_flow)
+RAW_FLOW_NOISE = 4.0  # noise sigma (grey levels) from which a mover's flow is that (Motion JPEG's block artefacts measure 3.1)
 _GRID = 8  # flow sampled every this many pixels for the camera's motion
 
 
@@ -98,31 +97,24 @@ def movers(flow: np.ndarray) -> np.ndarray:
     return np.stack([cv2.dilate(m, disc) for m in moving]).astype(bool)
 
 
-def night_flow_frames(sigma: float) -> int:
-    """How many frame pairs a mover's raw flow is averaged over at noise ``sigma``: as the noise variance, so that
-    what is left of the noise is the same as at :data:`NIGHT_FLOW_NOISE` with :data:`NIGHT_FLOW_FRAMES`, and no more
-    than that. The mean trails a mover by as many frames: at dusk (5 grey levels: 2 pairs) the trail would cost more
-    than the little noise it takes off (Ped2 at dusk: AUC 0.9108 against 0.9093 with 7)."""
-    return int(np.clip(round(NIGHT_FLOW_FRAMES * (sigma / NIGHT_FLOW_NOISE) ** 2), 1, NIGHT_FLOW_FRAMES))
-
-
-def recent_mean(history: np.ndarray | None, flow: np.ndarray, frames: int, keep: int) -> tuple[np.ndarray, np.ndarray]:
-    """Flow of consecutive frame pairs ``(n, H, W, 2)``, after ``history`` (the pairs before, or None) -> each
-    pair's flow averaged with up to ``frames - 1`` pairs before it, per pixel; and the history for the next call
-    (its last ``keep`` pairs). The raw frames' flow at night errs independently from one pair to the next while a
-    mover's motion changes little over a few frames, so the mean divides the noise by about sqrt(``frames``) (it
-    trails a mover by as many frames, without following it)."""
-    full = flow if history is None else np.concatenate([history, flow])
-    start = len(full) - len(flow)
-    mean = np.empty_like(flow)
-    first = max(0, start - frames + 1)
-    window = full[first:start].sum(axis=0, dtype=np.float64)  # a running sum over the last `frames` pairs
-    for i in range(start, len(full)):
-        window += full[i]
-        if i - frames >= first:
-            window -= full[i - frames]
-        mean[i - start] = window / (i + 1 - max(first, i - frames + 1))
-    return mean, full[max(0, len(full) - keep) :].copy()
+def baseline_flow(earlier: np.ndarray, gray: np.ndarray, baseline: int, preset: str) -> tuple[np.ndarray, np.ndarray]:
+    """Gray frames ``(n, H, W)`` after ``earlier`` (the frames before them, none at a stream's start) -> each frame's
+    motion over the last ``baseline`` frame pairs (fewer at a stream's start; none for its first frame), divided by
+    as many, on its own pixels ``(n, H, W, 2)``: minus the optical flow from it back to the frame ``baseline``
+    before; and how many pairs each spans ``(n,)``. Noise errs an optical flow by about as much whatever the
+    distance moved, so over 3 frames a walker's flow carries a third of a frame pair's share of it, and it follows
+    the walker (the mean of 7 pairs' flows, pixel by pixel, trailed it: on Ped2 in deep night, AUC 0.8699 against
+    0.8472; ``docs/experiments.md``)."""
+    dis = dis_flow(preset)
+    full = np.concatenate([earlier, gray]) if len(earlier) else gray
+    out = np.zeros(gray.shape + (2,), np.float32)
+    spans = np.minimum(baseline, len(earlier) + np.arange(len(gray)))
+    for i, n in enumerate(spans):
+        if n:
+            now = len(earlier) + i
+            a, b = np.ascontiguousarray(full[now]), np.ascontiguousarray(full[now - n])
+            out[i] = dis.calc(a, match_exposure(b, a), None) / -n
+    return out, spans
 
 
 def shrink_flow(flow: np.ndarray, tau: float) -> np.ndarray:
@@ -261,6 +253,7 @@ class Stabilizer:
         self.dis = dis_flow(preset)
         self.motions = np.zeros(0)
         self.params: list[np.ndarray] = []  # the camera's motion estimated for each frame of the last chunk
+        self.taken = np.zeros((0, 3, 2))  # what take_off takes off, a frame pair's: the last chunk's and NIGHT_BASELINE - 1 before
 
     def __call__(self, flow: np.ndarray, previous: np.ndarray, gray: np.ndarray) -> np.ndarray:
         """Flow ``(n, H, W, 2)`` of gray frames ``(n, H, W)`` from each one's predecessor (``previous``: the one before
@@ -284,18 +277,23 @@ class Stabilizer:
             # where the picture enters and leaves the frame nothing can be matched: no motion is read there
             m = min(int(np.ceil(self.motions[i])) + 2, H // 4, W // 4)
             flow[i, :m], flow[i, -m:], flow[i, :, :m], flow[i, :, -m:] = 0, 0, 0, 0
+        taken = [p if m >= MOVER_FLOW_PX else np.zeros_like(p) for p, m in zip(self.params, self.motions)]
+        self.taken = np.concatenate([self.taken[max(0, len(self.taken) - NIGHT_BASELINE + 1) :], np.reshape(taken, (-1, 3, 2))])
         return flow
 
-    def take_off(self, flow: np.ndarray) -> np.ndarray:
-        """Another flow of the last chunk's frames (``(n, H, W, 2)``, the raw noisy frames') with the camera's motion
-        this stabilizer estimated (on the denoised frames) subtracted where it reached :data:`MOVER_FLOW_PX`, changed
-        in place and returned. Not measured again on the raw frames: noise biases the estimate (about 1 px at the
-        corners of Ped2 at night), and their pairs aligned by interpolation are no longer equally noisy. Below that,
-        the estimate on noisy frames is mostly the noise's own (0.18 px at the corners, median, on Ped2 at night,
-        whose camera is still), and taking it off the raw frames' flow cost the night's ranking 0.025 of AUC
+    def take_off(self, flow: np.ndarray, spans: np.ndarray) -> np.ndarray:
+        """Another flow of the last chunk's frames (``(n, H, W, 2)``, the raw noisy frames' :func:`baseline_flow`, each
+        over its ``spans`` frame pairs) with the camera's motion over as many pairs (as this stabilizer estimated it
+        on the denoised frames, a pair's where it reached :data:`MOVER_FLOW_PX`) subtracted, divided by as many;
+        changed in place and returned. Not measured again on the raw frames: noise biases the estimate (about 1 px at
+        the corners of Ped2 at night), and their pairs aligned by interpolation are no longer equally noisy. Below
+        that, the estimate on noisy frames is mostly the noise's own (0.18 px at the corners, median, on Ped2 at
+        night, whose camera is still), and taking it off the raw frames' flow cost the night's ranking 0.025 of AUC
         (``docs/experiments.md``)."""
         H, W = flow.shape[1:3]
-        for i, p in enumerate(self.params):
-            if self.motions[i] >= MOVER_FLOW_PX:
-                flow[i] -= motion_field(p, H, W)
+        first = len(self.taken) - len(flow)  # the chunk's first frame's place in what was taken
+        for i, n in enumerate(spans):
+            span = self.taken[first + i - n + 1 : first + i + 1]
+            if n and span.any():
+                flow[i] -= motion_field(span.sum(axis=0) / n, H, W)
         return flow

@@ -20,17 +20,16 @@ from cuboid_ad.core.config import Config
 from cuboid_ad.core.grid import Region
 from cuboid_ad.core.tubes import FLOW_GAIN, FLOW_ZERO
 from cuboid_ad.cuboids.camera import (
-    NIGHT_FLOW_FRAMES,
+    NIGHT_BASELINE,
     NOISE_FLOW_PX,
     RAW_FLOW_NOISE,
     Denoiser,
     Derainer,
     Stabilizer,
+    baseline_flow,
     dis_flow,
     match_exposure,
     movers,
-    night_flow_frames,
-    recent_mean,
     shrink_flow,
 )
 
@@ -135,8 +134,7 @@ class TubeCutter:
         self.denoiser = Denoiser() if corrections and flow else None
         self.derainer = Derainer() if corrections and flow else None
         self.last: np.ndarray | None = None  # the last gray frame (denoised) of the previous chunk
-        self.last_raw: np.ndarray | None = None  # the same as it came
-        self.raw_flows: np.ndarray | None = None  # at night, the raw frames' last flows (see _night_flow)
+        self.raw_last: np.ndarray | None = None  # the last NIGHT_BASELINE gray frames as they came (see _night_flow)
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
         if self.content == "pixels":
@@ -157,32 +155,26 @@ class TubeCutter:
         if self.stabilizer is not None:
             flow = self.stabilizer(flow, previous, gray)
         if self.denoiser is not None:
-            previous_raw = raw[0] if self.last_raw is None else self.last_raw
-            self.last_raw = raw[-1].copy()
+            earlier = raw[:0] if self.raw_last is None else self.raw_last
             if self.denoiser.active.any():
-                flow = self._night_flow(flow, previous_raw, raw)
-            else:
-                self.raw_flows = None
+                flow = self._night_flow(flow, earlier, raw)
+            self.raw_last = np.concatenate([earlier, raw])[-NIGHT_BASELINE:].copy()
         return flow
 
-    def _night_flow(self, flow: np.ndarray, previous_raw: np.ndarray, raw: np.ndarray) -> np.ndarray:
+    def _night_flow(self, flow: np.ndarray, earlier: np.ndarray, raw: np.ndarray) -> np.ndarray:
         """The flow of frames the denoiser filtered (``flow``, of the denoised frames): still pixels keep it, shortened
-        by what noise leaves; where something moves (:func:`cuboids.camera.movers`) it is the raw frames' flow (the
-        camera's motion that the denoised frames showed taken off) averaged over its last frames, the more the
-        noisier (:func:`cuboids.camera.recent_mean`, :func:`cuboids.camera.night_flow_frames`), and shortened alike,
-        once the noise reaches :data:`cuboids.camera.RAW_FLOW_NOISE`. The filter smears a mover and shortens its flow; the raw
-        frames' flow follows it but carries the noise, which the models read as unusual in normal walkers too: on
-        Ped2 at night the raw flow alone raised 1.9 false events a minute; averaged over 7 frame pairs and
-        shortened, none, and it ranks the night's anomalies better than any mix of the two flows tried (a mover
-        half of each looks unusual; docs/experiments.md)."""
+        by what noise leaves; where something moves (:func:`cuboids.camera.movers`) it is the raw frames' (``raw``,
+        after ``earlier``) flow over :data:`cuboids.camera.NIGHT_BASELINE` frames
+        (:func:`cuboids.camera.baseline_flow`; the camera's motion that the denoised frames showed taken off), and
+        shortened alike, once the noise reaches :data:`cuboids.camera.RAW_FLOW_NOISE`. The filter smears a mover and
+        shortens its flow; the raw frames' flow follows it but carries the noise, which the models read as unusual in
+        normal walkers too: on Ped2 at night a frame pair's raw flow raised 1.9 false events a minute; measured over 3
+        frames and shortened, none, and it ranks the night's anomalies better than the mean of 7 pairs' flows or any
+        mix of raw and filtered flows tried (a mover half of each looks unusual; docs/experiments.md)."""
         active = self.denoiser.active
         if self.denoiser.sigma >= RAW_FLOW_NOISE:  # below, just above the filter's threshold: the filtered flow everywhere
             moving = movers(flow) & active[:, None, None]
-            raw_flow = self.stabilizer.take_off(gray_flow(previous_raw, raw, self.flow_preset, exposure=True))
-            frames = night_flow_frames(self.denoiser.sigma)
-            recent, self.raw_flows = recent_mean(self.raw_flows, raw_flow, frames, keep=NIGHT_FLOW_FRAMES - 1)
-            flow = np.where(moving[..., None], recent, flow)
-        else:
-            self.raw_flows = None
+            raw_flow, spans = baseline_flow(earlier, raw, NIGHT_BASELINE, self.flow_preset)
+            flow = np.where(moving[..., None], self.stabilizer.take_off(raw_flow, spans), flow)
         flow[active] = shrink_flow(flow[active], NOISE_FLOW_PX)  # movers' and still pixels' alike: what noise leaves
         return flow

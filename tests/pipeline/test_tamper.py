@@ -13,7 +13,7 @@ from conftest import HEIGHT, WIDTH
 
 from bench.nuisance import Nuisance, apply
 from cuboid_ad.core.workdir import WorkDir
-from cuboid_ad.cuboids.camera import Denoiser, Derainer, Stabilizer, camera_motion, match_exposure, motion_field, movers, night_flow_frames, recent_mean
+from cuboid_ad.cuboids.camera import Denoiser, Derainer, Stabilizer, baseline_flow, camera_motion, match_exposure, motion_field, movers
 from cuboid_ad.cuboids.slicing import TubeCutter
 from cuboid_ad.pipeline.media.synthetic import render_clip, write_video
 from cuboid_ad.pipeline.stages.score import score_video
@@ -78,8 +78,15 @@ def test_what_the_camera_does_adds_no_alarm_and_no_tamper(kind, normal_frames, c
     result = score(kind, normal_frames, trained_work, tmp_path)
     assert not result.tampers, f"{kind} is not tampering"
     # the tiny models flag some of the clean clip itself (their threshold is set on very little footage): the
-    # nuisance must not add to that (without the corrections, shake and noise flag every frame after they start)
-    assert result.anomalous.mean() <= clean.anomalous.mean() + 0.05, f"{kind}: {result.anomalous.mean():.2f} flagged"
+    # nuisance must not add more than a few frames to that (without the corrections, shake flags every frame after
+    # it starts). Noise's own flow the tiny models barely see (without the night filter: 2 of the 120 frames
+    # flagged, scores no higher than the clean clip's), so here noise tests what the chain adds (no tamper, no
+    # event); the night flow itself is tested on the night disc below. At night the tiny models (of flat discs and
+    # squares 6 px wide) flag 8 of the 120 frames, in 3 bursts and no event, with the movers' flow over 3 frames
+    # (2 with the mean of 7 pairs' flows before it); on Ped2's normal footage at night both flag 0.0-0.2% of the
+    # frames and raise no event
+    allowed = 0.1 if kind == "noise" else 0.05
+    assert result.anomalous.mean() <= clean.anomalous.mean() + allowed, f"{kind}: {result.anomalous.mean():.2f} flagged"
     assert len(result.events) <= len(clean.events), f"{kind}: {[(e.start_s, e.peak_score, e.regions) for e in result.events]}"
 
 
@@ -142,13 +149,10 @@ def test_noise_reduction_starts_without_a_jump(normal_frames):
     assert change[0] <= 2.0 * np.median(change[10:]), f"first step {change[0]:.2f}, later {np.median(change[10:]):.2f}"
 
 
-def test_at_night_what_moves_keeps_its_flow_and_what_stands_still_stays_quiet():
-    """A textured disc moving 2 px a frame, 21 grey levels brighter than its textured ground on average, in noise of
-    10 grey levels (night): the temporal filter alone smears it (its flow kept 53% of its length, 0.74 px wrong,
-    0.11 rad off its direction, jumping 0.24 px from frame to frame where the true flow changes 0.12), so where the
-    filtered frames show motion the flow is the raw frames' averaged over 7 frame pairs (61%, 0.61 px, 0.05 rad,
-    0.10 px: as steady as the truth; the even mix of raw and filtered flows built before it jumped 0.23 px and was
-    0.08 rad off); still ground keeps the filtered frames' flow."""
+def night_disc(pan: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """A textured disc moving 2 px a frame to the right, 21 grey levels brighter than its textured ground on average,
+    with ``pan`` the camera jerking down 2 px every other frame: 40 dark frames ``(n, H, W, 1)``, and the same in
+    noise of 10 grey levels (night)."""
     H, W, n = 96, 128, 40
     rng = np.random.default_rng(0)
 
@@ -158,46 +162,88 @@ def test_at_night_what_moves_keeps_its_flow_and_what_stands_still_stays_quiet():
 
     ground, skin = 110 + texture(2.0), texture(1.5)
     yy, xx = np.mgrid[0:H, 0:W]
-    frames = np.repeat(ground[None], n, axis=0)
+    frames = np.empty((n, H, W, 1), np.float32)
     for t in range(n):
+        frame = ground.copy()
         disc = (xx - 20 - 2 * t) ** 2 + (yy - 48) ** 2 < 12**2
-        frames[t][disc] = 140 + np.roll(skin, 2 * t, axis=1)[disc]
-    dark = np.clip(frames * 0.7, 0, 255).astype(np.uint8)[..., None]
-    noisy = np.clip(frames * 0.7 + np.random.default_rng(5).normal(0, 10, frames.shape), 0, 255).astype(np.uint8)[..., None]
+        frame[disc] = 140 + np.roll(skin, 2 * t, axis=1)[disc]
+        frames[t, ..., 0] = np.roll(frame, 2 * ((t + 1) // 2) if pan else 0, axis=0)
+    dark = np.clip(frames * 0.7, 0, 255).astype(np.uint8)
+    noisy = np.clip(frames * 0.7 + np.random.default_rng(5).normal(0, 10, frames.shape), 0, 255).astype(np.uint8)
+    return dark, noisy
 
-    def flow(clip: np.ndarray) -> tuple[np.ndarray, TubeCutter]:
-        cutter = TubeCutter([], 16, 0.0, "flow", "medium", corrections=True)
-        return np.concatenate([cutter.flow(clip[i : i + 10]) for i in range(0, n, 10)]), cutter
 
-    truth, quiet = flow(dark)
-    night, cutter = flow(noisy)
+def night_flow(clip: np.ndarray) -> tuple[np.ndarray, TubeCutter]:
+    """The flow the flow tubes of ``clip`` are cut from, in chunks of 10 frames, with the camera corrections."""
+    cutter = TubeCutter([], 16, 0.0, "flow", "medium", corrections=True)
+    return np.concatenate([cutter.flow(clip[i : i + 10]) for i in range(0, len(clip), 10)]), cutter
+
+
+def test_at_night_what_moves_keeps_its_flow_and_what_stands_still_stays_quiet():
+    """The night disc: the temporal filter alone smears it (its flow kept 53% of its length, 0.74 px wrong, 0.11 rad
+    off its direction), so where the filtered frames show motion the flow is the raw frames' measured over 3 frames
+    (89%, 0.21 px, 0.05 rad); still ground keeps the filtered frames' flow. Measured over 3 frames, it jumps 0.17 px
+    from frame to frame where the true flow changes 0.12 (the mean of 7 pairs' flows built before it: 0.10, but it
+    kept 61% and was 0.61 px wrong)."""
+    dark, noisy = night_disc()
+    truth, quiet = night_flow(dark)
+    night, cutter = night_flow(noisy)
     assert not quiet.denoiser.active.any() and cutter.denoiser.active[10:].all(), "the filter is on at night only"
     length = np.linalg.norm(truth, axis=-1)[10:]
     moving, still = length > 1.0, length < 0.2
     got = np.linalg.norm(night, axis=-1)[10:]
     error = np.linalg.norm(night - truth, axis=-1)[10:]
-    assert got[moving].mean() > 0.57 * length[moving].mean(), f"the mover's flow kept {got[moving].mean() / length[moving].mean():.0%}"
-    assert error[moving].mean() < 0.66, f"the mover's flow is {error[moving].mean():.2f} px wrong"
+    assert got[moving].mean() > 0.8 * length[moving].mean(), f"the mover's flow kept {got[moving].mean() / length[moving].mean():.0%}"
+    assert error[moving].mean() < 0.3, f"the mover's flow is {error[moving].mean():.2f} px wrong"
     angle = np.arctan2(night[..., 1], night[..., 0])[10:] - np.arctan2(truth[..., 1], truth[..., 0])[10:]
     assert np.abs(angle[moving]).mean() < 0.065, f"the mover's flow is {np.abs(angle[moving]).mean():.3f} rad off"
     both = moving[1:] & moving[:-1]
     jump = np.linalg.norm(night[11:] - night[10:-1], axis=-1)[both].mean()
-    assert jump < 0.15, f"the mover's flow jumps {jump:.3f} px from one frame to the next"
+    assert jump < 0.2, f"the mover's flow jumps {jump:.3f} px from one frame to the next"
     assert got[still].mean() < 0.05, f"still ground moves {got[still].mean():.3f} px a frame"
     # the filtered frames' flow shows a smeared mover too small: the raw frames' flow is taken 4 px around what it shows
     spot = np.zeros((1, 21, 21, 2), np.float32)
     spot[0, 10, 10] = [0.6, 0.0]
     around = movers(spot)[0]
     assert around[10, 14] and around[14, 10] and not around[10, 15] and not movers(spot * 0.5).any()
-    # the average over the last frame pairs is carried across chunks, and divides independent noise by about sqrt(7)
-    noise = np.random.default_rng(1).normal(0, 1, (30, 8, 8, 2)).astype(np.float32)
-    whole, _ = recent_mean(None, noise + 1.0, 7, keep=6)
-    first, history = recent_mean(None, noise[:4] + 1.0, 7, keep=6)
-    rest, _ = recent_mean(history, noise[4:] + 1.0, 7, keep=6)
-    np.testing.assert_allclose(np.concatenate([first, rest]), whole, atol=1e-6)
-    assert 0.33 < (whole[6:] - whole[6:].mean(axis=(0, 1, 2))).std() < 0.43  # 1 / sqrt(7) = 0.38
-    # as many pairs as the noise variance asks for: 7 at 10 grey levels (as here) and more, 2 at dusk's 5
-    assert night_flow_frames(4.0) == 1 < night_flow_frames(5.1) == 2 < night_flow_frames(10.1) == 7 == night_flow_frames(18.0)
+
+
+def test_a_flow_over_3_frames_carries_a_third_of_the_noise_and_continues_across_chunks():
+    """Texture moving 1 px a frame in noise of 10 grey levels: measured over 3 frames, the flow errs a third as much
+    as a frame pair's (0.041 px against 0.121, root mean square); cut in chunks, it is the same as in one piece, and a
+    stream's first frames are measured over the frames there are."""
+    ground = 110 + 25 * cv2.GaussianBlur(np.random.default_rng(0).normal(0, 1, (96, 128)).astype(np.float32), (0, 0), 2.0)
+    moving = np.stack([np.roll(ground, t, axis=1) for t in range(12)]) * 0.7
+    noisy = np.clip(moving + np.random.default_rng(2).normal(0, 10, moving.shape), 0, 255).astype(np.uint8)
+    error = {}
+    for frames in (1, 3):
+        flow, _ = baseline_flow(noisy[:0], noisy, frames, "medium")
+        error[frames] = np.sqrt(((flow[4:, 8:-8, 8:-8] - [1.0, 0.0]) ** 2).sum(axis=-1).mean())
+    assert error[3] < 0.45 * error[1], f"over 3 frames {error[3]:.3f} px, a pair {error[1]:.3f} px"
+    whole, spans = baseline_flow(noisy[:0], noisy, 3, "medium")
+    first, first_spans = baseline_flow(noisy[:0], noisy[:4], 3, "medium")
+    rest, rest_spans = baseline_flow(noisy[1:4], noisy[4:], 3, "medium")
+    np.testing.assert_array_equal(np.concatenate([first, rest]), whole)
+    assert list(spans) == list(first_spans) + list(rest_spans) == [0, 1, 2] + [3] * 9
+    assert not whole[0].any(), "a stream's first frame has no motion"
+
+
+def test_at_night_a_jerking_camera_s_own_motion_is_taken_off_a_mover_s_flow():
+    """The night disc, the camera jerking down 2 px every other frame: over each frame's 3 frame pairs the camera moved
+    4 or 2 px, and that motion, divided by 3, is taken off the disc's raw flow over those 3 frames. Left: 0.22 px down
+    on a frame's average (the denoised frames, on which the camera's motion is measured, show a 2-px jerk as 1.5);
+    0.5 if the motion were taken from the 3 pairs before, 0.9 if none were taken off, more if not divided by 3."""
+    _, noisy = night_disc(pan=True)
+    night, cutter = night_flow(noisy)
+    assert cutter.denoiser.active[10:].all() and (cutter.stabilizer.motions[1::2] > 1.0).all(), "night, and the camera jerks"
+    down = []
+    for t, flow in enumerate(night[10:], 10):
+        disc = np.linalg.norm(flow, axis=-1) > 1.0
+        assert disc.sum() > 200, f"the disc's flow is seen in frame {t}"
+        y, x = flow[disc].mean(axis=0)[::-1]
+        assert 1.2 < x < 2.0, f"frame {t}: the disc moves {x:.2f} px right"
+        down.append(y)
+    assert np.abs(down).mean() < 0.35, f"the disc moves {np.abs(down).mean():.2f} px down on a frame's average"
 
 
 def test_rain_streaks_are_taken_out_while_it_rains_and_a_walker_is_kept(normal_frames):
