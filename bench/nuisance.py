@@ -61,6 +61,7 @@ NUISANCES = [
     Nuisance("shake-4px", "shake", {"amplitude_px": 4.0, "hz": 3.0}, "camera shake: ±4 px at 3 Hz (a pole in the wind)"),
     Nuisance("noise-dusk", "noise", {"gain": 0.85, "sigma": 5.0}, "dusk: light down 15%, noise σ = 5 (the night filter turns on at 3)"),
     Nuisance("noise", "noise", {"gain": 0.7, "sigma": 10.0}, "night: light down 30%, Gaussian sensor noise σ = 10 grey levels a frame"),
+    Nuisance("noise-late", "noise", {"gain": 0.6, "sigma": 14.0}, "late night: light down 40%, noise σ = 14"),
     Nuisance("noise-strong", "noise", {"gain": 0.5, "sigma": 18.0}, "deep night: light down 50%, noise σ = 18"),
     Nuisance("bitrate-100k", "bitrate", {"kbps": 100}, "H.264 at 100 kb/s (0.12 bit a pixel a frame)"),
     Nuisance("bitrate-60k", "bitrate", {"kbps": 60}, "H.264 at 60 kb/s (0.07 bit a pixel a frame: a congested stream)"),

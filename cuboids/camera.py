@@ -32,6 +32,9 @@ every pixel at once without anything in the scene moving:
   the distance moved), then shortened like the still pixels', from
   :data:`RAW_FLOW_NOISE` grey levels of noise up (below, what measures as noise
   is as often compression artefacts, which the raw flow would bring back).
+  From :data:`DEEP_NIGHT_NOISE` up the filter smears a faint mover so much
+  that its flow hardly shows it: where something moves is then also read
+  from the denoised frames' flow over the same frames.
 - **rain.** A raindrop is a thin bright streak in one frame only; while many
   frames' pixels are such streaks, each pixel shows the median of its last three
   frames (:class:`Derainer`).
@@ -53,6 +56,7 @@ NOISE_FLOW_PX = 0.1  # while it is on, flow vectors are shortened by this much (
 MOVER_FLOW_PX, MOVER_MARGIN_PX = 0.5, 4  # while it is on: a mover is where its flow exceeds this (px a frame), and this many px around
 NIGHT_BASELINE = 3  # while it is on, a mover's flow is its motion over this many frames, divided by as many (see baseline_flow)
 RAW_FLOW_NOISE = 4.0  # noise sigma (grey levels) from which a mover's flow is that (Motion JPEG's block artefacts measure 3.1)
+DEEP_NIGHT_NOISE = 12.0  # noise sigma from which movers are also read from the denoised frames' flow over NIGHT_BASELINE frames
 _GRID = 8  # flow sampled every this many pixels for the camera's motion
 
 

@@ -20,6 +20,7 @@ from cuboid_ad.core.config import Config
 from cuboid_ad.core.grid import Region
 from cuboid_ad.core.tubes import FLOW_GAIN, FLOW_ZERO
 from cuboid_ad.cuboids.camera import (
+    DEEP_NIGHT_NOISE,
     NIGHT_BASELINE,
     NOISE_FLOW_PX,
     RAW_FLOW_NOISE,
@@ -135,6 +136,7 @@ class TubeCutter:
         self.derainer = Derainer() if corrections and flow else None
         self.last: np.ndarray | None = None  # the last gray frame (denoised) of the previous chunk
         self.raw_last: np.ndarray | None = None  # the last NIGHT_BASELINE gray frames as they came (see _night_flow)
+        self.shown_last: np.ndarray | None = None  # the same as the flow saw them (denoised)
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
         if self.content == "pixels":
@@ -156,25 +158,34 @@ class TubeCutter:
             flow = self.stabilizer(flow, previous, gray)
         if self.denoiser is not None:
             earlier = raw[:0] if self.raw_last is None else self.raw_last
+            shown = gray[:0] if self.shown_last is None else self.shown_last
             if self.denoiser.active.any():
-                flow = self._night_flow(flow, earlier, raw)
+                flow = self._night_flow(flow, (shown, gray), (earlier, raw))
             self.raw_last = np.concatenate([earlier, raw])[-NIGHT_BASELINE:].copy()
+            self.shown_last = np.concatenate([shown, gray])[-NIGHT_BASELINE:].copy()
         return flow
 
-    def _night_flow(self, flow: np.ndarray, earlier: np.ndarray, raw: np.ndarray) -> np.ndarray:
+    def _night_flow(self, flow: np.ndarray, shown: tuple[np.ndarray, np.ndarray], raw: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
         """The flow of frames the denoiser filtered (``flow``, of the denoised frames): still pixels keep it, shortened
-        by what noise leaves; where something moves (:func:`cuboids.camera.movers`) it is the raw frames' (``raw``,
-        after ``earlier``) flow over :data:`cuboids.camera.NIGHT_BASELINE` frames
-        (:func:`cuboids.camera.baseline_flow`; the camera's motion that the denoised frames showed taken off), and
-        shortened alike, once the noise reaches :data:`cuboids.camera.RAW_FLOW_NOISE`. The filter smears a mover and
-        shortens its flow; the raw frames' flow follows it but carries the noise, which the models read as unusual in
-        normal walkers too: on Ped2 at night a frame pair's raw flow raised 1.9 false events a minute; measured over 3
-        frames and shortened, none, and it ranks the night's anomalies better than the mean of 7 pairs' flows or any
-        mix of raw and filtered flows tried (a mover half of each looks unusual; docs/experiments.md)."""
+        by what noise leaves; where something moves it is the raw frames' flow over
+        :data:`cuboids.camera.NIGHT_BASELINE` frames (:func:`cuboids.camera.baseline_flow`; the camera's motion that
+        the denoised frames showed taken off), and shortened alike, once the noise reaches
+        :data:`cuboids.camera.RAW_FLOW_NOISE`. ``shown``, ``raw``: the chunk's denoised and raw frames, each after the
+        frames before them. The filter smears a mover and shortens its flow; the raw frames' flow follows it but
+        carries the noise, which the models read as unusual in normal walkers too: on Ped2 at night a frame pair's raw
+        flow raised 1.9 false events a minute; measured over 3 frames and shortened, none, and it ranks the night's
+        anomalies better than the mean of 7 pairs' flows or any mix of raw and filtered flows tried (a mover half of
+        each looks unusual; docs/experiments.md). Where something moves is read from the denoised frames only
+        (:func:`cuboids.camera.movers`: the raw frames' flow moves still ground too): from their flow, and from
+        :data:`cuboids.camera.DEEP_NIGHT_NOISE` up also from their flow over the same 3 frames, which shows more of a
+        faint mover the filter smeared (in less noise it only added raw flow at movers' edges)."""
         active = self.denoiser.active
         if self.denoiser.sigma >= RAW_FLOW_NOISE:  # below, just above the filter's threshold: the filtered flow everywhere
-            moving = movers(flow) & active[:, None, None]
-            raw_flow, spans = baseline_flow(earlier, raw, NIGHT_BASELINE, self.flow_preset)
+            raw_flow, spans = baseline_flow(*raw, NIGHT_BASELINE, self.flow_preset)
+            moving = movers(flow)
+            if self.denoiser.sigma >= DEEP_NIGHT_NOISE:
+                moving |= movers(self.stabilizer.take_off(baseline_flow(*shown, NIGHT_BASELINE, self.flow_preset)[0], spans))
+            moving &= active[:, None, None]
             flow = np.where(moving[..., None], self.stabilizer.take_off(raw_flow, spans), flow)
         flow[active] = shrink_flow(flow[active], NOISE_FLOW_PX)  # movers' and still pixels' alike: what noise leaves
         return flow
