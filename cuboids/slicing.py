@@ -161,8 +161,9 @@ class TubeCutter:
             shown = gray[:0] if self.shown_last is None else self.shown_last
             if self.denoiser.active.any():
                 flow = self._night_flow(flow, (shown, gray), (earlier, raw))
-            self.raw_last = np.concatenate([earlier, raw])[-NIGHT_BASELINE:].copy()
-            self.shown_last = np.concatenate([shown, gray])[-NIGHT_BASELINE:].copy()
+            # only the chunk's tail is kept: copying the whole chunk would cost every clean frame too
+            self.raw_last = np.concatenate([earlier, raw[-NIGHT_BASELINE:]])[-NIGHT_BASELINE:]
+            self.shown_last = np.concatenate([shown, gray[-NIGHT_BASELINE:]])[-NIGHT_BASELINE:]
         return flow
 
     def _night_flow(self, flow: np.ndarray, shown: tuple[np.ndarray, np.ndarray], raw: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
