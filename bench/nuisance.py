@@ -63,6 +63,7 @@ NUISANCES = [
     Nuisance("noise", "noise", {"gain": 0.7, "sigma": 10.0}, "night: light down 30%, Gaussian sensor noise σ = 10 grey levels a frame"),
     Nuisance("noise-late", "noise", {"gain": 0.6, "sigma": 14.0}, "late night: light down 40%, noise σ = 14"),
     Nuisance("noise-strong", "noise", {"gain": 0.5, "sigma": 18.0}, "deep night: light down 50%, noise σ = 18"),
+    Nuisance("shake-night", "shake+noise", {"amplitude_px": 2.0, "hz": 1.0, "gain": 0.7, "sigma": 10.0}, "shake ±2 px at 1 Hz at night (σ = 10)"),
     Nuisance("bitrate-100k", "bitrate", {"kbps": 100}, "H.264 at 100 kb/s (0.12 bit a pixel a frame)"),
     Nuisance("bitrate-60k", "bitrate", {"kbps": 60}, "H.264 at 60 kb/s (0.07 bit a pixel a frame: a congested stream)"),
     Nuisance("exposure", "exposure", {"gain": 0.6}, "an exposure step: 40% darker from the clip's middle on"),
@@ -86,6 +87,9 @@ def apply(n: Nuisance, frames: np.ndarray, seed: int) -> np.ndarray:
     p = n.params
     if n.kind in ("none", "bitrate"):
         return frames
+    if n.kind == "shake+noise":  # the camera shakes, then its sensor adds the noise
+        shaken = apply(Nuisance(n.name, "shake", {k: p[k] for k in ("amplitude_px", "hz")}), frames, seed)
+        return apply(Nuisance(n.name, "noise", {k: p[k] for k in ("gain", "sigma")}), shaken, seed)
     if n.kind == "shake":
         phase = rng.uniform(0, 2 * np.pi, 2)
         dx = p["amplitude_px"] * np.sin(2 * np.pi * p["hz"] * t + phase[0])

@@ -37,6 +37,8 @@ def nuisance(kind: str, frames: np.ndarray) -> np.ndarray:
     if kind == "noise":  # night: darker, noisy from the start (as footage at night is)
         rng = np.random.default_rng(5)
         return np.clip(frames * 0.7 + rng.normal(0, 10, frames.shape), 0, 255).astype(np.uint8)
+    if kind == "shake at night":
+        return nuisance("noise", nuisance("shake", frames))
     if kind == "exposure":
         return np.where(after[:, None, None], np.clip(frames * 0.6, 0, 255), frames).astype(np.uint8)
     if kind == "moved":  # knocked 14 px to the side, and it stays there
@@ -73,7 +75,13 @@ def clean(normal_frames, trained_work, tmp_path_factory):
     return result
 
 
-@pytest.mark.parametrize("kind", ["shake", "noise", "exposure"])
+# a known gap, kept here so that it is seen when it closes: shaken at night, the tiny models flag 65% of the frames
+# in one endless event, and Ped2's normal clips shaken at night (bench.nuisance's shake-night row) 96% in 3.8 false
+# events a minute: the night filter averages the picture at several camera positions (docs/experiments.md)
+SHAKE_AT_NIGHT = pytest.param("shake at night", marks=pytest.mark.xfail(strict=True, reason="tiny scenes shaken at night still alarm"))
+
+
+@pytest.mark.parametrize("kind", ["shake", "noise", SHAKE_AT_NIGHT, "exposure"])
 def test_what_the_camera_does_adds_no_alarm_and_no_tamper(kind, normal_frames, clean, trained_work, tmp_path):
     result = score(kind, normal_frames, trained_work, tmp_path)
     assert not result.tampers, f"{kind} is not tampering"
