@@ -143,7 +143,7 @@ class Denoiser:
         self.smoothed: np.ndarray | None = None
         self.previous: np.ndarray | None = None  # the last frame as it came
         self.dis = dis_flow("ultrafast")  # reads the camera's shift from the running mean to each new frame
-        self.shift: np.ndarray | None = None  # the shift read for the frame before (pixels; None: not on then)
+        self.shift: np.ndarray | None = None  # the shift read for the frame before (pixels; None: the filter has just turned on)
 
     def __call__(self, gray: np.ndarray) -> np.ndarray:
         """uint8 frames ``(n, H, W)`` -> the same, denoised while noisy (``active``: which of them)."""
@@ -168,7 +168,7 @@ class Denoiser:
                 self.on = False
             self.active[i] = self.on
             if not self.on:
-                out[i], self.shift = frame, None
+                out[i] = frame
                 continue
             self._follow_camera(frame)
             step = self.previous - self.smoothed
