@@ -24,7 +24,10 @@ every pixel at once without anything in the scene moving:
   moving object). Below :data:`QUIET` it turns off again. When the camera moves
   (a pole in the wind at night) the running mean is moved along with the
   picture first (:data:`FOLLOW_CAMERA_PX`), else it blends the picture at
-  several positions and the filtered frames smear. The filter keeps
+  several positions and the filtered frames smear; a shift of
+  :data:`CAMERA_JUMP_PX` or more between two frames (a fast shake) is read on
+  the frames as they came, and the stabilizer takes that reading too (the
+  flow of the denoised frames loses such shifts). The filter keeps
   still pixels quiet but smears what moves with less contrast than 3 noise
   sigmas, and a smeared walker's flow is short and patchy (it was all of the
   ranking lost at night on Ped2); so where something moves (:func:`movers`)
@@ -62,6 +65,7 @@ RAW_FLOW_NOISE = 4.0  # noise sigma (grey levels) from which a mover's flow is t
 DEEP_NIGHT_NOISE = 12.0  # noise sigma from which movers are also read from the denoised frames' flow over NIGHT_BASELINE frames
 FOLLOW_CAMERA_PX = 1.0  # the camera's shift (px) from the night filter's running mean to a new frame, read twice in a row, from which the mean follows it
 FOLLOW_NEARER, FOLLOW_MARGIN = 0.75, 0.02  # ... if it brings this share of the picture's 4 x 4 blocks this much nearer the new frame than the same move back
+CAMERA_JUMP_PX = 3.0  # while the night filter is on: a camera shift (px) between two raw frames from which the mean and the stabilizer take it
 _GRID = 8  # flow sampled every this many pixels for the camera's motion
 
 
@@ -144,11 +148,13 @@ class Denoiser:
         self.previous: np.ndarray | None = None  # the last frame as it came
         self.dis = dis_flow("ultrafast")  # reads the camera's shift from the running mean to each new frame
         self.shift: np.ndarray | None = None  # the shift read for the frame before (pixels; None: the filter has just turned on)
+        self.jumps: list[np.ndarray | None] = []  # the last call's frames' camera jumps (see _camera_jump; None: none read)
 
     def __call__(self, gray: np.ndarray) -> np.ndarray:
         """uint8 frames ``(n, H, W)`` -> the same, denoised while noisy (``active``: which of them)."""
         out = np.empty_like(gray)
         self.active = np.zeros(len(gray), bool)
+        self.jumps = [None] * len(gray)
         for i, frame in enumerate(gray):
             # two upper bounds of the noise: the spatial estimate also counts fine texture, the temporal one
             # (frame differences, robustly) also counts motion; noise is at most the smaller
@@ -170,14 +176,24 @@ class Denoiser:
             if not self.on:
                 out[i] = frame
                 continue
-            self._follow_camera(frame)
+            self.jumps[i] = self._camera_jump(last, frame)
+            self._follow_camera(frame, self.jumps[i])
             step = self.previous - self.smoothed
             # a pixel that changed by more than 3 noise sigmas moved: it takes its new value at once
             self.smoothed += np.where(np.abs(step) > 3.0 * self.sigma, 1.0, self.strength) * step
             out[i] = np.clip(np.rint(self.smoothed), 0, 255)
         return out
 
-    def _follow_camera(self, frame: np.ndarray) -> None:
+    def _camera_jump(self, last: np.ndarray, frame: np.ndarray) -> np.ndarray | None:
+        """The camera's shift ``(2,)`` from the frame before (``last``, float) to ``frame``, both as they came, when it
+        reaches :data:`CAMERA_JUMP_PX`; else None. Read from their optical flow (DIS ultrafast) by
+        :func:`camera_motion`'s robust fit, its translation: noise errs it little (on Ped2's still camera at night,
+        σ 10 to 18, it never read 2 px), and a fast shake (±4 px at 3 Hz: 7 px a frame, median) it reads within
+        0.2 px on average at σ 10 (0.5 at σ 18), where the flow of the denoised frames, smooth and each a blend of the filter's past, loses it."""
+        shift = camera_motion(self.dis.calc(last.astype(np.uint8), np.ascontiguousarray(frame), None))[0]
+        return shift if np.hypot(*shift) >= CAMERA_JUMP_PX else None
+
+    def _follow_camera(self, frame: np.ndarray, jump: np.ndarray | None = None) -> None:
         """Move the running mean along with the picture when the camera moved by :data:`FOLLOW_CAMERA_PX` or more
         since it: read from the optical flow between the two (DIS ultrafast, 1.2 ms) and :func:`camera_motion`'s
         robust fit, its translation. A camera that moved stays away from the mean until it is followed, so the
@@ -188,14 +204,18 @@ class Denoiser:
         frame (mean absolute difference), by :data:`FOLLOW_MARGIN` at least, than the same shift back does (both
         smooth the mean alike), as a camera's own motion does everywhere. On Ped2 at night (σ 5 to 18) the mean of the
         still camera is never moved; shaken by ±2 px at σ 10, the still lawn's flow falls from 0.25 to 0.06 px a
-        frame and the false events from 3.8 a minute to none (docs/experiments.md)."""
+        frame and the false events from 3.8 a minute to none (docs/experiments.md). A ``jump``
+        (:meth:`_camera_jump`) is taken instead of that reading, with the same block check."""
         import cv2
 
-        mean = np.clip(np.rint(self.smoothed), 0, 255).astype(np.uint8)
-        shift = camera_motion(self.dis.calc(mean, np.ascontiguousarray(frame), None))[0]
-        before, self.shift = self.shift, shift
-        if before is None or min(np.hypot(*shift), np.hypot(*before)) < FOLLOW_CAMERA_PX or float(np.dot(shift, before)) <= 0:
-            return
+        if jump is not None:
+            shift, self.shift = jump, None
+        else:
+            mean = np.clip(np.rint(self.smoothed), 0, 255).astype(np.uint8)
+            shift = camera_motion(self.dis.calc(mean, np.ascontiguousarray(frame), None))[0]
+            before, self.shift = self.shift, shift
+            if before is None or min(np.hypot(*shift), np.hypot(*before)) < FOLLOW_CAMERA_PX or float(np.dot(shift, before)) <= 0:
+                return
         H, W = frame.shape
 
         def shifted(sign: int) -> np.ndarray:
@@ -304,14 +324,16 @@ class Stabilizer:
         self.params: list[np.ndarray] = []  # the camera's motion estimated for each frame of the last chunk
         self.taken = np.zeros((0, 3, 2))  # what take_off takes off, a frame pair's: the last chunk's and NIGHT_BASELINE - 1 before
 
-    def __call__(self, flow: np.ndarray, previous: np.ndarray, gray: np.ndarray) -> np.ndarray:
+    def __call__(self, flow: np.ndarray, previous: np.ndarray, gray: np.ndarray, jumps: list | None = None) -> np.ndarray:
         """Flow ``(n, H, W, 2)`` of gray frames ``(n, H, W)`` from each one's predecessor (``previous``: the one before
-        ``gray[0]``), changed in place and returned."""
+        ``gray[0]``), changed in place and returned. ``jumps``: the night filter's readings of the camera's shift
+        between the frames as they came (:meth:`Denoiser._camera_jump`), taken as the camera's motion where there is one."""
         import cv2
 
         H, W = flow.shape[1:3]
         self.motions = np.zeros(len(flow))
-        self.params = [camera_motion(f) for f in flow]
+        jumps = jumps or [None] * len(flow)
+        self.params = [camera_motion(f) if j is None else np.array([j, (0.0, 0.0), (0.0, 0.0)]) for f, j in zip(flow, jumps)]
         grid_y, grid_x = np.mgrid[0:H, 0:W].astype(np.float32)
         for i in range(len(flow)):
             p = self.params[i]
