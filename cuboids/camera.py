@@ -26,8 +26,9 @@ every pixel at once without anything in the scene moving:
   picture first (:data:`FOLLOW_CAMERA_PX`), else it blends the picture at
   several positions and the filtered frames smear; a shift of
   :data:`CAMERA_JUMP_PX` or more between two frames (a fast shake) is read on
-  the frames as they came, and the stabilizer takes that reading too (the
-  flow of the denoised frames loses such shifts). The filter keeps
+  the frames as they came, and the stabilizer takes that reading too, and for
+  a second after it whatever its size (the flow of the denoised frames loses
+  such shifts). The filter keeps
   still pixels quiet but smears what moves with less contrast than 3 noise
   sigmas, and a smeared walker's flow is short and patchy (it was all of the
   ranking lost at night on Ped2); so where something moves (:func:`movers`)
@@ -66,6 +67,7 @@ DEEP_NIGHT_NOISE = 12.0  # noise sigma from which movers are also read from the 
 FOLLOW_CAMERA_PX = 1.0  # the camera's shift (px) from the night filter's running mean to a new frame, read twice in a row, from which the mean follows it
 FOLLOW_NEARER, FOLLOW_MARGIN = 0.75, 0.02  # ... if it brings this share of the picture's 4 x 4 blocks this much nearer the new frame than the same move back
 CAMERA_JUMP_PX = 3.0  # while the night filter is on: a camera shift (px) between two raw frames from which the mean and the stabilizer take it
+SHAKING_FRAMES = 10  # ... and for this many frames after one, the stabilizer whatever the shift
 _GRID = 8  # flow sampled every this many pixels for the camera's motion
 
 
@@ -148,7 +150,8 @@ class Denoiser:
         self.previous: np.ndarray | None = None  # the last frame as it came
         self.dis = dis_flow("ultrafast")  # reads the camera's shift from the running mean to each new frame
         self.shift: np.ndarray | None = None  # the shift read for the frame before (pixels; None: the filter has just turned on)
-        self.jumps: list[np.ndarray | None] = []  # the last call's frames' camera jumps (see _camera_jump; None: none read)
+        self.jumps: list[np.ndarray | None] = []  # the last call's frames' camera shifts read as they came (see _camera_jump; None: none)
+        self.shaking = 0  # frames left in which the camera's shift is read from the frames as they came (see _camera_jump)
 
     def __call__(self, gray: np.ndarray) -> np.ndarray:
         """uint8 frames ``(n, H, W)`` -> the same, denoised while noisy (``active``: which of them)."""
@@ -169,7 +172,7 @@ class Denoiser:
                 # the filter starts from the frame shown last (while off, the frame as it came), which the optical flow
                 # compares this one with: started from this frame's own noisy values it would show them in full, and
                 # the flow of that frame pair would be all the noise (a false event at the start of every noisy clip)
-                self.on, self.smoothed, self.shift = True, last.copy(), None
+                self.on, self.smoothed, self.shift, self.shaking = True, last.copy(), None, 0
             elif self.on and self.sigma < QUIET:
                 self.on = False
             self.active[i] = self.on
@@ -186,12 +189,19 @@ class Denoiser:
 
     def _camera_jump(self, last: np.ndarray, frame: np.ndarray) -> np.ndarray | None:
         """The camera's shift ``(2,)`` from the frame before (``last``, float) to ``frame``, both as they came, when it
-        reaches :data:`CAMERA_JUMP_PX`; else None. Read from their optical flow (DIS ultrafast) by
+        reaches :data:`CAMERA_JUMP_PX` or one did in the last :data:`SHAKING_FRAMES` frames (a camera shaking that fast
+        turns back every other frame, and the flow of the denoised frames misreads the 2 px it then moves); else None. Read from their optical flow (DIS ultrafast) by
         :func:`camera_motion`'s robust fit, its translation: noise errs it little (on Ped2's still camera at night,
         σ 10 to 18, it never read 2 px), and a fast shake (±4 px at 3 Hz: 7 px a frame, median) it reads within
         0.2 px on average at σ 10 (0.5 at σ 18), where the flow of the denoised frames, smooth and each a blend of the filter's past, loses it."""
         shift = camera_motion(self.dis.calc(last.astype(np.uint8), np.ascontiguousarray(frame), None))[0]
-        return shift if np.hypot(*shift) >= CAMERA_JUMP_PX else None
+        if np.hypot(*shift) >= CAMERA_JUMP_PX:
+            self.shaking = SHAKING_FRAMES
+        elif self.shaking:
+            self.shaking -= 1
+        else:
+            return None
+        return shift
 
     def _follow_camera(self, frame: np.ndarray, jump: np.ndarray | None = None) -> None:
         """Move the running mean along with the picture when the camera moved by :data:`FOLLOW_CAMERA_PX` or more
@@ -205,10 +215,10 @@ class Denoiser:
         smooth the mean alike), as a camera's own motion does everywhere. On Ped2 at night (σ 5 to 18) the mean of the
         still camera is never moved; shaken by ±2 px at σ 10, the still lawn's flow falls from 0.25 to 0.06 px a
         frame and the false events from 3.8 a minute to none (docs/experiments.md). A ``jump``
-        (:meth:`_camera_jump`) is taken instead of that reading, with the same block check."""
+        (:meth:`_camera_jump`) of :data:`CAMERA_JUMP_PX` or more is taken instead of that reading, with the same block check."""
         import cv2
 
-        if jump is not None:
+        if jump is not None and np.hypot(*jump) >= CAMERA_JUMP_PX:  # not the smaller readings after one: they cost ranking
             shift, self.shift = jump, None
         else:
             mean = np.clip(np.rint(self.smoothed), 0, 255).astype(np.uint8)

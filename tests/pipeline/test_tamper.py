@@ -297,8 +297,9 @@ def test_at_night_the_filter_follows_a_shaking_camera():
 def test_at_night_a_fast_shake_is_read_from_the_frames_as_they_came(sigma):
     """Textured ground, the camera shaking ±4 px at 3 Hz (up to 7 px between two frames), at night: on the denoised
     frames the flow loses such a shift, so from 3 px between two frames as they came the filter's mean and the
-    stabilizer take the camera's shift read on those. The still ground's flow stays low: 0.048 px a frame at σ 10,
-    0.035 at σ 18 (0.17 and 0.78 without that reading)."""
+    stabilizer take the camera's shift read on those (the stabilizer also for a second after, when the camera turns
+    back). The still ground's flow stays low: 0.046 px a frame at σ 10, 0.015 at σ 18 (0.17 and 0.78 without that
+    reading); its worst frame 0.10 and 0.08 px (0.34 at σ 18 when the stabilizer takes jumps only)."""
     ground = 110 + textured_ground(0)
     t = np.arange(40) / 10.0
     dx, dy = 4 * np.sin(2 * np.pi * 3 * t), 4 * np.sin(2 * np.pi * 3.9 * t + 1)
@@ -306,8 +307,9 @@ def test_at_night_a_fast_shake_is_read_from_the_frames_as_they_came(sigma):
     noisy = np.clip(shaken * 0.7 + np.random.default_rng(5).normal(0, sigma, shaken.shape), 0, 255).astype(np.uint8)[..., None]
     night, cutter = night_flow(noisy)
     assert cutter.denoiser.active[10:].all(), "night"
-    still = np.linalg.norm(night, axis=-1)[10:, 8:-8, 8:-8].mean()
-    assert still < 0.08, f"still ground moves {still:.4f} px a frame"
+    still = np.linalg.norm(night, axis=-1)[10:, 8:-8, 8:-8].mean(axis=(1, 2))
+    assert still.mean() < 0.08, f"still ground moves {still.mean():.4f} px a frame"
+    assert still.max() < 0.2, f"still ground moves {still.max():.4f} px in frame {10 + still.argmax()}"
 
 
 def test_at_night_a_large_mover_does_not_move_a_still_camera_s_filter(monkeypatch):
