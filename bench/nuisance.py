@@ -64,6 +64,7 @@ NUISANCES = [
     Nuisance("noise-late", "noise", {"gain": 0.6, "sigma": 14.0}, "late night: light down 40%, noise σ = 14"),
     Nuisance("noise-strong", "noise", {"gain": 0.5, "sigma": 18.0}, "deep night: light down 50%, noise σ = 18"),
     Nuisance("shake-night", "shake+noise", {"amplitude_px": 2.0, "hz": 1.0, "gain": 0.7, "sigma": 10.0}, "shake ±2 px at 1 Hz at night (σ = 10)"),
+    Nuisance("shake-fast-night", "shake+noise", {"amplitude_px": 4.0, "hz": 3.0, "gain": 0.7, "sigma": 10.0}, "shake ±4 px at 3 Hz at night (σ = 10)"),
     Nuisance("bitrate-100k", "bitrate", {"kbps": 100}, "H.264 at 100 kb/s (0.12 bit a pixel a frame)"),
     Nuisance("bitrate-60k", "bitrate", {"kbps": 60}, "H.264 at 60 kb/s (0.07 bit a pixel a frame: a congested stream)"),
     Nuisance("exposure", "exposure", {"gain": 0.6}, "an exposure step: 40% darker from the clip's middle on"),
