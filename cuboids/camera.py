@@ -148,7 +148,7 @@ class Denoiser:
         self.on = False
         self.smoothed: np.ndarray | None = None
         self.previous: np.ndarray | None = None  # the last frame as it came
-        self.dis = dis_flow("ultrafast")  # reads the camera's shift from the running mean to each new frame
+        self.dis = dis_flow("ultrafast")  # reads the camera's shift to each new frame: from the running mean, and from the frame before
         self.shift: np.ndarray | None = None  # the shift read for the frame before (pixels; None: the filter has just turned on)
         self.jumps: list[np.ndarray | None] = []  # the last call's frames' camera shifts read as they came (see _camera_jump; None: none)
         self.shaking = 0  # frames left in which the camera's shift is read from the frames as they came (see _camera_jump)
@@ -190,10 +190,12 @@ class Denoiser:
     def _camera_jump(self, last: np.ndarray, frame: np.ndarray) -> np.ndarray | None:
         """The camera's shift ``(2,)`` from the frame before (``last``, float) to ``frame``, both as they came, when it
         reaches :data:`CAMERA_JUMP_PX` or one did in the last :data:`SHAKING_FRAMES` frames (a camera shaking that fast
-        turns back every other frame, and the flow of the denoised frames misreads the 2 px it then moves); else None. Read from their optical flow (DIS ultrafast) by
-        :func:`camera_motion`'s robust fit, its translation: noise errs it little (on Ped2's still camera at night,
-        σ 10 to 18, it never read 2 px), and a fast shake (±4 px at 3 Hz: 7 px a frame, median) it reads within
-        0.2 px on average at σ 10 (0.5 at σ 18), where the flow of the denoised frames, smooth and each a blend of the filter's past, loses it."""
+        turns back every other frame, and the flow of the denoised frames misreads the 2 px it then moves); else None.
+        Read from their optical flow (DIS ultrafast) by :func:`camera_motion`'s robust fit, its translation: noise errs
+        it little (on Ped2's still camera at night, σ 10 to 18, it never read 2 px), and a fast shake (±4 px at 3 Hz:
+        7 px a frame, median) it reads within 0.2 px on average at σ 10 (0.5 at σ 18), where the flow of the denoised
+        frames, smooth and each a blend of the filter's past, loses it. A limit: a crowd crossing ground whose texture
+        deep-night noise hides, all one way at 4 px a frame, reads as such a shift too (docs/experiments.md)."""
         shift = camera_motion(self.dis.calc(last.astype(np.uint8), np.ascontiguousarray(frame), None))[0]
         if np.hypot(*shift) >= CAMERA_JUMP_PX:
             self.shaking = SHAKING_FRAMES
@@ -214,8 +216,8 @@ class Denoiser:
         frame (mean absolute difference), by :data:`FOLLOW_MARGIN` at least, than the same shift back does (both
         smooth the mean alike), as a camera's own motion does everywhere. On Ped2 at night (σ 5 to 18) the mean of the
         still camera is never moved; shaken by ±2 px at σ 10, the still lawn's flow falls from 0.25 to 0.06 px a
-        frame and the false events from 3.8 a minute to none (docs/experiments.md). A ``jump``
-        (:meth:`_camera_jump`) of :data:`CAMERA_JUMP_PX` or more is taken instead of that reading, with the same block check."""
+        frame and the false events from 3.8 a minute to none (docs/experiments.md). A ``jump`` (:meth:`_camera_jump`)
+        of :data:`CAMERA_JUMP_PX` or more is taken instead of that reading, with the same block check."""
         import cv2
 
         if jump is not None and np.hypot(*jump) >= CAMERA_JUMP_PX:  # not the smaller readings after one: they cost ranking
@@ -337,7 +339,8 @@ class Stabilizer:
     def __call__(self, flow: np.ndarray, previous: np.ndarray, gray: np.ndarray, jumps: list | None = None) -> np.ndarray:
         """Flow ``(n, H, W, 2)`` of gray frames ``(n, H, W)`` from each one's predecessor (``previous``: the one before
         ``gray[0]``), changed in place and returned. ``jumps``: the night filter's readings of the camera's shift
-        between the frames as they came (:meth:`Denoiser._camera_jump`), taken as the camera's motion where there is one."""
+        between the frames as they came (:meth:`Denoiser._camera_jump`), taken as the camera's motion (a translation)
+        where there is one."""
         import cv2
 
         H, W = flow.shape[1:3]
