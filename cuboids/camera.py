@@ -205,7 +205,7 @@ class Denoiser:
             return None
         return shift
 
-    def _follow_camera(self, frame: np.ndarray, jump: np.ndarray | None = None) -> None:
+    def _follow_camera(self, frame: np.ndarray, jump: np.ndarray | None) -> None:
         """Move the running mean along with the picture when the camera moved by :data:`FOLLOW_CAMERA_PX` or more
         since it: read from the optical flow between the two (DIS ultrafast, 1.2 ms) and :func:`camera_motion`'s
         robust fit, its translation. A camera that moved stays away from the mean until it is followed, so the
