@@ -286,11 +286,7 @@ def test_at_night_a_shaking_camera_s_motion_is_taken_off_a_mover_s_flow_without_
     taken off the disc's raw flow over 3 frames is the camera's motion read on the denoised frames, whose running mean
     follows the camera from 0.5 px; the disc then moves 0.076 px a frame up or down on average (its own motion is
     across). With a 1 px bar the mean lagged the picture, and so did that reading: 0.141."""
-    dark, _ = night_disc(light=1.0, noise=0.0)
-    s = np.arange(len(dark)) / 10.0
-    shaken = shifted(dark[..., 0], 2 * np.sin(2 * np.pi * s), 2 * np.sin(2 * np.pi * 1.3 * s + 1)).astype(np.float32)
-    noisy = np.clip(shaken * 0.7 + np.random.default_rng(5).normal(0, 10, shaken.shape), 0, 255).astype(np.uint8)[..., None]
-    night, cutter = night_flow(noisy)
+    night, cutter = night_flow(shaken_at_night(night_disc(light=1.0, noise=0.0)[0][..., 0], 2.0, 1.0, 10.0))
     assert cutter.denoiser.active[10:].all(), "night"
     down = np.abs(disc_motion(night)[:, 1]).mean()
     assert down < 0.1, f"the disc moves {down:.3f} px up or down on a frame's average"
@@ -301,15 +297,18 @@ def textured_ground(seed: int, h: int = 96, w: int = 128) -> np.ndarray:
     return 25 * t / t.std()
 
 
+def shaken_at_night(frames: np.ndarray, amplitude: float, hz: float, sigma: float) -> np.ndarray:
+    """Daylight frames ``(n, H, W)`` at 10 fps, the camera shaking ±``amplitude`` px (``hz`` across, 1.3 times as fast
+    down), at night (70% of the light, noise ``sigma``): uint8 ``(n, H, W, 1)``."""
+    t = np.arange(len(frames)) / 10.0
+    shaken = shifted(frames, amplitude * np.sin(2 * np.pi * hz * t), amplitude * np.sin(2 * np.pi * 1.3 * hz * t + 1)).astype(np.float32)
+    return np.clip(shaken * 0.7 + np.random.default_rng(5).normal(0, sigma, shaken.shape), 0, 255).astype(np.uint8)[..., None]
+
+
 def still_ground_shaken_at_night(amplitude: float, hz: float, sigma: float) -> np.ndarray:
-    """Textured ground 128 x 96, the camera shaking ±``amplitude`` px (``hz`` across, 1.3 times as fast down), at
-    night (70% of the light, noise ``sigma``): the flow the models see of its still ground, px a frame, frame by frame
-    from the 10th (the night filter on from there)."""
-    t = np.arange(40) / 10.0
-    dx, dy = amplitude * np.sin(2 * np.pi * hz * t), amplitude * np.sin(2 * np.pi * 1.3 * hz * t + 1)
-    shaken = shifted(np.repeat(110 + textured_ground(0)[None], len(t), axis=0), dx, dy)
-    noisy = np.clip(shaken * 0.7 + np.random.default_rng(5).normal(0, sigma, shaken.shape), 0, 255).astype(np.uint8)[..., None]
-    night, cutter = night_flow(noisy)
+    """Textured ground 128 x 96 shaken at night (:func:`shaken_at_night`): the flow the models see of its still
+    ground, px a frame, frame by frame from the 10th (the night filter on from there)."""
+    night, cutter = night_flow(shaken_at_night(np.repeat(110 + textured_ground(0)[None], 40, axis=0), amplitude, hz, sigma))
     assert cutter.denoiser.active[10:].all(), "night"
     return np.linalg.norm(night, axis=-1)[10:, 8:-8, 8:-8].mean(axis=(1, 2))
 
