@@ -3,8 +3,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cuboid_ad.core.errors import InputError
 from cuboid_ad.core.config import Config
+from cuboid_ad.core.errors import InputError
 from cuboid_ad.ensemble.fusion import Absorbed, ScoreChain, alarm_threshold, cell_means, region_errors
 from cuboid_ad.ensemble.sliding import SlidingWindowScorer, score_tubes
 from cuboid_ad.ensemble.streams.base import CausalMean, CellStats, fit_cell_stats, fit_slope
