@@ -47,10 +47,12 @@ def map_layout(streams: list[Stream]) -> dict[str, slice]:
 class Absorbed:
     """What a region learnt from stretches an operator marked as normal (``RegionDetector.absorbed``), as scoring
     applies it: while the region's *gate energy* is at least ``bar``, its z (every stream's, every cell's) are
-    divided by ``factor``; below, it scores as before. The gate energy of a frame is the largest cell motion energy
-    of the region (the reconstruction stream's ``energy`` map) over that frame and the ones whose values reach its
-    smoothed z (``score.smoothing_frames + score.persistence_frames - 1``). A nuisance such as headlights sweeping
-    a lawn moves much faster than the people who cross it; a person there still scores in full."""
+    divided by ``factor``; below, it scores as before. The gate energy of a frame is the region's largest cell
+    motion energy over every input frame that reaches its z: the reconstruction stream's ``reach`` map (each pixel's
+    largest motion energy over the frames of the windows that cover a frame: a frame's error and codes come from
+    them), over that frame and the ones whose values reach its smoothed z (``score.smoothing_frames +
+    score.persistence_frames - 1``). A nuisance such as headlights sweeping a lawn moves much faster than the
+    people who cross it; a person there still scores in full."""
 
     bar: float = 0.0
     factor: float = 1.0  # 1: nothing absorbed
@@ -72,7 +74,7 @@ class ScoreChain:
         many = isinstance(absorbed, list)
         self.bar = np.array([a.bar for a in absorbed]) if many else (absorbed or Absorbed()).bar
         self.factor = np.array([a.factor for a in absorbed]) if many else (absorbed or Absorbed()).factor
-        where = [self.layout[s.name].start + s.maps.index("energy") for s, _ in streams if "energy" in s.maps]
+        where = [self.layout[s.name].start + s.maps.index("reach") for s, _ in streams if "reach" in s.maps]
         self.energy_map = where[0] if where else None
         self.recent = None if self.energy_map is None else RecentMax(cfg.score.smoothing_frames + cfg.score.persistence_frames - 1)
         self.energy: np.ndarray | None = None

@@ -186,7 +186,7 @@ def test_the_alarm_threshold_lets_through_at_most_the_asked_share():
 class Moving:
     """A stream with a motion energy map whose chain gives every cell and the region z = 8."""
 
-    name, maps = "moving", ("error", "energy")
+    name, maps = "moving", ("error", "reach")
 
     def chain(self, stats, cfg):
         return lambda cells: (np.full(cells.shape[:-2] + cells.shape[-1:], 8.0), np.full(cells.shape[:-2], 8.0))
