@@ -22,7 +22,7 @@ from __future__ import annotations
 import pickle
 import threading
 import zipfile
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ from cuboid_ad.core.grid import Region
 from cuboid_ad.core.tubes import FLOW_GAIN, RegionTube, code_to_flow
 from cuboid_ad.core.windows import window_index
 from cuboid_ad.ensemble.fit import TrainState, fit_autoencoder, split_windows, validation_masks
-from cuboid_ad.ensemble.fusion import ScoreChain, alarm_threshold, cell_means, map_layout
+from cuboid_ad.ensemble.fusion import Absorbed, ScoreChain, alarm_threshold, cell_means, map_layout
 from cuboid_ad.ensemble.model import build_autoencoder
 from cuboid_ad.ensemble.sliding import score_tubes
 from cuboid_ad.ensemble.streams import resolve
@@ -48,6 +48,7 @@ from cuboid_ad.ensemble.streams.novelty import segment_ids
 _INIT_LOCK = threading.Lock()
 REPLAY = 4  # training windows replayed for each marked window when a detector absorbs feedback
 SETTLE = 0.8  # marked frames must score below this share of the alarm threshold once absorbed
+ABSORB_ENERGY = 0.25  # ... while the region moves with this share of their slowest such frame's motion energy (half its speed) or more
 
 
 def encode_windows(windows: np.ndarray, mode: str) -> torch.Tensor:
@@ -193,11 +194,13 @@ class RegionDetector:
         from the normal video (the novelty's bank) measures each segment of it against
         the reference without that segment, as new video would be (``ensemble.streams.base``).
         Each stream's spread is then widened where flow noise alone would move it (:meth:`_widen_for_jitter`).
-        ``settle = (clip ids, threshold)``: the spreads are widened further until no frame of those clips (stretches
-        an operator marked as normal) scores above a share :data:`SETTLE` of the threshold (:meth:`absorbed`).
-        ``held``: which frames of each clip are held out, if not the usual blocks.
+        ``settle = (clip ids, threshold)``: those clips are stretches an operator marked as normal; they take no part
+        in the statistics or the references (the novelty's bank), and :attr:`absorbed_` says how much a region's z
+        are divided, and from which motion on, for none of their frames to score above a share :data:`SETTLE` of the
+        threshold (:meth:`_absorb`). ``held``: which frames of each clip are held out, if not the usual blocks.
         """
         s, t = self.cfg.score, self.cfg.train
+        marked_ids = settle[0] if settle is not None else set()
         lengths = [len(x.tube) for x in tubes]
         held = held if held is not None else validation_masks(lengths, t.val_block_frames, t.val_fraction)
         pieces: list[tuple[np.ndarray, dict, np.ndarray]] = []  # (tube piece, the references it is measured against, held-out frames)
@@ -208,7 +211,9 @@ class RegionDetector:
             owners = [x.clip_id for x in tubes]
         else:
             segments = segment_ids(lengths)
-            references = {stream.name: stream.reference(self._encode, [x.tube for x in tubes], segments, self.cfg) for stream, _ in self.streams}
+            # built from the normal video alone; a marked clip's segments are not in it, so it is measured against all of it
+            normal = [(x.tube, seg) for x, seg in zip(tubes, segments) if x.clip_id not in marked_ids]
+            references = {stream.name: stream.reference(self._encode, *map(list, zip(*normal)), self.cfg) for stream, _ in self.streams}
             for x, seg, h in zip(tubes, segments, held):
                 for sid in np.unique(seg):
                     apart = {stream.name: stream.without_segment(references[stream.name], sid) for stream, _ in self.streams}
@@ -217,18 +222,16 @@ class RegionDetector:
         cells = [self._cell_maps(tube, refs) for tube, refs, _ in pieces]  # per piece: (n, n_maps, K)
         held = [h for _, _, h in pieces]
         use = held if s.calibrate_on == "held_out" else [np.ones(len(m), bool) for m in held]
+        use = [u & (owner not in marked_ids) for u, owner in zip(use, owners)]
         self.fitted_ = {
             stream.name: stream.fit([c[:, self.layout[stream.name]] for c in cells], use, self.cfg, references[stream.name]) for stream, _ in self.streams
         }
         if s.flow_jitter_px > 0 and self.cfg.tube_content == "flow":
             self._widen_for_jitter(pieces, cells, use)
-        self.settled_ = 1.0
+        self.absorbed_ = Absorbed()
         if settle is not None:
-            marked = [c for c, owner in zip(cells, owners) if owner in settle[0]]
-            top = max((float(self._chain(c)[1].max(initial=-np.inf)) for c in marked), default=-np.inf)
-            self.settled_ = max(1.0, top / (SETTLE * settle[1])) if settle[1] > 0 else 1.0
-            for stream, _ in self.streams:
-                self._widen(stream.name, self.settled_)
+            self.absorbed_ = self._absorb([c for c, owner in zip(cells, owners) if owner in marked_ids], settle[1])
+        self.settled_ = self.absorbed_.factor
         self._scoring_references = None
         scores = [self._chain(c)[1] for c in cells]
         self.held_out_scores_ = np.concatenate([x[m] for x, m in zip(scores, held)]).astype(np.float32)
@@ -267,6 +270,26 @@ class RegionDetector:
             delta = np.concatenate([d[m] for d, m in zip(delta, use)])
             self._widen(stream.name, max(1.0, float(np.quantile(delta, 0.9))) if len(delta) else 1.0)
 
+    def _absorb(self, marked: list[np.ndarray], threshold: float) -> Absorbed:
+        """What the region must learn for no frame of the marked stretches' cell maps ``marked`` to score above a
+        share :data:`SETTLE` of ``threshold``: its z divided by their top score over that share, from a share
+        :data:`ABSORB_ENERGY` of the gate energy (:class:`ensemble.fusion.Absorbed`) of the slowest frame that scores
+        above it on. Headlights sweeping a lawn are absorbed, and a person walking there at a tenth of their speed is
+        not: widening the region's spread whatever moved (as this did before) cost Ped2's anomalies on the walkway
+        that crosses the lawn 1.5 to 2.5 points of detection in the headlights case, the gate 0 to 0.4, on models of
+        three training seeds (docs/experiments.md)."""
+        bar, top = np.inf, -np.inf
+        for c in marked:
+            chain = self.score_chain()
+            score = chain(c)[1]
+            over = score > SETTLE * threshold
+            top = max(top, float(score.max(initial=-np.inf)))
+            if over.any():
+                bar = min(bar, 0.0 if chain.energy is None else float(chain.energy[over].min()))
+        if threshold <= 0 or top <= SETTLE * threshold:
+            return Absorbed()
+        return Absorbed(ABSORB_ENERGY * bar, top / (SETTLE * threshold))
+
     def _widen(self, stream: str, factor: float) -> None:
         """Multiply a stream's normal spread by ``factor``: its z shrink by as much, its mean stays."""
         f = self.fitted_[stream]
@@ -278,9 +301,9 @@ class RegionDetector:
         The autoencoder is fine-tuned for ``epochs`` epochs, at a tenth of the learning rate, on every window of
         ``marked`` mixed with a replay of :data:`REPLAY` times as many of its own training windows from ``normal``
         (so that it does not forget them), validated on ``normal``'s held-out blocks; then every stream is fitted
-        again on ``normal`` and ``marked`` together (the novelty's bank takes in the marked codes, the statistics
-        their spread), and the spreads widened until no marked frame scores above a share :data:`SETTLE` of
-        ``threshold`` (``settled_``: by how much). The weights and statistics of ``self`` are not touched.
+        again on ``normal`` (with the tuned weights) and the marked stretches absorbed (:meth:`_absorb`: while the
+        region moves as they did, its z are divided until no marked frame scores above a share :data:`SETTLE` of
+        ``threshold``; ``settled_``: by how much). The weights and statistics of ``self`` are not touched.
         """
         self._require_fitted()
         device = device or str(self.device_)
@@ -355,7 +378,7 @@ class RegionDetector:
 
     def score_chain(self) -> ScoreChain:
         """A fresh chain (smoothing from the normal level) over this region's cell maps."""
-        return ScoreChain(self.streams, [self.fitted_[s.name].stats for s, _ in self.streams], self.cfg)
+        return ScoreChain(self.streams, [self.fitted_[s.name].stats for s, _ in self.streams], self.cfg, getattr(self, "absorbed_", None))
 
     def _chain(self, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Cell maps ``(n, n_maps, K)`` of one clip -> cell z ``(n, K)``, region score ``(n,)``, stream z ``(n, S)``."""
@@ -393,6 +416,7 @@ class RegionDetector:
             "history": self.history_.to_dict() | {"n_train_windows": int(getattr(self, "n_train_windows_", 0))},
             "training_clips": dict(training_clips),
             **({"feedback": self.feedback_} if getattr(self, "feedback_", None) else {}),
+            **({"absorbed": asdict(self.absorbed_)} if getattr(self, "absorbed_", Absorbed()) != Absorbed() else {}),
         }
 
     def save(self, path: str | Path, training_clips: dict[str, str]) -> Path:
@@ -426,6 +450,7 @@ class RegionDetector:
             det.held_out_runs_ = list(ck.get("held_out_runs", [len(det.held_out_scores_)]))
             det.fps_ = float(ck.get("fps", 10.0))
             det.threshold_ = alarm_threshold(det.held_out_scores_, recorded.score.false_alarm_rate)
+            det.absorbed_ = Absorbed(**ck.get("absorbed", {}))
         det.history_ = TrainState(**{k: v for k, v in ck["history"].items() if k in TrainState.__dataclass_fields__})
         det.n_train_windows_ = int(ck["history"].get("n_train_windows", 0))
         det.training_clips_ = dict(ck["training_clips"])

@@ -232,7 +232,7 @@ class EnsembleScorer:
         )
         # every stream's statistics of all regions as arrays (R, K)
         stats = [CellStats.stack([d.fitted_[s.name].stats for d in ensemble.detectors]) for s, _ in first.streams]
-        self.chain = ScoreChain(first.streams, stats, cfg)
+        self.chain = ScoreChain(first.streams, stats, cfg, [d.absorbed_ for d in ensemble.detectors])
         self.threshold = ensemble.threshold_
         self.n_done = 0
 

@@ -5,10 +5,13 @@ and the region's z. A region's score is the streams' z weighed by
 ``score.streams`` (the anomaly maps show the cells' z weighed alike); a frame's
 score is its largest region score. The alarm threshold is set on held-out normal
 frames (``ensemble.ensemble``); a supervised classifier's vote may join the frame
-score (``score.classifier_weight``).
+score (``score.classifier_weight``). Stretches an operator marked as normal
+(:class:`Absorbed`) divide a region's z while it moves as much as they did.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -40,18 +43,41 @@ def map_layout(streams: list[Stream]) -> dict[str, slice]:
     return layout
 
 
+@dataclass(frozen=True)
+class Absorbed:
+    """What a region learnt from stretches an operator marked as normal (``RegionDetector.absorbed``), as scoring
+    applies it: while the region's *gate energy* is at least ``bar``, its z (every stream's, every cell's) are
+    divided by ``factor``; below, it scores as before. The gate energy of a frame is the region's largest cell
+    motion energy over every input frame that reaches its z: the reconstruction stream's ``reach`` map (each pixel's
+    largest motion energy over the frames of the windows that cover a frame: a frame's error and codes come from
+    them), over that frame and the ones whose values reach its smoothed z (``score.smoothing_frames +
+    score.persistence_frames - 1``). A nuisance such as headlights sweeping a lawn moves much faster than the
+    people who cross it; a person there still scores in full."""
+
+    bar: float = 0.0
+    factor: float = 1.0  # 1: nothing absorbed
+
+
 class ScoreChain:
     """Cell maps of consecutive frames -> cell z, region scores and each stream's region z; smoothing carried across calls.
 
     Cell maps ``(..., n_maps, K)``, laid out as :func:`map_layout` says: one region ``(n, n_maps, K)`` with its
-    own statistics, or all ``(n, R, n_maps, K)`` with :meth:`CellStats.stack`-ed ones.
+    own statistics and :class:`Absorbed`, or all ``(n, R, n_maps, K)`` with :meth:`CellStats.stack`-ed ones and a
+    list of R. ``energy``: the last call's gate energy ``(...)`` (None without a stream of motion energy).
     """
 
-    def __init__(self, streams: list[tuple[Stream, float]], stats: list[CellStats], cfg: Config):
+    def __init__(self, streams: list[tuple[Stream, float]], stats: list[CellStats], cfg: Config, absorbed: Absorbed | list[Absorbed] | None = None):
         self.names = [s.name for s, _ in streams]
         self.weights = [w for _, w in streams]
         self.layout = map_layout([s for s, _ in streams])
         self.chains = [s.chain(st, cfg) for (s, _), st in zip(streams, stats)]
+        many = isinstance(absorbed, list)
+        self.bar = np.array([a.bar for a in absorbed]) if many else (absorbed or Absorbed()).bar
+        self.factor = np.array([a.factor for a in absorbed]) if many else (absorbed or Absorbed()).factor
+        where = [self.layout[s.name].start + s.maps.index("reach") for s, _ in streams if "reach" in s.maps]
+        self.energy_map = where[0] if where else None
+        self.recent = None if self.energy_map is None else RecentMax(cfg.score.smoothing_frames + cfg.score.persistence_frames - 1)
+        self.energy: np.ndarray | None = None
 
     def __call__(self, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """-> cell z ``(..., K)`` and region score ``(...)``, the streams' z weighed; each stream's region z ``(..., S)``."""
@@ -63,7 +89,33 @@ class ScoreChain:
             if w > 0:  # a stream of weight 0 is shown, never summed (its z may be infinite)
                 cell_z = w * c if cell_z is None else cell_z + w * c
                 region = w * r if region is None else region + w * r
-        return cell_z, region, np.stack(regions, axis=-1)
+        stream_z = np.stack(regions, axis=-1)
+        if self.recent is not None:
+            self.energy = self.recent(cells[..., self.energy_map, :].max(axis=-1))
+        if np.any(self.factor != 1.0):
+            gate = np.ones(region.shape, bool) if self.energy is None else self.energy >= self.bar
+            div = np.where(gate, self.factor, 1.0)
+            cell_z, region, stream_z = cell_z / div[..., None], region / div, stream_z / div[..., None]
+        return cell_z, region, stream_z
+
+
+class RecentMax:
+    """Each row of consecutive rows ``(n, ...)`` -> the largest of it and the ``n_rows - 1`` rows before it, carried
+    across calls."""
+
+    def __init__(self, n_rows: int):
+        self.n = max(1, n_rows)
+        self.history: np.ndarray | None = None
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if self.history is None:
+            self.history = np.full((self.n - 1, *x.shape[1:]), -np.inf)
+        full = np.concatenate([self.history, x])
+        out = x.astype(np.float64)
+        for lag in range(1, self.n):
+            out = np.maximum(out, full[self.n - 1 - lag : self.n - 1 - lag + len(x)])
+        self.history = full[len(full) - (self.n - 1) :]
+        return out
 
 
 def alarm_threshold(normal_scores: np.ndarray, false_alarm_rate: float) -> float:

@@ -48,11 +48,14 @@ def motion_energy(x: torch.Tensor, mode: str) -> torch.Tensor:
 class Reconstruction(Stream):
     name = "reconstruction"
     description = "how badly the region's autoencoder rebuilds each cell's motion, against its errors on normal frames"
-    maps = ("error", "energy")
+    # reach: each pixel's largest motion energy over the window's frames, all that can reach a frame's error and
+    # codes (what gates an absorbed stretch, ensemble.fusion.Absorbed); not part of r
+    maps = ("error", "energy", "reach")
 
     def pixel_maps(self, fwd: Forward, reference: torch.Tensor | None, cfg: Config) -> torch.Tensor:
         error = ((fwd.y - fwd.x) ** 2).mean(dim=1).cpu()  # channel mean
-        return torch.stack([error, motion_energy(fwd.x.cpu(), fwd.mode)], dim=2)
+        energy = motion_energy(fwd.x.cpu(), fwd.mode)
+        return torch.stack([error, energy, energy.amax(dim=1, keepdim=True).expand_as(energy)], dim=2)
 
     def fit(self, cells: list[np.ndarray], use: list[np.ndarray], cfg: Config, reference: None) -> Fitted:
         s = cfg.score

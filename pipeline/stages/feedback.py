@@ -14,8 +14,9 @@ the trained models; each region that scored above a share
 ``ensemble.detector.SETTLE`` of the alarm threshold in some stretch *absorbs*
 them (``RegionDetector.absorbed``: its autoencoder fine-tuned for a few epochs on
 the stretches with a replay of its own training windows, every stream fitted
-again with them, its spread widened until they score below the alarm threshold);
-the other regions keep their files. The new checkpoints are
+again on its normal video, and its scores divided, while the region moves at
+least half as fast as the stretches did, until they score below the alarm
+threshold: ``ensemble.fusion.Absorbed``); the other regions keep their files. The new checkpoints are
 ``<region>.v<k>.pt``; ``manifest.json``, written last, makes version ``k`` the
 models in use (also kept as ``versions/manifest.v<k>.json``). An update killed
 at any point leaves the previous version in use; run again, it reuses the
@@ -190,7 +191,7 @@ def _stretch_tubes(record: Record, ens: Ensemble) -> tuple[np.ndarray, float]:
 class UpdateResult:
     version: int
     records: list[str]
-    changed: dict[str, float]  # region -> how much its spread was widened
+    changed: dict[str, float]  # region -> by how much its scores are divided while it moves as the stretches did
     checks: dict[str, dict[str, float]]  # "before"/"after": held-out normal flagged, faster played caught
     seconds: float
     manifest: Path | None = None

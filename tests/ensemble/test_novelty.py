@@ -129,7 +129,7 @@ def test_novelty_off_scores_the_reconstruction_stream_alone(trained_work, tiny_c
     det = RegionDetector.load(wd.models / "r1c1.pt", tiny_cfg)
     tubes, _, _ = load_region(wd.cuboids, "r1c1", tiny_cfg)
     off = det.recalibrated(cfg, tubes)
-    assert list(off.fitted_) == ["reconstruction"] and off.n_maps == 3
+    assert list(off.fitted_) == ["reconstruction"] and off.n_maps == 4  # the shown reconstruction, error, energy, reach
     cell_z, region, streams = det._chain(det._cell_maps(tubes[0].tube))
     assert streams.shape == (len(region), 2) and not np.isnan(streams).any() and streams[:, 1].std() > 0
     assert np.allclose(off.decision_function(tubes[0].tube), streams[:, 0], atol=1e-5), "the reconstruction stream does not depend on the weight"

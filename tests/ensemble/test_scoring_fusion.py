@@ -3,8 +3,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cuboid_ad.core.config import Config
 from cuboid_ad.core.errors import InputError
-from cuboid_ad.ensemble.fusion import alarm_threshold, cell_means, region_errors
+from cuboid_ad.ensemble.fusion import Absorbed, ScoreChain, alarm_threshold, cell_means, region_errors
 from cuboid_ad.ensemble.sliding import SlidingWindowScorer, score_tubes
 from cuboid_ad.ensemble.streams.base import CausalMean, CellStats, fit_cell_stats, fit_slope
 
@@ -180,3 +181,41 @@ def test_the_alarm_threshold_lets_through_at_most_the_asked_share():
     t = alarm_threshold(normal, 0.01)
     assert t in normal and np.mean(normal > t) <= 0.01 and np.mean(normal >= t) <= 0.01 + 1 / len(normal)
     assert alarm_threshold(np.arange(50.0), 0.001) == 49.0, "fewer frames than 1/rate: the highest one"
+
+
+class Moving:
+    """A stream with a motion energy map whose chain gives every cell and the region z = 8."""
+
+    name, maps = "moving", ("error", "reach")
+
+    def chain(self, stats, cfg):
+        return lambda cells: (np.full(cells.shape[:-2] + cells.shape[-1:], 8.0), np.full(cells.shape[:-2], 8.0))
+
+
+def test_an_absorbed_stretch_divides_z_only_while_the_region_moves_as_much_and_the_frames_its_smoothing_reaches():
+    cfg = Config()  # smoothing 5 frames, persistence 2: a frame's z is reached by it and the 5 before it
+    window = cfg.score.smoothing_frames + cfg.score.persistence_frames - 1
+    assert window == 6
+    energy = np.zeros(14)
+    energy[2], energy[11] = 9.0, 3.9  # one cell moves as much as the stretch did (bar 4) at frame 2; less at 11
+    cells = np.zeros((14, 3, 2))  # (n, maps: the shown reconstruction, then the stream's, K = 2 cells)
+    cells[:, 2, 1] = energy
+    gated = np.zeros(14, bool)
+    gated[2 : 2 + window] = True
+    for chunks in ([14], [3, 1, 6, 4]):
+        chain, out = ScoreChain([(Moving(), 1.0)], [None], cfg, Absorbed(bar=4.0, factor=10.0)), []
+        for part in np.split(cells, np.cumsum(chunks)[:-1]):
+            out.append(chain(part))
+        cell_z, region, streams = (np.concatenate(x) for x in zip(*out))
+        assert region.tolist() == np.where(gated, 0.8, 8.0).tolist(), chunks
+        assert (cell_z == region[:, None]).all() and (streams[:, 0] == region).all(), "cells and streams alike"
+    nothing = ScoreChain([(Moving(), 1.0)], [None], cfg)(cells)[1]
+    assert (nothing == 8.0).all(), "nothing absorbed: nothing divided"
+
+
+def test_absorbed_regions_scored_together_each_keep_their_own_bar_and_factor():
+    cfg = Config()
+    cells = np.zeros((3, 2, 3, 1))  # (n, R = 2, maps, K = 1)
+    cells[:, :, 2, 0] = 5.0
+    region = ScoreChain([(Moving(), 1.0)], [None], cfg, [Absorbed(4.0, 2.0), Absorbed(6.0, 4.0)])(cells)[1]
+    assert region.tolist() == [[4.0, 8.0]] * 3, "5 reaches the first region's bar, not the second's"

@@ -21,7 +21,13 @@ from click.testing import CliRunner
 from conftest import serving
 
 from cuboid_ad.cli import cli
+from cuboid_ad.core.tubes import FLOW_ZERO, RegionTube
+from cuboid_ad.core.windows import window_starts
 from cuboid_ad.core.workdir import WorkDir
+from cuboid_ad.cuboids.store import load_region
+from cuboid_ad.ensemble.detector import SETTLE, RegionDetector
+from cuboid_ad.ensemble.ensemble import Ensemble
+from cuboid_ad.ensemble.fusion import Absorbed
 from cuboid_ad.pipeline.media.synthetic import write_video
 from cuboid_ad.pipeline.stages import feedback
 from cuboid_ad.pipeline.stages.score import score_video
@@ -82,6 +88,33 @@ def test_mark_update_rescore_the_event_is_gone_then_undo_and_rollback(work, tiny
     assert len(events(work, clip)) == len(before)
     res = CliRunner().invoke(cli, ["feedback", "undo", rid, "--work", str(work)])
     assert res.exit_code == 1 and f"no feedback {rid!r}" in res.output
+
+
+def crossing(tube: np.ndarray, speed: float) -> np.ndarray:
+    """A flow tube with a 4 x 4 block crossing it to the right, its flow ``speed`` code steps (a patch pixel is 32)."""
+    out = tube.copy()
+    for i in range(len(out)):
+        c = (2 * i) % 12
+        out[i, 0, 6:10, c : c + 4] = FLOW_ZERO + speed
+    return out
+
+
+def test_a_fast_motion_marked_as_normal_leaves_a_slower_one_in_the_same_region_scored_in_full(trained_work, tiny_cfg):
+    """Headlights sweeping a lawn are no reason to miss a person crossing it: absorbing a motion must not blunt the
+    region for motion a quarter as fast (the widening it replaced divided every z of the region)."""
+    wd = WorkDir(trained_work)
+    det = RegionDetector.load(wd.models / "r1c2.pt", tiny_cfg)  # nothing normal moves there
+    normal = load_region(wd.cuboids, "r1c2", tiny_cfg)[0]
+    threshold = Ensemble.load(wd.models).threshold_
+    still = normal[0].tube
+    fast, slower = crossing(still, 80), crossing(still, 20)
+    assert det.decision_function(fast).max() > SETTLE * threshold and det.decision_function(slower).max() > threshold
+    new = det.absorbed([RegionTube("feedback:x", fast, window_starts(len(fast), 8, 1), normal[0].fps)], normal, threshold, epochs=1)
+    assert new.absorbed_.factor > 1 and new.decision_function(fast).max() <= SETTLE * threshold, "the marked motion is absorbed"
+    after = new.decision_function(slower)
+    new.absorbed_ = Absorbed()
+    assert (after == new.decision_function(slower)).all(), "the slower motion is scored as if nothing had been absorbed"
+    assert after.max() > threshold, "and still raises the alarm"
 
 
 def test_feedback_recorded_with_other_models_is_refused_in_one_line(work, tiny_data):
