@@ -49,9 +49,9 @@ class Absorbed:
     applies it: while the region's *gate energy* is at least ``bar``, its z (every stream's, every cell's) are
     divided by ``factor``; below, it scores as before. The gate energy of a frame is the region's largest cell
     motion energy over every input frame that reaches its z: the reconstruction stream's ``reach`` map (each pixel's
-    largest motion energy over the frames of the windows that cover a frame: a frame's error and codes come from
-    them), over that frame and the ones whose values reach its smoothed z (``score.smoothing_frames +
-    score.persistence_frames - 1``). A nuisance such as headlights sweeping a lawn moves much faster than the
+    largest motion energy over a window's frames, averaged over the windows that cover a frame, as every map is: a
+    frame's error and codes come from those windows), over that frame and the ones whose values reach its smoothed z
+    (``score.smoothing_frames + score.persistence_frames - 1``). A nuisance such as headlights sweeping a lawn moves much faster than the
     people who cross it; a person there still scores in full."""
 
     bar: float = 0.0
@@ -63,7 +63,7 @@ class ScoreChain:
 
     Cell maps ``(..., n_maps, K)``, laid out as :func:`map_layout` says: one region ``(n, n_maps, K)`` with its
     own statistics and :class:`Absorbed`, or all ``(n, R, n_maps, K)`` with :meth:`CellStats.stack`-ed ones and a
-    list of R. ``energy``: the last call's gate energy ``(...)`` (None without a stream of motion energy).
+    list of R. ``energy``: the last call's gate energy ``(...)`` (None without a stream with a ``reach`` map).
     """
 
     def __init__(self, streams: list[tuple[Stream, float]], stats: list[CellStats], cfg: Config, absorbed: Absorbed | list[Absorbed] | None = None):
