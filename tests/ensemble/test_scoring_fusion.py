@@ -184,7 +184,7 @@ def test_the_alarm_threshold_lets_through_at_most_the_asked_share():
 
 
 class Moving:
-    """A stream with a motion energy map whose chain gives every cell and the region z = 8."""
+    """A stream with a ``reach`` map (the gate reads it) whose chain gives every cell and the region z = 8."""
 
     name, maps = "moving", ("error", "reach")
 
