@@ -212,8 +212,8 @@ class RegionDetector:
         else:
             segments = segment_ids(lengths)
             # built from the normal video alone; a marked clip's segments are not in it, so it is measured against all of it
-            normal = [(x.tube, seg) for x, seg in zip(tubes, segments) if x.clip_id not in marked_ids]
-            references = {stream.name: stream.reference(self._encode, *map(list, zip(*normal)), self.cfg) for stream, _ in self.streams}
+            normal = [i for i, x in enumerate(tubes) if x.clip_id not in marked_ids]
+            references = {stream.name: stream.reference(self._encode, [tubes[i].tube for i in normal], [segments[i] for i in normal], self.cfg) for stream, _ in self.streams}
             for x, seg, h in zip(tubes, segments, held):
                 for sid in np.unique(seg):
                     apart = {stream.name: stream.without_segment(references[stream.name], sid) for stream, _ in self.streams}
@@ -231,7 +231,6 @@ class RegionDetector:
         self.absorbed_ = Absorbed()
         if settle is not None:
             self.absorbed_ = self._absorb([c for c, owner in zip(cells, owners) if owner in marked_ids], settle[1])
-        self.settled_ = self.absorbed_.factor
         self._scoring_references = None
         scores = [self._chain(c)[1] for c in cells]
         self.held_out_scores_ = np.concatenate([x[m] for x, m in zip(scores, held)]).astype(np.float32)
@@ -303,7 +302,7 @@ class RegionDetector:
         (so that it does not forget them), validated on ``normal``'s held-out blocks; then every stream is fitted
         again on ``normal`` (with the tuned weights) and the marked stretches absorbed (:meth:`_absorb`: while the
         region moves as they did, its z are divided until no marked frame scores above a share :data:`SETTLE` of
-        ``threshold``; ``settled_``: by how much). The weights and statistics of ``self`` are not touched.
+        ``threshold``; ``absorbed_.factor``: by how much). The weights and statistics of ``self`` are not touched.
         """
         self._require_fitted()
         device = device or str(self.device_)
@@ -378,7 +377,7 @@ class RegionDetector:
 
     def score_chain(self) -> ScoreChain:
         """A fresh chain (smoothing from the normal level) over this region's cell maps."""
-        return ScoreChain(self.streams, [self.fitted_[s.name].stats for s, _ in self.streams], self.cfg, getattr(self, "absorbed_", None))
+        return ScoreChain(self.streams, [self.fitted_[s.name].stats for s, _ in self.streams], self.cfg, self.absorbed_)
 
     def _chain(self, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Cell maps ``(n, n_maps, K)`` of one clip -> cell z ``(n, K)``, region score ``(n,)``, stream z ``(n, S)``."""
@@ -416,7 +415,7 @@ class RegionDetector:
             "history": self.history_.to_dict() | {"n_train_windows": int(getattr(self, "n_train_windows_", 0))},
             "training_clips": dict(training_clips),
             **({"feedback": self.feedback_} if getattr(self, "feedback_", None) else {}),
-            **({"absorbed": asdict(self.absorbed_)} if getattr(self, "absorbed_", Absorbed()) != Absorbed() else {}),
+            **({"absorbed": asdict(self.absorbed_)} if self.absorbed_ != Absorbed() else {}),
         }
 
     def save(self, path: str | Path, training_clips: dict[str, str]) -> Path:

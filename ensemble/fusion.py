@@ -71,9 +71,8 @@ class ScoreChain:
         self.weights = [w for _, w in streams]
         self.layout = map_layout([s for s, _ in streams])
         self.chains = [s.chain(st, cfg) for (s, _), st in zip(streams, stats)]
-        many = isinstance(absorbed, list)
-        self.bar = np.array([a.bar for a in absorbed]) if many else (absorbed or Absorbed()).bar
-        self.factor = np.array([a.factor for a in absorbed]) if many else (absorbed or Absorbed()).factor
+        absorbed = absorbed if isinstance(absorbed, list) else [absorbed or Absorbed()]  # one region: broadcast over its frames
+        self.bar, self.factor = np.array([a.bar for a in absorbed]), np.array([a.factor for a in absorbed])
         where = [self.layout[s.name].start + s.maps.index("reach") for s, _ in streams if "reach" in s.maps]
         self.energy_map = where[0] if where else None
         self.recent = None if self.energy_map is None else RecentMax(cfg.score.smoothing_frames + cfg.score.persistence_frames - 1)

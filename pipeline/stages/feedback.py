@@ -261,9 +261,9 @@ def update_models(work: str | Path, device: str = "cpu", epochs: int = 3, jobs: 
         if stop is not None and stop.is_set():
             raise KeyboardInterrupt
         new = by_id[rid].absorbed(marked[rid], normal[rid], threshold, epochs, device)
-        new.feedback_ = {**stamp, "settled": float(new.settled_)}
+        new.feedback_ = {**stamp, "settled": float(new.absorbed_.factor)}
         new.save(path, tube_files(wd.cuboids, rid))
-        return rid, name, float(new.settled_)
+        return rid, name, float(new.absorbed_.factor)
 
     workers, threads = plan_workers(max(len(touched), 1), jobs, device)
     with torch_threads(threads):

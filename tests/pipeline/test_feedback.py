@@ -109,7 +109,7 @@ def test_a_fast_motion_marked_as_normal_leaves_a_slower_one_in_the_same_region_s
     still = normal[0].tube
     fast, slower = crossing(still, 80), crossing(still, 20)
     assert det.decision_function(fast).max() > SETTLE * threshold and det.decision_function(slower).max() > threshold
-    new = det.absorbed([RegionTube("feedback:x", fast, window_starts(len(fast), 8, 1), normal[0].fps)], normal, threshold, epochs=1)
+    new = det.absorbed([RegionTube("feedback:x", fast, window_starts(len(fast), tiny_cfg.cuboids.clip_length_in_frames, 1), normal[0].fps)], normal, threshold, epochs=1)
     assert new.absorbed_.factor > 1 and new.decision_function(fast).max() <= SETTLE * threshold, "the marked motion is absorbed"
     after = new.decision_function(slower)
     new.absorbed_ = Absorbed()
