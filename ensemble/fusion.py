@@ -6,8 +6,7 @@ and the region's z. A region's score is the streams' z weighed by
 score is its largest region score. The alarm threshold is set on held-out normal
 frames (``ensemble.ensemble``); a supervised classifier's vote may join the frame
 score (``score.classifier_weight``). Stretches an operator marked as normal
-(:class:`Absorbed`) divide the z of the cells that carried them, and of the still cells beside them, while these
-move as much as they did.
+(:class:`Absorbed`) divide the z of the cells that carried them while these move as much as they did.
 """
 
 from __future__ import annotations

@@ -14,11 +14,10 @@ the trained models; each region that scored above a share
 ``ensemble.detector.SETTLE`` of the alarm threshold in some stretch *absorbs*
 them (``RegionDetector.absorbed``: its autoencoder fine-tuned for a few epochs on
 the stretches with a replay of its own training windows, every stream fitted
-again on its normal video, and the z of the cells that carried the stretches,
-and of the still cells beside them, divided while those cells move at least half
-as fast as the stretches did, until they score below the alarm threshold:
-``ensemble.fusion.Absorbed``); a cell that moves on its own scores as before,
-and the other regions keep their files. The new checkpoints are
+again on its normal video, and the z of the cells that carried the stretches
+divided, while these cells move at least half as fast as the stretches did,
+until they score below the alarm threshold: ``ensemble.fusion.Absorbed``); the
+other cells score as before, and the other regions keep their files. The new checkpoints are
 ``<region>.v<k>.pt``; ``manifest.json``, written last, makes version ``k`` the
 models in use (also kept as ``versions/manifest.v<k>.json``). An update killed
 at any point leaves the previous version in use; run again, it reuses the
