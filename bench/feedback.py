@@ -82,7 +82,7 @@ def run_case(name: str, corpus: dict, work: Path, data: Path) -> dict:
     feedback.rollback(work, to=0)
     return {
         "case": name, "marked": f"{target[0].name} {target[1]:.1f}-{target[2]:.1f} s", "marked_seconds": target[2] - target[1],
-        "update_seconds": round(update.seconds, 1), "regions_changed": update.changed, "cells": update.cells, "checks": update.checks,
+        "update_seconds": round(update.seconds, 1), "regions_changed": update.changed, "checks": update.checks,
         "marked_still_raises": len(still), "others_before": before_others[0], "others_after": after_others[0], "others_minutes": before_others[1],
         "test_after": after_test,
     }  # fmt: skip
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{r['case']:12s} {r['marked']:24s} {r['update_seconds']:6.1f}s {r['marked_still_raises']:12d} "
               f"{r['others_before']:>10d} -> {r['others_after']:<3d} in {r['others_minutes']:.1f} min "
               f"{t['auc']:>12.4f} ({t['auc'] - before['auc']:+.4f}) / {t['detected']:.1%} / {t['segments_hit']} of {t['segments']}  "
-              + ", ".join(f"{k} x{v}" + (f" in {r['cells'][k][0]}/{r['cells'][k][1]} cells" if k in r.get("cells", {}) else "") for k, v in r["regions_changed"].items()))  # fmt: skip
+              + ", ".join(f"{k} x{v}" for k, v in r["regions_changed"].items()))  # fmt: skip
     print(f"commit {result['commit']}")
 
 
