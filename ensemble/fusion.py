@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cuboid_ad.core.config import Config
-from cuboid_ad.ensemble.streams.base import CellStats, Stream
+from cuboid_ad.ensemble.streams.base import CausalMean, CellStats, Stream
 
 
 def region_errors(pixel_errors: np.ndarray, rule: str, patch: int) -> np.ndarray:
@@ -75,7 +75,8 @@ class ScoreChain:
         self.bar, self.factor = np.array([a.bar for a in absorbed]), np.array([a.factor for a in absorbed])
         where = [self.layout[s.name].start + s.maps.index("reach") for s, _ in streams if "reach" in s.maps]
         self.energy_map = where[0] if where else None
-        self.recent = None if self.energy_map is None else RecentMax(cfg.score.smoothing_frames + cfg.score.persistence_frames - 1)
+        # the largest over those frames, as the smallest of the negated: the smoothing's own "lasted that long" window
+        self.recent = None if self.energy_map is None else CausalMean(1, persist=cfg.score.smoothing_frames + cfg.score.persistence_frames - 1)
         self.energy: np.ndarray | None = None
 
     def __call__(self, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -90,31 +91,12 @@ class ScoreChain:
                 region = w * r if region is None else region + w * r
         stream_z = np.stack(regions, axis=-1)
         if self.recent is not None:
-            self.energy = self.recent(cells[..., self.energy_map, :].max(axis=-1))
+            self.energy = -self.recent(-cells[..., self.energy_map, :].max(axis=-1))
         if np.any(self.factor != 1.0):
             gate = np.ones(region.shape, bool) if self.energy is None else self.energy >= self.bar
             div = np.where(gate, self.factor, 1.0)
             cell_z, region, stream_z = cell_z / div[..., None], region / div, stream_z / div[..., None]
         return cell_z, region, stream_z
-
-
-class RecentMax:
-    """Each row of consecutive rows ``(n, ...)`` -> the largest of it and the ``n_rows - 1`` rows before it, carried
-    across calls."""
-
-    def __init__(self, n_rows: int):
-        self.n = max(1, n_rows)
-        self.history: np.ndarray | None = None
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        if self.history is None:
-            self.history = np.full((self.n - 1, *x.shape[1:]), -np.inf)
-        full = np.concatenate([self.history, x])
-        out = x.astype(np.float64)
-        for lag in range(1, self.n):
-            out = np.maximum(out, full[self.n - 1 - lag : self.n - 1 - lag + len(x)])
-        self.history = full[len(full) - (self.n - 1) :]
-        return out
 
 
 def alarm_threshold(normal_scores: np.ndarray, false_alarm_rate: float) -> float:
