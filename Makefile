@@ -156,4 +156,4 @@ bench-nuisance: $(STAMP)
 bench-feedback: $(STAMP)
 	@test -f $(BENCH_WORK)/$(notdir $(abspath $(BENCH_DATA)))-$(PRESET)/models/manifest.json || \
 		{ echo "no models in $(BENCH_WORK)/$(notdir $(abspath $(BENCH_DATA)))-$(PRESET): run make bench-ped2 first"; exit 2; }
-	$(PY) -m bench.feedback --data $(BENCH_DATA) --work $(BENCH_WORK)/$(notdir $(abspath $(BENCH_DATA)))-$(PRESET)
+	$(PY) -m bench.feedback --data $(BENCH_DATA) --work $(BENCH_WORK)/$(notdir $(abspath $(BENCH_DATA)))-$(PRESET) --time-runs 3
