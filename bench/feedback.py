@@ -89,7 +89,8 @@ def run_case(name: str, corpus: dict, work: Path, data: Path, time_runs: int = 1
     feedback.rollback(work, to=0)
     return {
         "case": name, "marked": f"{target[0].name} {target[1]:.1f}-{target[2]:.1f} s", "marked_seconds": target[2] - target[1],
-        "update_seconds": round(statistics.median(seconds), 1), "update_runs": [round(t, 1) for t in seconds], "regions_changed": update.changed, "checks": update.checks,
+        "update_seconds": round(statistics.median(seconds), 1), "update_runs": [round(t, 1) for t in seconds], "regions_changed": update.changed,
+        "cells": update.cells, "checks": update.checks,
         "marked_still_raises": len(still), "others_before": before_others[0], "others_after": after_others[0], "others_minutes": before_others[1],
         "test_after": after_test,
     }  # fmt: skip
@@ -129,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{r['case']:12s} {r['marked']:24s} {r['update_seconds']:6.1f}s {r['marked_still_raises']:12d} "
               f"{r['others_before']:>10d} -> {r['others_after']:<3d} in {r['others_minutes']:.1f} min "
               f"{t['auc']:>12.4f} ({t['auc'] - before['auc']:+.4f}) / {t['detected']:.1%} / {t['segments_hit']} of {t['segments']}  "
-              + ", ".join(f"{k} x{v}" for k, v in r["regions_changed"].items()))  # fmt: skip
+              + ", ".join(f"{k} x{v}" + (f" in {r['cells'][k][0]}/{r['cells'][k][1]} cells" if k in r.get("cells", {}) else "") for k, v in r["regions_changed"].items()))  # fmt: skip
     if args.time_runs > 1:
         print(f"update: the median of {args.time_runs} runs each (every run in {out / 'feedback.json'})")
     print(f"commit {result['commit']}")

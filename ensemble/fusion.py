@@ -6,7 +6,7 @@ and the region's z. A region's score is the streams' z weighed by
 score is its largest region score. The alarm threshold is set on held-out normal
 frames (``ensemble.ensemble``); a supervised classifier's vote may join the frame
 score (``score.classifier_weight``). Stretches an operator marked as normal
-(:class:`Absorbed`) divide a region's z while it moves as much as they did.
+(:class:`Absorbed`) divide the z of the cells that carried them while these move as much as they did.
 """
 
 from __future__ import annotations
@@ -46,16 +46,20 @@ def map_layout(streams: list[Stream]) -> dict[str, slice]:
 @dataclass(frozen=True)
 class Absorbed:
     """What a region learnt from stretches an operator marked as normal (``RegionDetector.absorbed``), as scoring
-    applies it: while the region's *gate energy* is at least ``bar``, its z (every stream's, every cell's) are
-    divided by ``factor``; below, it scores as before. The gate energy of a frame is the region's largest cell
-    motion energy over every input frame that reaches its z: the reconstruction stream's ``reach`` map (each pixel's
-    largest motion energy over a window's frames, averaged over the windows that cover a frame, as every map is: a
-    frame's error and codes come from those windows), over that frame and the ones whose values reach its smoothed z
-    (``score.smoothing_frames + score.persistence_frames - 1``). A nuisance such as headlights sweeping a lawn moves much faster than the
-    people who cross it; a person there still scores in full."""
+    applies it: while the gate energy of the absorbed ``cells`` (None: all) is at least ``bar``, their z (every
+    stream's) are divided by ``factor``, and each stream's region z, where above normal, falls in the proportion its
+    top cell's z fell (a region z that is a smoothed peak lies above its cells'); the other cells, and all of them
+    while the gate is shut, score as before. The gate energy is the largest motion energy of the absorbed cells over
+    every input frame that reaches their z: the reconstruction stream's ``reach`` map (each pixel's largest motion
+    energy over a window's frames, averaged over the windows that cover a frame, as every map is: a frame's error
+    and codes come from those windows), over that frame and the ones whose values reach its smoothed z
+    (``score.smoothing_frames + score.persistence_frames - 1``). A person crossing a lawn that headlights sweep
+    scores in full whenever no lights sweep it (they move much faster than people); a cyclist crossing a region
+    where a flag flaps in one corner, everywhere but in the flag's cells."""
 
     bar: float = 0.0
     factor: float = 1.0  # 1: nothing absorbed
+    cells: tuple[int, ...] | None = None
 
 
 class ScoreChain:
@@ -63,7 +67,8 @@ class ScoreChain:
 
     Cell maps ``(..., n_maps, K)``, laid out as :func:`map_layout` says: one region ``(n, n_maps, K)`` with its
     own statistics and :class:`Absorbed`, or all ``(n, R, n_maps, K)`` with :meth:`CellStats.stack`-ed ones and a
-    list of R. ``energy``: the last call's gate energy ``(...)`` (None without a stream with a ``reach`` map).
+    list of R. ``energy``: the last call's largest motion energy of every cell over the frames that reach its z
+    ``(..., K)``, what gates :class:`Absorbed` cells (None without a stream with a ``reach`` map).
     """
 
     def __init__(self, streams: list[tuple[Stream, float]], stats: list[CellStats], cfg: Config, absorbed: Absorbed | list[Absorbed] | None = None):
@@ -72,31 +77,48 @@ class ScoreChain:
         self.layout = map_layout([s for s, _ in streams])
         self.chains = [s.chain(st, cfg) for (s, _), st in zip(streams, stats)]
         absorbed = absorbed if isinstance(absorbed, list) else [absorbed or Absorbed()]  # one region: broadcast over its frames
-        self.bar, self.factor = np.array([a.bar for a in absorbed]), np.array([a.factor for a in absorbed])
+        self.bar, self.factor = np.array([[a.bar] for a in absorbed]), np.array([[a.factor] for a in absorbed])  # (R, 1)
+        self.absorbed = absorbed
+        self.mask: np.ndarray | None = None  # (R, K): the absorbed cells
         where = [self.layout[s.name].start + s.maps.index("reach") for s, _ in streams if "reach" in s.maps]
         self.energy_map = where[0] if where else None
         # the largest over those frames, as the smallest of the negated: the smoothing's own "lasted that long" window
         self.recent = None if self.energy_map is None else CausalMean(1, persist=cfg.score.smoothing_frames + cfg.score.persistence_frames - 1)
         self.energy: np.ndarray | None = None
+        self.stream_cells: list[np.ndarray] = []
 
     def __call__(self, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """-> cell z ``(..., K)`` and region score ``(...)``, the streams' z weighed; each stream's region z ``(..., S)``."""
+        """-> cell z ``(..., K)`` and region score ``(...)``, the streams' z weighed; each stream's region z ``(..., S)``.
+        ``energy`` and ``stream_cells`` (each stream's cell z) keep this call's gate energies and cells."""
+        outs = [chain(cells[..., self.layout[name], :]) for name, chain in zip(self.names, self.chains)]
+        if self.recent is not None:
+            self.energy = -self.recent(-cells[..., self.energy_map, :])
+        if np.any(self.factor != 1.0):
+            outs = self._absorbed(outs, cells.shape[-1])
+        self.stream_cells = [c for c, _ in outs]
         cell_z = region = None
-        regions = []
-        for name, w, chain in zip(self.names, self.weights, self.chains):
-            c, r = chain(cells[..., self.layout[name], :])
-            regions.append(r)
+        for w, (c, r) in zip(self.weights, outs):
             if w > 0:  # a stream of weight 0 is shown, never summed (its z may be infinite)
                 cell_z = w * c if cell_z is None else cell_z + w * c
                 region = w * r if region is None else region + w * r
-        stream_z = np.stack(regions, axis=-1)
-        if self.recent is not None:
-            self.energy = -self.recent(-cells[..., self.energy_map, :].max(axis=-1))
-        if np.any(self.factor != 1.0):
-            gate = np.ones(region.shape, bool) if self.energy is None else self.energy >= self.bar
-            div = np.where(gate, self.factor, 1.0)
-            cell_z, region, stream_z = cell_z / div[..., None], region / div, stream_z / div[..., None]
-        return cell_z, region, stream_z
+        return cell_z, region, np.stack([r for _, r in outs], axis=-1)
+
+    def _absorbed(self, outs: list[tuple[np.ndarray, np.ndarray]], K: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Each stream's (cell z, region z) with the absorbed cells divided where their gate is open (:class:`Absorbed`)."""
+        if self.mask is None:
+            self.mask = np.array([[a.cells is None or k in a.cells for k in range(K)] for a in self.absorbed])
+        gate = self.mask
+        if self.energy is not None:
+            gate = gate & (np.where(self.mask, self.energy, -np.inf).max(axis=-1, keepdims=True) >= self.bar)
+        div = np.where(gate, self.factor, 1.0)
+        out = []
+        for c, r in outs:
+            divided = c / div
+            top = c.max(axis=-1)
+            with np.errstate(invalid="ignore", divide="ignore"):  # an infinite z stays infinite
+                kept = np.nan_to_num(np.where(top > 0, divided.max(axis=-1) / top, 1.0), nan=1.0)
+            out.append((divided, np.where(r > 0, r * kept, r)))
+        return out
 
 
 def alarm_threshold(normal_scores: np.ndarray, false_alarm_rate: float) -> float:

@@ -14,9 +14,10 @@ the trained models; each region that scored above a share
 ``ensemble.detector.SETTLE`` of the alarm threshold in some stretch *absorbs*
 them (``RegionDetector.absorbed``: its autoencoder fine-tuned for a few epochs on
 the stretches with a replay of its own training windows, every stream fitted
-again on its normal video, and its scores divided, while the region moves at
-least half as fast as the stretches did, until they score below the alarm
-threshold: ``ensemble.fusion.Absorbed``); the other regions keep their files. The new checkpoints are
+again on its normal video, and the z of the cells that carried the stretches
+divided, while these cells move at least half as fast as the stretches did,
+until they score below the alarm threshold: ``ensemble.fusion.Absorbed``); the
+other cells score as before, and the other regions keep their files. The new checkpoints are
 ``<region>.v<k>.pt``; ``manifest.json``, written last, makes version ``k`` the
 models in use (also kept as ``versions/manifest.v<k>.json``). An update killed
 at any point leaves the previous version in use; run again, it reuses the
@@ -191,10 +192,11 @@ def _stretch_tubes(record: Record, ens: Ensemble) -> tuple[np.ndarray, float]:
 class UpdateResult:
     version: int
     records: list[str]
-    changed: dict[str, float]  # region -> by how much its scores are divided while it moves as the stretches did
+    changed: dict[str, float]  # region -> by how much its absorbed cells' z are divided while they move as the stretches did
     checks: dict[str, dict[str, float]]  # "before"/"after": held-out normal flagged, faster played caught
     seconds: float
     manifest: Path | None = None
+    cells: dict[str, list[int]] = field(default_factory=dict)  # region -> [cells absorbed, cells in all]
 
 
 def _checks(dets: list[RegionDetector], normal: dict[str, list[RegionTube]], threshold: float) -> dict[str, float]:
@@ -231,7 +233,8 @@ def update_models(work: str | Path, device: str = "cpu", epochs: int = 3, jobs: 
         return UpdateResult(0, [], {}, {}, time.perf_counter() - t0)
     if current.version and current.manifest.get("feedback", {}).get("records") == ids and current.manifest["feedback"].get("base") == signature:
         log.info("feedback: version %d already holds every recorded stretch", current.version)
-        return UpdateResult(current.version, ids, current.manifest["feedback"].get("changed", {}), {}, time.perf_counter() - t0)
+        held = current.manifest["feedback"]
+        return UpdateResult(current.version, ids, held.get("changed", {}), {}, time.perf_counter() - t0, cells=held.get("cells", {}))
     version = max([current.version, *_versions(models)]) + 1
     threshold = base.threshold_
     marked: dict[str, list[RegionTube]] = {rid: [] for rid in base.region_ids}
@@ -251,31 +254,33 @@ def update_models(work: str | Path, device: str = "cpu", epochs: int = 3, jobs: 
     by_id = {d.region.region_id: d for d in base.detectors}
     stamp = {"base": signature, "records": ids}
 
-    def absorb(rid: str) -> tuple[str, str, float]:
+    def absorb(rid: str) -> tuple[str, str, RegionDetector]:
         name = f"{rid}.v{version}.pt"
         path = models / name
         if path.exists():  # a killed update's region, already absorbed for these very records
             done = RegionDetector.load(path, base.cfg, device)
             if {k: v for k, v in getattr(done, "feedback_", {}).items() if k != "settled"} == stamp:
-                return rid, name, float(done.feedback_.get("settled", 1.0))
+                return rid, name, done
         if stop is not None and stop.is_set():
             raise KeyboardInterrupt
         new = by_id[rid].absorbed(marked[rid], normal[rid], threshold, epochs, device)
         new.feedback_ = {**stamp, "settled": float(new.absorbed_.factor)}
         new.save(path, tube_files(wd.cuboids, rid))
-        return rid, name, float(new.absorbed_.factor)
+        return rid, name, new
 
     workers, threads = plan_workers(max(len(touched), 1), jobs, device)
     with torch_threads(threads):
         done = Parallel(n_jobs=workers, backend="threading")(delayed(absorb)(rid) for rid in sorted(touched))
     checkpoints = {rid: name for rid, name, _ in done}
-    changed = {rid: round(f, 2) for rid, _, f in done}
+    changed = {rid: round(float(d.absorbed_.factor), 2) for rid, _, d in done}
+    K = (base.cfg.cuboids.patch_size // base.cfg.score.cell_size) ** 2
+    cells = {rid: [K if d.absorbed_.cells is None else len(d.absorbed_.cells), K] for rid, _, d in done if d.absorbed_.factor != 1.0}
     new_dets = [RegionDetector.load(models / checkpoints[rid], base.cfg, device) for rid in sorted(touched)]
     checks = {"before": _checks([by_id[rid] for rid in sorted(touched)], normal, threshold), "after": _checks(new_dets, normal, threshold)}
     base_checkpoints = {d.region.region_id: e["checkpoint"] for d, e in zip(base.detectors, base.manifest["regions"])}
     manifest = write_manifest(models, base.cfg, {**base_checkpoints, **checkpoints}, version, threshold=threshold,
-                              feedback={"base": signature, "records": ids, "changed": changed, "checks": checks})  # fmt: skip
-    return UpdateResult(version, ids, changed, checks, time.perf_counter() - t0, manifest)
+                              feedback={"base": signature, "records": ids, "changed": changed, "checks": checks, "cells": cells})  # fmt: skip
+    return UpdateResult(version, ids, changed, checks, time.perf_counter() - t0, manifest, cells)
 
 
 def _versions(models: Path) -> list[int]:

@@ -213,9 +213,49 @@ def test_an_absorbed_stretch_divides_z_only_while_the_region_moves_as_much_and_t
     assert (nothing == 8.0).all(), "nothing absorbed: nothing divided"
 
 
+class Peaked:
+    """A stream whose cells' z are its ``error`` map and whose region z is their largest plus 1 (a peak smoothed
+    above its cells', as the novelty's can be)."""
+
+    name, maps = "peaked", ("error", "reach")
+
+    def chain(self, stats, cfg):
+        return lambda cells: (cells[..., 0, :].copy(), cells[..., 0, :].max(axis=-1) + 1.0)
+
+
+def test_absorbed_cells_are_divided_only_while_each_moves_as_much_and_the_region_falls_as_its_top_cell_did():
+    cfg = Config()
+    window = cfg.score.smoothing_frames + cfg.score.persistence_frames - 1
+    cells = np.zeros((14, 3, 3))  # (n, maps: the shown reconstruction, error, reach; K = 3 cells)
+    cells[:, 1] = [5.0, 8.0, 2.0]  # cell 1 carries the region
+    cells[2, 2, 1] = 9.0  # the absorbed cell moves as much as the stretch did (bar 4) at frame 2 ...
+    cells[11, 2, 1] = 3.9  # ... and less at 11
+    cells[5, 2, 0] = cells[5, 2, 2] = 50.0  # cells not absorbed move fast at 5: nothing changes there
+    open_ = np.zeros(14, bool)
+    open_[2 : 2 + window] = True
+    for chunks in ([14], [3, 1, 6, 4]):
+        chain, out = ScoreChain([(Peaked(), 1.0)], [None], cfg, Absorbed(bar=4.0, factor=10.0, cells=(1,))), []
+        for part in np.split(cells, np.cumsum(chunks)[:-1]):
+            out.append(chain(part))
+        cell_z, region, streams = (np.concatenate(x) for x in zip(*out))
+        assert cell_z[:, 1].tolist() == np.where(open_, 0.8, 8.0).tolist(), chunks
+        assert (cell_z[:, [0, 2]] == [5.0, 2.0]).all(), "the other cells score in full"
+        assert region.tolist() == np.where(open_, 9.0 * 5.0 / 8.0, 9.0).tolist(), "the region falls as its top cell did"
+        assert (streams[:, 0] == region).all()
+    low = cells.copy()
+    low[:, 1, 0] = 9.0  # a cell that is not absorbed is the top: the region keeps its z
+    assert (ScoreChain([(Peaked(), 1.0)], [None], cfg, Absorbed(4.0, 10.0, (1,)))(low)[1] == 10.0).all()
+
+
 def test_absorbed_regions_scored_together_each_keep_their_own_bar_and_factor():
     cfg = Config()
     cells = np.zeros((3, 2, 3, 1))  # (n, R = 2, maps, K = 1)
     cells[:, :, 2, 0] = 5.0
     region = ScoreChain([(Moving(), 1.0)], [None], cfg, [Absorbed(4.0, 2.0), Absorbed(6.0, 4.0)])(cells)[1]
     assert region.tolist() == [[4.0, 8.0]] * 3, "5 reaches the first region's bar, not the second's"
+    cells = np.zeros((3, 2, 3, 2))  # (n, R = 2, maps, K = 2)
+    cells[:, :, 1] = [3.0, 7.0]
+    cells[:, :, 2] = 5.0
+    chain = ScoreChain([(Peaked(), 1.0)], [None], cfg, [Absorbed(4.0, 2.0, (1,)), Absorbed(4.0, 7.0, (0,))])
+    cell_z, region, _ = chain(cells)
+    assert cell_z.tolist() == [[[3.0, 3.5], [3.0 / 7.0, 7.0]]] * 3 and region.tolist() == [[4.0, 8.0]] * 3, "each region its own cells"

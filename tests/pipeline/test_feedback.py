@@ -25,7 +25,7 @@ from cuboid_ad.core.tubes import FLOW_ZERO, RegionTube
 from cuboid_ad.core.windows import window_starts
 from cuboid_ad.core.workdir import WorkDir
 from cuboid_ad.cuboids.store import load_region
-from cuboid_ad.ensemble.detector import SETTLE, RegionDetector
+from cuboid_ad.ensemble.detector import CELLS_MAX, SETTLE, RegionDetector
 from cuboid_ad.ensemble.ensemble import Ensemble
 from cuboid_ad.ensemble.fusion import Absorbed
 from cuboid_ad.pipeline.media.synthetic import write_video
@@ -90,12 +90,13 @@ def test_mark_update_rescore_the_event_is_gone_then_undo_and_rollback(work, tiny
     assert res.exit_code == 1 and f"no feedback {rid!r}" in res.output
 
 
-def crossing(tube: np.ndarray, speed: float) -> np.ndarray:
-    """A flow tube with a 4 x 4 block crossing it to the right, its flow ``speed`` code steps (a patch pixel is 32)."""
+def crossing(tube: np.ndarray, speed: float, top: int = 6) -> np.ndarray:
+    """A flow tube with a 4 x 4 block crossing it to the right from patch row ``top``, its flow ``speed`` code steps
+    (a patch pixel is 32)."""
     out = tube.copy()
     for i in range(len(out)):
         c = (2 * i) % 12
-        out[i, 0, 6:10, c : c + 4] = FLOW_ZERO + speed
+        out[i, 0, top : top + 4, c : c + 4] = FLOW_ZERO + speed
     return out
 
 
@@ -111,9 +112,39 @@ def test_a_fast_motion_marked_as_normal_leaves_a_slower_one_in_the_same_region_s
     assert det.decision_function(fast).max() > SETTLE * threshold and det.decision_function(slower).max() > threshold
     new = det.absorbed([RegionTube("feedback:x", fast, window_starts(len(fast), tiny_cfg.cuboids.clip_length_in_frames, 1), normal[0].fps)], normal, threshold, epochs=1)
     assert new.absorbed_.factor > 1 and new.decision_function(fast).max() <= SETTLE * threshold, "the marked motion is absorbed"
+    assert new.absorbed_.cells is None, "by the whole region: it crossed more than a few cells"
     after = new.decision_function(slower)
     new.absorbed_ = Absorbed()
     assert (after == new.decision_function(slower)).all(), "the slower motion is scored as if nothing had been absorbed"
+    assert after.max() > threshold, "and still raises the alarm"
+
+
+def flapping(tube: np.ndarray, speed: float, top: int, left: int) -> np.ndarray:
+    """A flow tube with a 2 x 2 block at (``top``, ``left``) moving ``speed`` code steps right and left by turns, as a
+    flag flaps."""
+    out = tube.copy()
+    for i in range(len(out)):
+        out[i, 0, top : top + 2, left : left + 2] = FLOW_ZERO + (speed if i % 2 else -speed)
+    return out
+
+
+def test_a_motion_marked_as_normal_in_a_corner_of_a_region_is_scored_in_full_elsewhere_in_it(trained_work, tiny_cfg):
+    """A flag flapping in one corner is no reason to miss the same motion across the region: a stretch that needs few
+    cells is absorbed in those cells only (absorbing the whole region cost a blocky walker's region on Ped2 3 points of
+    detection), one spread over the region by all of it (the test above)."""
+    wd = WorkDir(trained_work)
+    det = RegionDetector.load(wd.models / "r1c2.pt", tiny_cfg)
+    normal = load_region(wd.cuboids, "r1c2", tiny_cfg)[0]
+    threshold = Ensemble.load(wd.models).threshold_
+    still = normal[0].tube
+    here, there = flapping(still, 60, 0, 0), flapping(still, 60, 14, 14)  # opposite corners of a 16-pixel patch (cells of 4)
+    assert det.decision_function(here).max() > SETTLE * threshold and det.decision_function(there).max() > threshold
+    new = det.absorbed([RegionTube("feedback:x", here, window_starts(len(here), tiny_cfg.cuboids.clip_length_in_frames, 1), normal[0].fps)], normal, threshold, epochs=1)
+    assert new.absorbed_.cells and len(new.absorbed_.cells) <= CELLS_MAX, "a few cells, not the whole region"
+    assert new.decision_function(here).max() <= SETTLE * threshold, "the marked motion is absorbed"
+    after = new.decision_function(there)
+    new.absorbed_ = Absorbed()
+    assert (after == new.decision_function(there)).all(), "the same motion elsewhere is scored as if nothing had been absorbed"
     assert after.max() > threshold, "and still raises the alarm"
 
 
