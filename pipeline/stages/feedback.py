@@ -15,6 +15,7 @@ the trained models; each region that scored above a share
 them (``RegionDetector.absorbed``: its autoencoder fine-tuned for a few epochs on
 the stretches with a replay of its own training windows, every stream fitted
 again on its normal video, and the z of the cells that carried the stretches
+(all of them when that takes more than ``ensemble.detector.CELLS_MAX``)
 divided, while these cells move at least half as fast as the stretches did,
 until they score below the alarm threshold: ``ensemble.fusion.Absorbed``); the
 other cells score as before, and the other regions keep their files. The new checkpoints are
