@@ -139,7 +139,7 @@ def record_normal(work: str | Path, source: str | Path, from_s: float, to_s: flo
                 "frames": n, "created": time.strftime("%Y-%m-%d %H:%M:%S"), "how": how or f"{src.path.name} {from_s:g}-{to_s:g} s",
                 "models": {"version": ens.version, "created": ens.manifest.get("created")}}  # fmt: skip
         write_json(folder / "record.json", meta)
-    log.info("feedback %s: %d frames of %s recorded as normal", rid, n, src.path.name)
+    log.debug("feedback %s: %d frames of %s recorded as normal", rid, n, src.path.name)
     return Record(rid, folder, meta)
 
 
