@@ -249,9 +249,8 @@ def _print_update(r) -> None:
         return
 
     def how(rid: str, f: float) -> str:
-        n, K = r.cells.get(rid, (0, 0))
-        if 0 < n < K:
-            return f"{rid} ({n} of its {K} cells score /{f:g} while they move as the stretch did)"
+        if some := r.some_cells(rid):
+            return f"{rid} ({some} score /{f:g} while they move as the stretch did)"
         return f"{rid} (scores /{f:g} while it moves as the stretch did)"
 
     changed = ", ".join(how(rid, f) for rid, f in r.changed.items()) or "none (the stretches raise no alarm already)"

@@ -199,6 +199,11 @@ class UpdateResult:
     manifest: Path | None = None
     cells: dict[str, list[int]] = field(default_factory=dict)  # region -> [cells absorbed, cells in all]
 
+    def some_cells(self, rid: str) -> str:
+        """"N of its K cells" where region ``rid`` absorbed only some of its cells, else "" (all of it, or nothing)."""
+        n, K = self.cells.get(rid, (0, 0))
+        return f"{n} of its {K} cells" if 0 < n < K else ""
+
 
 def _checks(dets: list[RegionDetector], normal: dict[str, list[RegionTube]], threshold: float) -> dict[str, float]:
     """The models' own checks on their regions' held-out normal frames: the share flagged, and, played three times

@@ -148,6 +148,17 @@ def test_a_motion_marked_as_normal_in_a_corner_of_a_region_is_scored_in_full_els
     assert after.max() > threshold, "and still raises the alarm"
 
 
+def test_the_update_says_which_cells_of_a_region_it_absorbed(capsys):
+    from cuboid_ad.cli import _print_update
+
+    r = feedback.UpdateResult(3, ["x"], {"r1c0": 1.9, "r0c0": 7.0}, {}, 2.0, None, {"r1c0": [1, 64], "r0c0": [64, 64]})
+    _print_update(r)
+    out = capsys.readouterr().out
+    assert "r1c0 (1 of its 64 cells score /1.9 while they move as the stretch did)" in out, out
+    assert "r0c0 (scores /7 while it moves as the stretch did)" in out, "the whole region: no cells named"
+    assert [r.some_cells(rid) for rid in ("r1c0", "r0c0", "r2c2")] == ["1 of its 64 cells", "", ""]
+
+
 def test_feedback_recorded_with_other_models_is_refused_in_one_line(work, tiny_data):
     run("score", str(tiny_data / "test" / "01.mkv"), "--work", str(work), "-q")
     run("feedback", "normal", str(work / "scores" / "01"), "--event", "1", "--work", str(work))
