@@ -369,12 +369,6 @@ class Stabilizer:
         self.taken = np.concatenate([self.taken[max(0, len(self.taken) - NIGHT_BASELINE + 1) :], np.reshape(taken, (-1, 3, 2))])
         return flow
 
-    def moved(self, spans: np.ndarray) -> np.ndarray:
-        """For each frame of the last chunk, over its ``spans`` frame pairs: whether :meth:`take_off` takes anything off
-        (the camera moved :data:`MOVER_FLOW_PX` or more in one of them) ``(n,)`` bool."""
-        first = len(self.taken) - len(spans)
-        return np.array([bool(n) and bool(self.taken[first + i - n + 1 : first + i + 1].any()) for i, n in enumerate(spans)], bool)
-
     def take_off(self, flow: np.ndarray, spans: np.ndarray) -> np.ndarray:
         """Another flow of the last chunk's frames (``(n, H, W, 2)``, the raw noisy frames' :func:`baseline_flow`, each
         over its ``spans`` frame pairs) with the camera's motion over as many pairs (as this stabilizer estimated it
