@@ -290,9 +290,11 @@ class RegionDetector:
         walker was marked; cells alone left 2 to 18 of 26 headlights false events (docs/experiments.md)."""
         share = SETTLE * threshold
         base = []  # each stretch's frames above the share before anything is absorbed, and its cells' gate energies
+        top = -np.inf  # the stretches' top score before anything is absorbed
         for c in marked:
             chain = self.score_chain(Absorbed())
-            over = chain(c)[1] > share
+            score = chain(c)[1]
+            over, top = score > share, max(top, float(score.max()))
             base.append((over, None if chain.energy is None else chain.energy[over]))
         if threshold <= 0 or not any(over.any() for over, _ in base):
             return Absorbed()
@@ -315,11 +317,12 @@ class RegionDetector:
             if tops <= cells:
                 factor *= worst / share
             cells |= tops
+            if len(cells) > CELLS_MAX:  # the whole region's, whatever more rounds would add
+                break
         else:
             cells = set(range(K))  # not settled cell by cell
         if len(cells) <= CELLS_MAX:
             return absorbed
-        top = max(float(self.score_chain(Absorbed())(c)[1].max()) for c in marked)
         return Absorbed(self._bar(base, list(range(K))), top / share)
 
     @staticmethod
@@ -340,8 +343,9 @@ class RegionDetector:
         ``marked`` mixed with a replay of :data:`REPLAY` times as many of its own training windows from ``normal``
         (so that it does not forget them), validated on ``normal``'s held-out blocks; then every stream is fitted
         again on ``normal`` (with the tuned weights) and the marked stretches absorbed (:meth:`_absorb`: while the
-        region moves as they did, its z are divided until no marked frame scores above a share :data:`SETTLE` of
-        ``threshold``; ``absorbed_.factor``: by how much). The weights and statistics of ``self`` are not touched.
+        cells that carried them, or the whole region, move as they did, their z are divided until no marked frame
+        scores above a share :data:`SETTLE` of ``threshold``; ``absorbed_.factor``: by how much). The weights and
+        statistics of ``self`` are not touched.
         """
         self._require_fitted()
         device = device or str(self.device_)

@@ -279,7 +279,7 @@ def update_models(work: str | Path, device: str = "cpu", epochs: int = 3, jobs: 
         done = Parallel(n_jobs=workers, backend="threading")(delayed(absorb)(rid) for rid in sorted(touched))
     checkpoints = {rid: name for rid, name, _ in done}
     changed = {rid: round(float(d.absorbed_.factor), 2) for rid, _, d in done}
-    K = (base.cfg.cuboids.patch_size // base.cfg.score.cell_size) ** 2
+    K = base.grid_cells**2
     cells = {rid: [K if d.absorbed_.cells is None else len(d.absorbed_.cells), K] for rid, _, d in done if d.absorbed_.factor != 1.0}
     new_dets = [RegionDetector.load(models / checkpoints[rid], base.cfg, device) for rid in sorted(touched)]
     checks = {"before": _checks([by_id[rid] for rid in sorted(touched)], normal, threshold), "after": _checks(new_dets, normal, threshold)}
