@@ -377,11 +377,23 @@ class Stabilizer:
         the corners of Ped2 at night), and their pairs aligned by interpolation are no longer equally noisy. Below
         that, the estimate on noisy frames is mostly the noise's own (0.18 px at the corners, median, on Ped2 at
         night, whose camera is still), and taking it off the raw frames' flow cost the night's ranking 0.025 of AUC
-        (``docs/experiments.md``)."""
+        (``docs/experiments.md``).
+        Where the picture entered or left the frame over the span nothing could be matched: no motion is read there,
+        as in :meth:`__call__` (at night a raw flow's edge read there raised false events, docs/experiments.md)."""
         H, W = flow.shape[1:3]
         first = len(self.taken) - len(flow)  # the chunk's first frame's place in what was taken
         for i, n in enumerate(spans):
             span = self.taken[first + i - n + 1 : first + i + 1]
             if n and span.any():
                 flow[i] -= motion_field(span.sum(axis=0) / n, H, W)
+                m = min(int(np.ceil(sum(largest_motion(p) for p in span))) + 2, H // 4, W // 4)
+                flow[i, :m], flow[i, -m:], flow[i, :, :m], flow[i, :, -m:] = 0, 0, 0, 0
         return flow
+
+    def moved_early(self, spans: np.ndarray) -> np.ndarray:
+        """bool ``(n,)``: which of the last chunk's frames span fewer than :data:`NIGHT_BASELINE` frame pairs (a
+        stream's first frames) in which the camera moved, as :meth:`take_off` reads it. Their raw flow carries the
+        noise of fewer pairs and, taken off, the camera's too: at night it raised false events where the camera shook
+        from a clip's start (docs/experiments.md)."""
+        first = len(self.taken) - len(spans)
+        return np.array([0 < n < NIGHT_BASELINE and self.taken[first + i - n + 1 : first + i + 1].any() for i, n in enumerate(spans)], bool)

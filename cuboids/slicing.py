@@ -186,7 +186,7 @@ class TubeCutter:
             moving = movers(flow)
             if self.denoiser.sigma >= DEEP_NIGHT_NOISE:
                 moving |= movers(self.stabilizer.take_off(baseline_flow(*shown, NIGHT_BASELINE, self.flow_preset)[0], spans))
-            moving &= active[:, None, None]
+            moving &= (active & ~self.stabilizer.moved_early(spans))[:, None, None]
             flow = np.where(moving[..., None], self.stabilizer.take_off(raw_flow, spans), flow)
         flow[active] = shrink_flow(flow[active], NOISE_FLOW_PX)  # movers' and still pixels' alike: what noise leaves
         return flow
