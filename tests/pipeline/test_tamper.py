@@ -279,6 +279,32 @@ def test_at_night_a_jerking_camera_s_own_motion_is_taken_off_a_mover_s_flow():
     assert down < 0.35, f"the disc moves {down:.2f} px down on a frame's average"
 
 
+def test_the_camera_s_motion_taken_off_a_raw_flow_clears_where_the_picture_came_in_or_went_out():
+    """Three frame pairs, the camera moving 1.5 px right in each: taken off a flow over those 3 pairs, it leaves the
+    flow's own motion inside and nothing within ceil(4.5) + 2 = 7 px of the edge (nothing can be matched there); a
+    pair of a still camera is neither changed nor cleared."""
+    st = Stabilizer("ultrafast")
+    right = np.array([[1.5, 0.0], [0.0, 0.0], [0.0, 0.0]])
+    st.taken = np.stack([right, right, right, np.zeros((3, 2))])  # the last frame's pair: the camera still
+    flow = np.full((2, 40, 50, 2), [2.0, 1.0], np.float32)
+    out = st.take_off(flow, np.array([3, 1]))
+    assert np.allclose(out[0, 7:-7, 7:-7], [0.5, 1.0]) and not out[0, :7].any() and not out[0, :, -7:].any()
+    assert np.allclose(out[0, 6, 10:-10], 0.0) and np.allclose(out[0, 7, 10:-10], [0.5, 1.0]), "7 px, not more"
+    assert np.allclose(out[1], [2.0, 1.0]), "a still camera's pair keeps its edge"
+
+
+def test_a_shaken_stream_s_first_frames_keep_the_filtered_flow_at_movers():
+    """A stream's second and third frames span 1 and 2 frame pairs: where the camera moved in them, their raw flow
+    (more of a pair's noise, and a camera's motion over fewer pairs) is not used (Stabilizer.moved_early); a still
+    camera's, and a frame spanning all 3 pairs, are."""
+    st = Stabilizer("ultrafast")
+    moved = np.array([[0.8, 0.0], [0.0, 0.0], [0.0, 0.0]])
+    st.taken = np.stack([np.zeros((3, 2)), moved, np.zeros((3, 2)), np.zeros((3, 2)), np.zeros((3, 2))])
+    assert st.moved_early(np.array([0, 1, 2, 3, 3])).tolist() == [False, True, True, False, False]
+    st.taken = np.zeros((5, 3, 2))
+    assert not st.moved_early(np.array([0, 1, 2, 3, 3])).any()
+
+
 def test_at_night_a_shaking_camera_s_motion_is_taken_off_a_mover_s_flow_without_lag():
     """The night disc (2 px a frame to the right), the camera shaking ±2 px at 1 Hz across and 1.3 Hz down: what is
     taken off the disc's raw flow over 3 frames is the camera's motion read on the denoised frames, whose running mean
