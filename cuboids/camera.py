@@ -318,6 +318,15 @@ def motion_field(p: np.ndarray, H: int, W: int) -> np.ndarray:
     return (p[0] + u * p[1] + v * p[2]).astype(np.float32)
 
 
+def clear_edge(flow: np.ndarray, moved_px: float) -> None:
+    """Flow ``(H, W, 2)`` of a frame the camera moved ``moved_px`` pixels at most, cleared in place within that many
+    pixels + 2 of its edge (at most a quarter of the frame): where the picture entered or left it nothing can be
+    matched, and no motion is read there."""
+    H, W = flow.shape[:2]
+    m = min(int(np.ceil(moved_px)) + 2, H // 4, W // 4)
+    flow[:m], flow[-m:], flow[:, :m], flow[:, -m:] = 0, 0, 0, 0
+
+
 def largest_motion(p: np.ndarray) -> float:
     """How far the camera's motion ``p`` moves the picture at its farthest point (a corner), pixels a frame."""
     corners = np.array([[1, su * 0.5, sv * 0.5] for su in (-1, 1) for sv in (-1, 1)])
@@ -362,9 +371,7 @@ class Stabilizer:
             aligned = cv2.remap(before, grid_x - field[..., 0], grid_y - field[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
             flow[i] = self.dis.calc(aligned, np.ascontiguousarray(gray[i]), None)
             flow[i] -= motion_field(camera_motion(flow[i]), H, W)  # what the alignment's interpolation left
-            # where the picture enters and leaves the frame nothing can be matched: no motion is read there
-            m = min(int(np.ceil(self.motions[i])) + 2, H // 4, W // 4)
-            flow[i, :m], flow[i, -m:], flow[i, :, :m], flow[i, :, -m:] = 0, 0, 0, 0
+            clear_edge(flow[i], self.motions[i])
         taken = [p if m >= MOVER_FLOW_PX else np.zeros_like(p) for p, m in zip(self.params, self.motions)]
         self.taken = np.concatenate([self.taken[max(0, len(self.taken) - NIGHT_BASELINE + 1) :], np.reshape(taken, (-1, 3, 2))])
         return flow
@@ -381,13 +388,10 @@ class Stabilizer:
         Where the picture entered or left the frame over the span nothing could be matched: no motion is read there,
         as in :meth:`__call__` (at night a raw flow's edge read there raised false events, docs/experiments.md)."""
         H, W = flow.shape[1:3]
-        first = len(self.taken) - len(flow)  # the chunk's first frame's place in what was taken
-        for i, n in enumerate(spans):
-            span = self.taken[first + i - n + 1 : first + i + 1]
+        for i, (n, span) in enumerate(zip(spans, self._taken_over(spans))):
             if n and span.any():
                 flow[i] -= motion_field(span.sum(axis=0) / n, H, W)
-                m = min(int(np.ceil(sum(largest_motion(p) for p in span))) + 2, H // 4, W // 4)
-                flow[i, :m], flow[i, -m:], flow[i, :, :m], flow[i, :, -m:] = 0, 0, 0, 0
+                clear_edge(flow[i], sum(largest_motion(p) for p in span))
         return flow
 
     def moved_early(self, spans: np.ndarray) -> np.ndarray:
@@ -395,5 +399,9 @@ class Stabilizer:
         stream's first frames) in which the camera moved, as :meth:`take_off` reads it. Their raw flow carries the
         noise of fewer pairs and, taken off, the camera's too: at night it raised false events where the camera shook
         from a clip's start (docs/experiments.md)."""
-        first = len(self.taken) - len(spans)
-        return np.array([0 < n < NIGHT_BASELINE and self.taken[first + i - n + 1 : first + i + 1].any() for i, n in enumerate(spans)], bool)
+        return np.array([0 < n < NIGHT_BASELINE and span.any() for n, span in zip(spans, self._taken_over(spans))], bool)
+
+    def _taken_over(self, spans: np.ndarray) -> list[np.ndarray]:
+        """What was taken off each of the last chunk's frame pairs, over each frame's last ``spans`` pairs: ``(n_i, 3, 2)`` each."""
+        first = len(self.taken) - len(spans)  # the chunk's first frame's place in what was taken
+        return [self.taken[first + i - n + 1 : first + i + 1] for i, n in enumerate(spans)]
