@@ -192,10 +192,15 @@ def disc_motion(night: np.ndarray) -> np.ndarray:
     return np.array(motion)
 
 
-def night_flow(clip: np.ndarray) -> tuple[np.ndarray, TubeCutter]:
-    """The flow the flow tubes of ``clip`` are cut from, in chunks of 10 frames, with the camera corrections."""
+def night_flow(clip: np.ndarray) -> tuple[np.ndarray, TubeCutter, np.ndarray]:
+    """The flow the flow tubes of ``clip`` are cut from, in chunks of 10 frames, with the camera corrections; the
+    cutter; and which frames the night filter was on in (the denoiser's ``active`` holds the last chunk's only)."""
     cutter = TubeCutter([], 16, 0.0, "flow", "medium", corrections=True)
-    return np.concatenate([cutter.flow(clip[i : i + 10]) for i in range(0, len(clip), 10)]), cutter
+    flow, active = [], []
+    for i in range(0, len(clip), 10):
+        flow.append(cutter.flow(clip[i : i + 10]))
+        active.append(cutter.denoiser.active)
+    return np.concatenate(flow), cutter, np.concatenate(active)
 
 
 def test_at_night_what_moves_keeps_its_flow_and_what_stands_still_stays_quiet():
@@ -205,9 +210,9 @@ def test_at_night_what_moves_keeps_its_flow_and_what_stands_still_stays_quiet():
     from frame to frame where the true flow changes 0.12 (the mean of 7 pairs' flows built before it: 0.10, but it
     kept 61% and was 0.61 px wrong)."""
     dark, noisy = night_disc()
-    truth, quiet = night_flow(dark)
-    night, cutter = night_flow(noisy)
-    assert not quiet.denoiser.active.any() and cutter.denoiser.active[10:].all(), "the filter is on at night only"
+    truth, _, quiet = night_flow(dark)
+    night, cutter, active = night_flow(noisy)
+    assert not quiet.any() and active[10:].all(), "the filter is on at night only"
     length = np.linalg.norm(truth, axis=-1)[10:]
     moving, still = length > 1.0, length < 0.2
     got = np.linalg.norm(night, axis=-1)[10:]
@@ -270,8 +275,8 @@ def test_at_night_a_jerking_camera_s_own_motion_is_taken_off_a_mover_s_flow():
     on a frame's average (the denoised frames, on which the camera's motion is measured, show a 2-px jerk as 1.5);
     0.54 if the motion were taken from the 3 pairs before, 0.93 if none were taken off, more if not divided by 3."""
     _, noisy = night_disc(pan=True)
-    night, cutter = night_flow(noisy)
-    assert cutter.denoiser.active[10:].all() and (cutter.stabilizer.motions[1::2] > 1.0).all(), "night, and the camera jerks"
+    night, cutter, active = night_flow(noisy)
+    assert active[10:].all() and (cutter.stabilizer.motions[1::2] > 1.0).all(), "night, and the camera jerks"
     motion = disc_motion(night)
     for t, x in enumerate(motion[:, 0], 10):
         assert 1.2 < x < 2.0, f"frame {t}: the disc moves {x:.2f} px right"
@@ -310,8 +315,8 @@ def test_at_night_a_shaking_camera_s_motion_is_taken_off_a_mover_s_flow_without_
     taken off the disc's raw flow over 3 frames is the camera's motion read on the denoised frames, whose running mean
     follows the camera from 0.5 px; the disc then moves 0.076 px a frame up or down on average (its own motion is
     across). With a 1 px bar the mean lagged the picture, and so did that reading: 0.141."""
-    night, cutter = night_flow(shaken_at_night(night_disc(light=1.0, noise=0.0)[0][..., 0], 2.0, 1.0, 10.0))
-    assert cutter.denoiser.active[10:].all(), "night"
+    night, cutter, active = night_flow(shaken_at_night(night_disc(light=1.0, noise=0.0)[0][..., 0], 2.0, 1.0, 10.0))
+    assert active[10:].all(), "night"
     down = np.abs(disc_motion(night)[:, 1]).mean()
     assert down < 0.1, f"the disc moves {down:.3f} px up or down on a frame's average"
 
@@ -332,8 +337,8 @@ def shaken_at_night(frames: np.ndarray, amplitude: float, hz: float, sigma: floa
 def still_ground_shaken_at_night(amplitude: float, hz: float, sigma: float) -> np.ndarray:
     """Textured ground 128 x 96 shaken at night (:func:`shaken_at_night`): the flow the models see of its still
     ground, px a frame, frame by frame from the 10th (the night filter on from there)."""
-    night, cutter = night_flow(shaken_at_night(np.repeat(110 + textured_ground(0)[None], 40, axis=0), amplitude, hz, sigma))
-    assert cutter.denoiser.active[10:].all(), "night"
+    night, _, active = night_flow(shaken_at_night(np.repeat(110 + textured_ground(0)[None], 40, axis=0), amplitude, hz, sigma))
+    assert active[10:].all(), "night"
     return np.linalg.norm(night, axis=-1)[10:, 8:-8, 8:-8].mean(axis=(1, 2))
 
 
