@@ -143,7 +143,8 @@ def write(n: Nuisance, frames: np.ndarray, path: Path) -> Path:
 
     lossless = write_video(frames, path.with_name(f".{path.stem}.lossless.mkv"), FPS)
     out = path.with_suffix(".mp4")
-    subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-y", "-i", str(lossless), "-c:v", "libx264", "-b:v", f"{p_kbps(n)}k",
+    # one encoder thread: with several, x264's output at a bit rate differs from run to run
+    subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-y", "-i", str(lossless), "-c:v", "libx264", "-threads", "1", "-b:v", f"{p_kbps(n)}k",
                     "-maxrate", f"{p_kbps(n)}k", "-bufsize", f"{2 * p_kbps(n)}k", "-pix_fmt", "yuv420p", str(out)], check=True)  # fmt: skip
     lossless.unlink()
     return out
