@@ -8,8 +8,8 @@ from DATA's own clips (see :data:`NUISANCES` for every one's parameters): every
 training clip (normal footage the models were fitted on: without a nuisance it
 raises no event, so any event under a nuisance is the nuisance's) and every
 labelled test clip, each decoded, changed frame by frame, and written again
-(lossless, except the low-bitrate rows, which are H.264 at that bit rate, the
-last of them after night noise). The
+(lossless, except the low-bitrate rows, which are H.264 at their bit rate, one
+of them after night noise). The
 corpus is cached in OUT/corpus/<nuisance>/ with the parameters it was made with.
 Each clip is scored with the product's own ``score_video``; per nuisance the
 table gives, on the normal clips, the share of frames flagged, the false
@@ -90,8 +90,6 @@ def apply(n: Nuisance, frames: np.ndarray, seed: int) -> np.ndarray:
     p = n.params
     if n.kind in ("none", "bitrate"):
         return frames
-    if n.kind == "noise+bitrate":  # the sensor's noise; the encoder's bit rate is applied when writing
-        return apply(Nuisance(n.name, "noise", {k: p[k] for k in ("gain", "sigma")}), frames, seed)
     if n.kind == "shake+noise":  # the camera shakes, then its sensor adds the noise
         shaken = apply(Nuisance(n.name, "shake", {k: p[k] for k in ("amplitude_px", "hz")}), frames, seed)
         return apply(Nuisance(n.name, "noise", {k: p[k] for k in ("gain", "sigma")}), shaken, seed)
@@ -104,7 +102,7 @@ def apply(n: Nuisance, frames: np.ndarray, seed: int) -> np.ndarray:
             m = np.float32([[1, 0, dx[i]], [0, 1, dy[i]]])
             out[i] = cv2.warpAffine(frames[i], m, (W, H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
         return out
-    if n.kind == "noise":
+    if n.kind in ("noise", "noise+bitrate"):  # the sensor's noise (a bit rate is applied when writing)
         x = x * p["gain"] + rng.normal(0, p["sigma"], x.shape)
     elif n.kind == "exposure":
         x[T // 2 :] *= p["gain"]
@@ -141,7 +139,7 @@ def decode(path: Path) -> np.ndarray:
 
 
 def write(n: Nuisance, frames: np.ndarray, path: Path) -> Path:
-    if "bitrate" not in n.kind:
+    if "kbps" not in n.params:
         return write_video(frames, path.with_suffix(".mkv"), FPS)
     import subprocess
 

@@ -211,7 +211,7 @@ def test_at_night_what_moves_keeps_its_flow_and_what_stands_still_stays_quiet():
     kept 61% and was 0.61 px wrong)."""
     dark, noisy = night_disc()
     truth, _, quiet = night_flow(dark)
-    night, cutter, active = night_flow(noisy)
+    night, _, active = night_flow(noisy)
     assert not quiet.any() and active[10:].all(), "the filter is on at night only"
     length = np.linalg.norm(truth, axis=-1)[10:]
     moving, still = length > 1.0, length < 0.2
@@ -315,7 +315,7 @@ def test_at_night_a_shaking_camera_s_motion_is_taken_off_a_mover_s_flow_without_
     taken off the disc's raw flow over 3 frames is the camera's motion read on the denoised frames, whose running mean
     follows the camera from 0.5 px; the disc then moves 0.076 px a frame up or down on average (its own motion is
     across). With a 1 px bar the mean lagged the picture, and so did that reading: 0.141."""
-    night, cutter, active = night_flow(shaken_at_night(night_disc(light=1.0, noise=0.0)[0][..., 0], 2.0, 1.0, 10.0))
+    night, _, active = night_flow(shaken_at_night(night_disc(light=1.0, noise=0.0)[0][..., 0], 2.0, 1.0, 10.0))
     assert active[10:].all(), "night"
     down = np.abs(disc_motion(night)[:, 1]).mean()
     assert down < 0.1, f"the disc moves {down:.3f} px up or down on a frame's average"
