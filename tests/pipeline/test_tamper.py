@@ -342,6 +342,33 @@ def still_ground_shaken_at_night(amplitude: float, hz: float, sigma: float) -> n
     return np.linalg.norm(night, axis=-1)[10:, 8:-8, 8:-8].mean(axis=(1, 2))
 
 
+def test_at_night_a_still_camera_s_flow_is_not_measured_again(monkeypatch):
+    """Still, faintly textured ground at night (σ 10, 70% of the light): the camera's motion estimated on the denoised
+    frames is the noise's (0.14 px, median) and passes :data:`cuboids.camera.STILL_CAMERA_PX` in most frames; while the
+    night filter is on the camera counts as still below :data:`cuboids.camera.NIGHT_STILL_CAMERA_PX`, so no frame is
+    aligned and its flow measured again (at the daylight bar, 87% of them were)."""
+    still = np.repeat(110 + 0.3 * textured_ground(6)[None], 40, axis=0)
+    night = np.clip(still * 0.7 + np.random.default_rng(4).normal(0, 10, still.shape), 0, 255).astype(np.uint8)
+    measured = []
+
+    class Counting:
+        def __init__(self, dis):
+            self.dis = dis
+
+        def calc(self, *args):
+            measured.append(1)
+            return self.dis.calc(*args)
+
+    cutter = TubeCutter([], 16, 0.0, "flow", "medium", corrections=True)
+    cutter.stabilizer.dis = Counting(cutter.stabilizer.dis)
+    motions = []
+    for i in range(0, len(night), 10):
+        cutter.flow(night[i : i + 10, ..., None])
+        motions += list(cutter.stabilizer.motions[cutter.denoiser.active])
+    assert len(motions) >= 30 and np.mean(np.array(motions) >= camera.STILL_CAMERA_PX) > 0.5, f"the noise's motion reads {np.median(motions):.3f} px"
+    assert not measured, f"{len(measured)} frames of a still camera measured again"
+
+
 def test_at_night_the_filter_follows_a_shaking_camera():
     """Textured ground, the camera shaking ±2 px (1 and 1.3 Hz), at night (σ 10): the temporal filter's running mean
     is moved along with the picture, so the filtered frames do not smear and the still ground's flow, once the
