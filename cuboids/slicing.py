@@ -155,8 +155,8 @@ class TubeCutter:
         flow = gray_flow(previous, gray, self.flow_preset, exposure=self.stabilizer is not None)
         self.last = gray[-1].copy()
         if self.stabilizer is not None:
-            night = (None, None) if self.denoiser is None else (self.denoiser.jumps, self.denoiser.active)
-            flow = self.stabilizer(flow, previous, gray, *night)
+            d = self.denoiser
+            flow = self.stabilizer(flow, previous, gray, jumps=None if d is None else d.jumps, night=None if d is None else d.active)
         if self.denoiser is not None:
             earlier = raw[:0] if self.raw_last is None else self.raw_last
             shown = gray[:0] if self.shown_last is None else self.shown_last

@@ -342,7 +342,7 @@ def still_ground_shaken_at_night(amplitude: float, hz: float, sigma: float) -> n
     return np.linalg.norm(night, axis=-1)[10:, 8:-8, 8:-8].mean(axis=(1, 2))
 
 
-def test_at_night_a_still_camera_s_flow_is_not_measured_again(monkeypatch):
+def test_at_night_a_still_camera_s_flow_is_not_measured_again():
     """Still, faintly textured ground at night (σ 10, 70% of the light): the camera's motion estimated on the denoised
     frames is the noise's (0.14 px, median) and passes :data:`cuboids.camera.STILL_CAMERA_PX` in most frames; while the
     night filter is on the camera counts as still below :data:`cuboids.camera.NIGHT_STILL_CAMERA_PX`, so no frame is
