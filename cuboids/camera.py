@@ -405,8 +405,10 @@ class Stabilizer:
         self.motions = np.zeros(len(flow))
         jumps = jumps or [None] * len(flow)
         night = np.zeros(len(flow), bool) if night is None else night
-        fit = [night_camera_motion(f) if n else camera_motion(f) for f, n in zip(flow, night)]
-        self.params = [p if j is None else np.array([j, (0.0, 0.0), (0.0, 0.0)]) for p, j in zip(fit, jumps)]
+        self.params = [
+            np.array([j, (0.0, 0.0), (0.0, 0.0)]) if j is not None else night_camera_motion(f) if n else camera_motion(f)
+            for f, j, n in zip(flow, jumps, night)
+        ]
         grid_y, grid_x = np.mgrid[0:H, 0:W].astype(np.float32)
         for i in range(len(flow)):
             p = self.params[i]
