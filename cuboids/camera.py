@@ -346,16 +346,18 @@ def night_camera_motion(flow: np.ndarray) -> np.ndarray:
         return p
     H, W = flow.shape[:2]
     ys, xs = flow_grid(H, W)
-    moving = (flow_length(flow[ys, xs] - motion_field(p, H, W)[ys, xs]) > MOVER_FLOW_PX).astype(np.uint8)
+    moving = (flow_length(flow[ys, xs] - motion_field(p, H, W, at=(ys, xs))) > MOVER_FLOW_PX).astype(np.uint8)
     r = AWAY_FROM_MOVERS_PX // _GRID
     keep = cv2.dilate(moving, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1,) * 2)) == 0
     return camera_motion(flow, keep=keep) if keep.sum() >= KEPT_AT_LEAST else p
 
 
-def motion_field(p: np.ndarray, H: int, W: int) -> np.ndarray:
-    """The affine field ``(H, W, 2)`` of parameters ``p`` (see :func:`camera_motion`)."""
-    u = ((np.arange(W) - (W - 1) / 2) / W)[None, :, None]
-    v = ((np.arange(H) - (H - 1) / 2) / H)[:, None, None]
+def motion_field(p: np.ndarray, H: int, W: int, at: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """The affine field ``(H, W, 2)`` of parameters ``p`` (see :func:`camera_motion`) on an H x W frame; or only at
+    the rows and columns ``at`` (e.g. :func:`flow_grid`'s), ``(*shape, 2)``."""
+    ys, xs = (np.arange(H)[:, None], np.arange(W)[None, :]) if at is None else at
+    u = ((xs - (W - 1) / 2) / W)[..., None]
+    v = ((ys - (H - 1) / 2) / H)[..., None]
     return (p[0] + u * p[1] + v * p[2]).astype(np.float32)
 
 
