@@ -161,12 +161,14 @@ class Denoiser:
         self.shift: np.ndarray | None = None  # the shift read for the frame before (pixels; None: the filter has just turned on)
         self.jumps: list[np.ndarray | None] = []  # the last call's frames' camera shifts read as they came (see _camera_jump; None: none)
         self.shaking = 0  # frames left in which the camera's shift is read from the frames as they came (see _camera_jump)
+        self.jump_samples: list[np.ndarray | None] = []  # the flow each of those readings was fitted on, as sampled (flow_grid)
 
     def __call__(self, gray: np.ndarray) -> np.ndarray:
         """uint8 frames ``(n, H, W)`` -> the same, denoised while noisy (``active``: which of them)."""
         out = np.empty_like(gray)
         self.active = np.zeros(len(gray), bool)
         self.jumps = [None] * len(gray)
+        self.jump_samples = [None] * len(gray)
         for i, frame in enumerate(gray):
             # two upper bounds of the noise: the spatial estimate also counts fine texture, the temporal one
             # (frame differences, robustly) also counts motion; noise is at most the smaller
@@ -188,7 +190,7 @@ class Denoiser:
             if not self.on:
                 out[i] = frame
                 continue
-            self.jumps[i] = self._camera_jump(last, frame)
+            self.jumps[i], self.jump_samples[i] = self._camera_jump(last, frame)
             self._follow_camera(frame, self.jumps[i])
             step = self.previous - self.smoothed
             # a pixel that changed by more than 3 noise sigmas moved: it takes its new value at once
@@ -196,23 +198,28 @@ class Denoiser:
             out[i] = np.clip(np.rint(self.smoothed), 0, 255)
         return out
 
-    def _camera_jump(self, last: np.ndarray, frame: np.ndarray) -> np.ndarray | None:
+    def _camera_jump(self, last: np.ndarray, frame: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
         """The camera's shift ``(2,)`` from the frame before (``last``, float) to ``frame``, both as they came, when it
         reaches :data:`CAMERA_JUMP_PX` or one did in the last :data:`SHAKING_FRAMES` frames (a camera shaking that fast
         turns back every other frame, and the flow of the denoised frames misreads the 2 px it then moves); else None.
+        With it, the flow it was read from as sampled on :func:`flow_grid` (:class:`Stabilizer` reads it again away
+        from what moves).
         Read from their optical flow (DIS ultrafast) by :func:`camera_motion`'s robust fit, its translation: noise errs
         it little (on Ped2's still camera at night, σ 10 to 18, it never read 2 px), and a fast shake (±4 px at 3 Hz:
         7 px a frame, median) it reads within 0.2 px on average at σ 10 (0.5 at σ 18), where the flow of the denoised
         frames, smooth and each a blend of the filter's past, loses it. A limit: a crowd crossing ground whose texture
         deep-night noise hides, all one way at 4 px a frame, reads as such a shift too (docs/experiments.md)."""
-        shift = camera_motion(self.dis.calc(last.astype(np.uint8), np.ascontiguousarray(frame), None))[0]
+        H, W = frame.shape
+        ys, xs = flow_grid(H, W)
+        samples = self.dis.calc(last.astype(np.uint8), np.ascontiguousarray(frame), None)[ys, xs]
+        shift = fit_camera(samples, H, W)[0]
         if np.hypot(*shift) >= CAMERA_JUMP_PX:
             self.shaking = SHAKING_FRAMES
         elif self.shaking:
             self.shaking -= 1
         else:
-            return None
-        return shift
+            return None, None
+        return shift, samples
 
     def _follow_camera(self, frame: np.ndarray, jump: np.ndarray | None) -> None:
         """Move the running mean along with the picture when the camera moved by :data:`FOLLOW_CAMERA_PX` or more
@@ -309,9 +316,16 @@ def camera_motion(flow: np.ndarray, iterations: int = 4, keep: np.ndarray | None
     (:func:`flow_grid`), which samples the fit uses (all by default)."""
     H, W, _ = flow.shape
     ys, xs = flow_grid(H, W)
+    return fit_camera(flow[ys, xs], H, W, iterations, keep)
+
+
+def fit_camera(samples: np.ndarray, H: int, W: int, iterations: int = 4, keep: np.ndarray | None = None) -> np.ndarray:
+    """:func:`camera_motion` of an H x W frame's flow as sampled on :func:`flow_grid` (``samples``, ``(h, w, 2)``)."""
+    ys, xs = flow_grid(H, W)
+    v = samples
     if keep is not None:
-        ys, xs = ys[keep], xs[keep]
-    v = flow[ys, xs].reshape(-1, 2).astype(np.float64)
+        ys, xs, v = ys[keep], xs[keep], v[keep]
+    v = v.reshape(-1, 2).astype(np.float64)
     X = np.stack([np.ones(v.shape[0]), (xs.ravel() - (W - 1) / 2) / W, (ys.ravel() - (H - 1) / 2) / H], axis=1)
     p = np.zeros((3, 2))
     p[0] = np.median(v, axis=0)
@@ -339,17 +353,40 @@ def night_camera_motion(flow: np.ndarray) -> np.ndarray:
     be left: a fit on fewer errs by more than the pull it avoids (fitted on 10% of 96 samples, the tests' noisy
     scenes of 96 x 64 pixels flagged 14% and, shaken, 7% of their frames, where 10% and 5% are allowed;
     docs/experiments.md). A still camera's fit is the first one."""
-    import cv2
-
     p = camera_motion(flow)
     if largest_motion(p) < NIGHT_STILL_CAMERA_PX:
         return p
     H, W = flow.shape[:2]
     ys, xs = flow_grid(H, W)
-    moving = (flow_length(flow[ys, xs] - motion_field(p, H, W, at=(ys, xs))) > MOVER_FLOW_PX).astype(np.uint8)
-    r = AWAY_FROM_MOVERS_PX // _GRID
-    keep = cv2.dilate(moving, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1,) * 2)) == 0
+    keep = away_from(flow_length(flow[ys, xs] - motion_field(p, H, W, at=(ys, xs))) > MOVER_FLOW_PX)
     return camera_motion(flow, keep=keep) if keep.sum() >= KEPT_AT_LEAST else p
+
+
+def away_from(moving: np.ndarray) -> np.ndarray:
+    """bool ``(h, w)`` on :func:`flow_grid`: where something moves -> the samples more than
+    :data:`AWAY_FROM_MOVERS_PX` from it."""
+    import cv2
+
+    r = AWAY_FROM_MOVERS_PX // _GRID
+    return cv2.dilate(moving.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1,) * 2)) == 0
+
+
+def jump_away_from_movers(flow: np.ndarray, samples: np.ndarray, jump: np.ndarray) -> np.ndarray:
+    """A camera's ``jump`` (its motion ``(3, 2)``, a translation read by :meth:`Denoiser._camera_jump` from the raw
+    frames' flow, sampled as ``samples``) read again from those samples more than :data:`AWAY_FROM_MOVERS_PX` from
+    what moves by more than :data:`MOVER_FLOW_PX` in ``flow`` ``(H, W, 2)``, the denoised frames' flow once they are
+    aligned by the jump (the scene's own motion); the jump itself if fewer than :data:`KEPT_AT_LEAST` samples are
+    left. A walker pulls a fit of the whole frame by more than its share (on Ped2 shaken ±4 px at 3 Hz in noise of
+    σ 10, a reading's error followed the movers' mean motion over the frame, 2.4 times it, correlation 0.70: 0.12 px
+    toward +x on average, the way they go on average); the raw flow of movers, from which
+    :meth:`Stabilizer.take_off` takes the camera's motion over 3 frames, then keeps that much of it (read again, the
+    error averaged over 3 frames fell from 0.21 to 0.14 px; docs/experiments.md)."""
+    H, W = flow.shape[:2]
+    ys, xs = flow_grid(H, W)
+    keep = away_from(flow_length(flow[ys, xs]) > MOVER_FLOW_PX)
+    if keep.sum() < KEPT_AT_LEAST:
+        return jump
+    return np.array([fit_camera(samples, H, W, keep=keep)[0], (0.0, 0.0), (0.0, 0.0)])
 
 
 def motion_field(p: np.ndarray, H: int, W: int, at: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
@@ -392,20 +429,30 @@ class Stabilizer:
         self.params: list[np.ndarray] = []  # the camera's motion estimated for each frame of the last chunk
         self.taken = np.zeros((0, 3, 2))  # what take_off takes off, a frame pair's: the last chunk's and NIGHT_BASELINE - 1 before
 
-    def __call__(self, flow: np.ndarray, previous: np.ndarray, gray: np.ndarray, jumps: list | None = None, night: np.ndarray | None = None) -> np.ndarray:
+    def __call__(
+        self,
+        flow: np.ndarray,
+        previous: np.ndarray,
+        gray: np.ndarray,
+        jumps: list | None = None,
+        night: np.ndarray | None = None,
+        jump_samples: list | None = None,
+    ) -> np.ndarray:
         """Flow ``(n, H, W, 2)`` of gray frames ``(n, H, W)`` from each one's predecessor (``previous``: the one before
         ``gray[0]``), changed in place and returned. ``jumps``: the night filter's readings of the camera's shift
         between the frames as they came (:meth:`Denoiser._camera_jump`), taken as the camera's motion (a translation)
-        where there is one. ``night``: which frames the night filter was on in; there the camera counts as still below
-        :data:`NIGHT_STILL_CAMERA_PX`: the motion estimated on the denoised frames of a still camera is mostly the
-        noise's (on Ped2 at σ 10 its median is 0.11 px, at σ 18 0.13) and passed :data:`STILL_CAMERA_PX` in 102 and 148
-        of 180 frames, each then aligned and measured again for nothing (night scoring ran at 24.9 frames a second
-        against 28.2 without; docs/experiments.md)."""
+        where there is one; with ``jump_samples`` (the flow each was read from, as sampled), read again away from
+        what moves once the frames are aligned (:func:`jump_away_from_movers`). ``night``: which frames the night
+        filter was on in; there the camera counts as still below :data:`NIGHT_STILL_CAMERA_PX`: the motion estimated
+        on the denoised frames of a still camera is mostly the noise's (on Ped2 at σ 10 its median is 0.11 px, at σ 18
+        0.13) and passed :data:`STILL_CAMERA_PX` in 102 and 148 of 180 frames, each then aligned and measured again
+        for nothing (night scoring ran at 24.9 frames a second against 28.2 without; docs/experiments.md)."""
         import cv2
 
         H, W = flow.shape[1:3]
         self.motions = np.zeros(len(flow))
         jumps = jumps or [None] * len(flow)
+        jump_samples = jump_samples or [None] * len(flow)
         night = np.zeros(len(flow), bool) if night is None else night
         self.params = [
             np.array([j, (0.0, 0.0), (0.0, 0.0)]) if j is not None else night_camera_motion(f) if n else camera_motion(f)
@@ -423,6 +470,9 @@ class Stabilizer:
             flow[i] = self.dis.calc(aligned, np.ascontiguousarray(gray[i]), None)
             flow[i] -= motion_field(camera_motion(flow[i]), H, W)  # what the alignment's interpolation left
             clear_edge(flow[i], self.motions[i])
+            if jump_samples[i] is not None:
+                self.params[i] = jump_away_from_movers(flow[i], jump_samples[i], p)
+                self.motions[i] = largest_motion(self.params[i])
         taken = [p if m >= MOVER_FLOW_PX else np.zeros_like(p) for p, m in zip(self.params, self.motions)]
         self.taken = np.concatenate([self.taken[max(0, len(self.taken) - NIGHT_BASELINE + 1) :], np.reshape(taken, (-1, 3, 2))])
         return flow

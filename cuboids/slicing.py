@@ -156,7 +156,7 @@ class TubeCutter:
         self.last = gray[-1].copy()
         if self.stabilizer is not None:
             d = self.denoiser
-            flow = self.stabilizer(flow, previous, gray, jumps=None if d is None else d.jumps, night=None if d is None else d.active)
+            flow = self.stabilizer(flow, previous, gray, *(() if d is None else (d.jumps, d.active, d.jump_samples)))
         if self.denoiser is not None:
             earlier = raw[:0] if self.raw_last is None else self.raw_last
             shown = gray[:0] if self.shown_last is None else self.shown_last
