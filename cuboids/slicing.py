@@ -150,7 +150,8 @@ class TubeCutter:
         camera corrections; the next call continues from the last of these frames."""
         raw = gray = to_gray(frames)
         if self.denoiser is not None:
-            gray = self.derainer(self.denoiser(raw))
+            denoised = self.denoiser(raw)
+            gray = self.derainer(denoised, np.array([j is not None for j in self.denoiser.jumps], bool))
         previous = gray[0] if self.last is None else self.last
         flow = gray_flow(previous, gray, self.flow_preset, exposure=self.stabilizer is not None)
         self.last = gray[-1].copy()

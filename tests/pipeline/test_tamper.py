@@ -467,6 +467,30 @@ def test_at_night_a_fast_shake_is_read_from_the_frames_as_they_came(sigma, monke
     assert still.max() < 0.2, f"still ground moves {still.max():.4f} px in frame {10 + still.argmax()}"
 
 
+def test_at_night_the_filter_follows_a_fast_shake_s_smaller_steps_too():
+    """Textured ground shaken ±3 px at 2.5 Hz at night (σ 12): between the shake's 3 to 7 px steps the picture moves
+    0.3 to 3 px on some frames. The filter's mean follows those steps at once as well, by the reading on the frames as
+    they came, and the still ground's flow stays at 0.0005 px a frame at worst (0.025 when the mean followed only
+    steps of 3 px or more and blended two views of the picture after the others)."""
+    still = still_ground_shaken_at_night(3.0, 2.5, 12.0)
+    assert still.max() < 0.005, f"still ground moves {still.max():.4f} px in frame {10 + still.argmax()}"
+
+
+@pytest.mark.parametrize("amplitude, hz, sigma", [(4.0, 3.0, 10.0), (3.0, 2.5, 12.0)])
+def test_a_camera_shaking_fast_at_night_is_not_taken_for_rain(amplitude, hz, sigma):
+    """Textured ground shaken fast at night: the rain filter read the moving picture's edges as streaks and was on in
+    all 40 frames, showing each pixel as the median of three frames of a moving picture (on Ped2 shaken ±3 px at
+    2.5 Hz at night, σ 12, it was on for the first 3 to 4 s of most clips, and the flow of every other frame moved
+    everywhere). Frames the camera jumped to pass it as they came."""
+    clip = shaken_at_night(np.repeat(110 + textured_ground(0)[None], 40, axis=0), amplitude, hz, sigma)
+    cutter = TubeCutter([], 16, 0.0, "flow", "medium", corrections=True)
+    rain = []
+    for i in range(0, len(clip), 10):
+        cutter.flow(clip[i : i + 10])
+        rain += list(cutter.derainer.active)
+    assert not any(rain), f"rain removal on in {sum(rain)} of {len(rain)} frames"
+
+
 def test_at_night_a_large_mover_does_not_move_a_still_camera_s_filter(monkeypatch):
     """A still camera in deep night (half the light, σ 18) and a textured disc 60 px wide crossing it at 2 px a frame:
     the camera's shift read from the flow reaches 1 px now and then (the disc pulls it), but moving the mean would
