@@ -372,16 +372,18 @@ def night_camera_motion(flow: np.ndarray) -> np.ndarray:
     H, W = flow.shape[:2]
     ys, xs = flow_grid(H, W)
     keep = away_from(flow_length(flow[ys, xs] - motion_field(p, H, W, at=(ys, xs))) > MOVER_FLOW_PX)
-    return camera_motion(flow, keep=keep) if keep.sum() >= KEPT_AT_LEAST else p
+    return p if keep is None else camera_motion(flow, keep=keep)
 
 
-def away_from(moving: np.ndarray) -> np.ndarray:
+def away_from(moving: np.ndarray) -> np.ndarray | None:
     """bool ``(h, w)`` on :func:`flow_grid`: where something moves -> the samples more than
-    :data:`AWAY_FROM_MOVERS_PX` from it."""
+    :data:`AWAY_FROM_MOVERS_PX` from it; None if fewer than :data:`KEPT_AT_LEAST` are (a fit on them would err by
+    more than the movers' pull it avoids)."""
     import cv2
 
     r = AWAY_FROM_MOVERS_PX // _GRID
-    return cv2.dilate(moving.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1,) * 2)) == 0
+    keep = cv2.dilate(moving.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1,) * 2)) == 0
+    return keep if keep.sum() >= KEPT_AT_LEAST else None
 
 
 def jump_away_from_movers(flow: np.ndarray, samples: np.ndarray, jump: np.ndarray) -> np.ndarray:
@@ -397,9 +399,7 @@ def jump_away_from_movers(flow: np.ndarray, samples: np.ndarray, jump: np.ndarra
     H, W = flow.shape[:2]
     ys, xs = flow_grid(H, W)
     keep = away_from(flow_length(flow[ys, xs]) > MOVER_FLOW_PX)
-    if keep.sum() < KEPT_AT_LEAST:
-        return jump
-    return np.array([fit_camera(samples, H, W, keep=keep)[0], (0.0, 0.0), (0.0, 0.0)])
+    return jump if keep is None else np.array([fit_camera(samples, H, W, keep=keep)[0], (0.0, 0.0), (0.0, 0.0)])
 
 
 def motion_field(p: np.ndarray, H: int, W: int, at: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
