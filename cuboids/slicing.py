@@ -11,6 +11,8 @@ models see exactly the values they were trained on.
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -70,18 +72,29 @@ def to_gray(frames: np.ndarray) -> np.ndarray:
     return np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]) if len(frames) else np.zeros(frames.shape[:3], np.uint8)
 
 
-def gray_flow(previous: np.ndarray, gray: np.ndarray, preset: str, exposure: bool = False) -> np.ndarray:
+def gray_flow(previous: np.ndarray, gray: np.ndarray, preset: str, exposure: bool = False, pool: ThreadPoolExecutor | None = None) -> np.ndarray:
     """Dense flow from each gray frame's predecessor: uint8 ``(n, H, W)`` -> float32 ``(n, H, W, 2)`` (dx, dy) in pixels;
     ``previous`` ``(H, W)`` is the frame before ``gray[0]``, ``preset`` OpenCV's DIS preset (``cuboids.flow_preset``).
-    ``exposure``: a predecessor of another brightness is matched to its successor first (``cuboids.camera.match_exposure``)."""
-    dis = dis_flow(preset)
+    ``exposure``: a predecessor of another brightness is matched to its successor first (``cuboids.camera.match_exposure``).
+    ``pool``: the later half of the frames is computed in one of its threads meanwhile (each frame pair's flow is
+    its own, and OpenCV lets go of Python's lock while it computes one)."""
     out = np.empty(gray.shape + (2,), dtype=np.float32)
+    half = len(gray) // 2 if pool is not None else 0
+    later = pool.submit(_pair_flows, gray[half - 1], gray[half:], preset, exposure, out[half:]) if half else None
+    _pair_flows(previous, gray[: half or len(gray)], preset, exposure, out)
+    if later is not None:
+        later.result()
+    return out
+
+
+def _pair_flows(previous: np.ndarray, gray: np.ndarray, preset: str, exposure: bool, out: np.ndarray) -> None:
+    """:func:`gray_flow` of ``gray`` after ``previous``, written into ``out``'s first ``len(gray)`` frames."""
+    dis = dis_flow(preset)
     a = np.ascontiguousarray(previous)
     for i, b in enumerate(gray):
         b = np.ascontiguousarray(b)
         out[i] = dis.calc(match_exposure(a, b) if exposure else a, b, None)
         a = b
-    return out
 
 
 def optical_flow(previous: np.ndarray, frames: np.ndarray, preset: str) -> np.ndarray:
@@ -153,28 +166,46 @@ class TubeCutter:
             denoised = self.denoiser(raw)
             gray = self.derainer(denoised, np.array([j is not None for j in self.denoiser.jumps], bool))
         previous = gray[0] if self.last is None else self.last
-        flow = gray_flow(previous, gray, self.flow_preset, exposure=self.stabilizer is not None)
-        self.last = gray[-1].copy()
-        if self.stabilizer is not None:
-            d = self.denoiser
-            flow = self.stabilizer(flow, previous, gray, *(() if d is None else (d.jumps, d.active, d.jump_samples)))
-        if self.denoiser is not None:
-            earlier = raw[:0] if self.raw_last is None else self.raw_last
-            shown = gray[:0] if self.shown_last is None else self.shown_last
-            if self.denoiser.active.any():
-                flow = self._night_flow(flow, (shown, gray), (earlier, raw))
-            # only the chunk's tail is kept: copying the whole chunk would cost every clean frame too
-            self.raw_last = np.concatenate([earlier, raw[-NIGHT_BASELINE:]])[-NIGHT_BASELINE:]
-            self.shown_last = np.concatenate([shown, gray[-NIGHT_BASELINE:]])[-NIGHT_BASELINE:]
+        # the optical flows, each frame pair's its own, run up to three at a time: OpenCV lets go of Python's lock
+        # while it computes one (at night the raw frames' flows start before the denoised frames' flow)
+        with ThreadPoolExecutor(max_workers=3, thread_name_prefix="flow") as pool:
+            night = self._start_night_flows(pool, raw, gray) if self.denoiser is not None else {}
+            flow = gray_flow(previous, gray, self.flow_preset, exposure=self.stabilizer is not None, pool=pool)
+            self.last = gray[-1].copy()
+            if self.stabilizer is not None:
+                d = self.denoiser
+                flow = self.stabilizer(flow, previous, gray, *(() if d is None else (d.jumps, d.active, d.jump_samples)))
+            if self.denoiser is not None:
+                if self.denoiser.active.any():
+                    flow = self._night_flow(flow, night)
+                # only the chunk's tail is kept: copying the whole chunk would cost every clean frame too
+                earlier = raw[:0] if self.raw_last is None else self.raw_last
+                shown = gray[:0] if self.shown_last is None else self.shown_last
+                self.raw_last = np.concatenate([earlier, raw[-NIGHT_BASELINE:]])[-NIGHT_BASELINE:]
+                self.shown_last = np.concatenate([shown, gray[-NIGHT_BASELINE:]])[-NIGHT_BASELINE:]
         return flow
 
-    def _night_flow(self, flow: np.ndarray, shown: tuple[np.ndarray, np.ndarray], raw: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    def _start_night_flows(self, pool: ThreadPoolExecutor, raw: np.ndarray, gray: np.ndarray) -> dict[str, Future]:
+        """The :func:`cuboids.camera.baseline_flow` s that :meth:`_night_flow` will use, started in ``pool``: of the
+        raw frames (``raw``) from :data:`cuboids.camera.RAW_FLOW_NOISE` up, and of the denoised ones (``gray``) from
+        :data:`cuboids.camera.DEEP_NIGHT_NOISE` up, each after the frames before them; none by day."""
+        d = self.denoiser
+        if not d.active.any() or d.sigma < RAW_FLOW_NOISE:
+            return {}
+        earlier = raw[:0] if self.raw_last is None else self.raw_last
+        started = {"raw": pool.submit(baseline_flow, earlier, raw, NIGHT_BASELINE, self.flow_preset)}
+        if d.sigma >= DEEP_NIGHT_NOISE:
+            shown = gray[:0] if self.shown_last is None else self.shown_last
+            started["shown"] = pool.submit(baseline_flow, shown, gray, NIGHT_BASELINE, self.flow_preset)
+        return started
+
+    def _night_flow(self, flow: np.ndarray, started: dict[str, Future]) -> np.ndarray:
         """The flow of frames the denoiser filtered (``flow``, of the denoised frames): still pixels keep it, shortened
         by what noise leaves; where something moves it is the raw frames' flow over
         :data:`cuboids.camera.NIGHT_BASELINE` frames (:func:`cuboids.camera.baseline_flow`; the camera's motion that
         the denoised frames showed taken off), and shortened alike, once the noise reaches
-        :data:`cuboids.camera.RAW_FLOW_NOISE`. ``shown``, ``raw``: the chunk's denoised and raw frames, each after the
-        frames before them. The filter smears a mover and shortens its flow; the raw frames' flow follows it but
+        :data:`cuboids.camera.RAW_FLOW_NOISE`. ``started``: those flows over 3 frames, of the raw and the denoised
+        frames, as :meth:`_start_night_flows` started them. The filter smears a mover and shortens its flow; the raw frames' flow follows it but
         carries the noise, which the models read as unusual in normal walkers too: on Ped2 at night a frame pair's raw
         flow raised 1.9 false events a minute; measured over 3 frames and shortened, none, and it ranks the night's
         anomalies better than the mean of 7 pairs' flows or any mix of raw and filtered flows tried (a mover half of
@@ -184,10 +215,10 @@ class TubeCutter:
         faint mover the filter smeared (in less noise it only added raw flow at movers' edges)."""
         active = self.denoiser.active
         if self.denoiser.sigma >= RAW_FLOW_NOISE:  # below, just above the filter's threshold: the filtered flow everywhere
-            raw_flow, spans = baseline_flow(*raw, NIGHT_BASELINE, self.flow_preset)
+            raw_flow, spans = started["raw"].result()
             moving = movers(flow)
             if self.denoiser.sigma >= DEEP_NIGHT_NOISE:
-                moving |= movers(self.stabilizer.take_off(baseline_flow(*shown, NIGHT_BASELINE, self.flow_preset)[0], spans))
+                moving |= movers(self.stabilizer.take_off(started["shown"].result()[0], spans))
             moving &= (active & ~self.stabilizer.moved_early(spans))[:, None, None]
             flow = np.where(moving[..., None], self.stabilizer.take_off(raw_flow, spans), flow)
         flow[active] = shrink_flow(flow[active], NOISE_FLOW_PX)  # movers' and still pixels' alike: what noise leaves

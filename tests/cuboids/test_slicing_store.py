@@ -9,7 +9,7 @@ from cuboid_ad.core.errors import ArtifactError
 from cuboid_ad.core.grid import make_grid
 from cuboid_ad.core.tubes import FLOW_GAIN
 from cuboid_ad.core.windows import gather_windows, window_index, window_starts
-from cuboid_ad.cuboids.slicing import TubeCutter, crop_regions
+from cuboid_ad.cuboids.slicing import TubeCutter, crop_regions, gray_flow
 from cuboid_ad.cuboids.store import load_region
 from cuboid_ad.pipeline.stages.extract import extract_folder
 from cuboid_ad.pipeline.stages.slice import slice_folder
@@ -109,6 +109,17 @@ def test_flow_tubes_do_not_depend_on_chunking():
     cut = TubeCutter(regions, 16, 1.0, "flow", "medium")
     parts = np.concatenate([cut(frames[:4]), cut(frames[4:5]), cut(frames[5:])], axis=1)
     assert np.array_equal(whole, parts)
+
+
+def test_frame_pairs_flows_computed_two_at_a_time_are_those_computed_one_by_one():
+    from concurrent.futures import ThreadPoolExecutor
+
+    gray = _moving_texture(n=7, speed=3)[..., 0]
+    alone = gray_flow(gray[0], gray[1:], "medium", exposure=True)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        halves = gray_flow(gray[0], gray[1:], "medium", exposure=True, pool=pool)
+    assert np.abs(alone[..., 0]).mean() > 1.0, "the scene moves"
+    assert np.array_equal(alone, halves)
 
 
 def test_flow_tubes_are_refused_by_a_pixel_model_and_back(tiny_data, tiny_cfg, tmp_path):
