@@ -142,10 +142,16 @@ def flow_length(flow: np.ndarray) -> np.ndarray:
 
 
 def shrink_flow(flow: np.ndarray, tau: float) -> np.ndarray:
-    """Flow ``(..., 2)`` with every vector shortened by ``tau`` pixels (to zero when shorter): what noise leaves of
-    the optical flow of a still scene is mostly shorter than that."""
-    length = flow_length(flow)[..., None]
-    return flow * np.maximum(0.0, 1.0 - tau / np.maximum(length, 1e-6))
+    """Flow ``(..., 2)`` with every vector shortened by ``tau`` pixels (to zero when shorter), changed in place and
+    returned: what noise leaves of the optical flow of a still scene is mostly shorter than that. (In place, each
+    step into one array: with temporaries, on a night clip's chunks it cost three times as much.)"""
+    factor = flow_length(flow)
+    np.maximum(factor, 1e-6, out=factor)
+    np.divide(tau, factor, out=factor)
+    np.subtract(1.0, factor, out=factor)
+    np.maximum(factor, 0.0, out=factor)
+    flow *= factor[..., None]
+    return flow
 
 
 class Denoiser:

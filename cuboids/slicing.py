@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cuboid_ad.core.arrays import gaussian_blur
+from cuboid_ad.core.arrays import gaussian_blur, runs
 from cuboid_ad.core.config import Config
 from cuboid_ad.core.grid import Region
 from cuboid_ad.core.tubes import FLOW_GAIN, FLOW_ZERO
@@ -220,6 +220,7 @@ class TubeCutter:
             if self.denoiser.sigma >= DEEP_NIGHT_NOISE:
                 moving |= movers(self.stabilizer.take_off(started["shown"].result()[0], spans))
             moving &= (active & ~self.stabilizer.moved_early(spans))[:, None, None]
-            flow = np.where(moving[..., None], self.stabilizer.take_off(raw_flow, spans), flow)
-        flow[active] = shrink_flow(flow[active], NOISE_FLOW_PX)  # movers' and still pixels' alike: what noise leaves
+            np.copyto(flow, self.stabilizer.take_off(raw_flow, spans), where=moving[..., None])
+        for start, end in runs(active):  # movers' and still pixels' alike: what noise leaves
+            shrink_flow(flow[start:end], NOISE_FLOW_PX)
         return flow
