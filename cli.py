@@ -247,14 +247,7 @@ def _print_update(r) -> None:
     if not r.records and not r.version:
         click.echo("feedback: nothing is recorded as normal; the trained models stay in use")
         return
-
-    def how(rid: str, f: float) -> str:
-        if some := r.some_cells(rid):
-            return f"{rid} ({some} score /{f:g} while they move as the stretch did)"
-        return f"{rid} (scores /{f:g} while it moves as the stretch did)"
-
-    changed = ", ".join(how(rid, f) for rid, f in r.changed.items()) or "none (the stretches raise no alarm already)"
-    click.echo(f"feedback: models version {r.version} absorbs {len(r.records)} stretch(es) in {r.seconds:.1f} s; regions changed: {changed}")
+    click.echo(f"feedback: {r.summary()}")
     for when in ("before", "after"):
         if when in r.checks:
             c = r.checks[when]

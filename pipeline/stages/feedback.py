@@ -204,6 +204,18 @@ class UpdateResult:
         n, K = self.cells.get(rid, (0, 0))
         return f"{n} of its {K} cells" if 0 < n < K else ""
 
+    def summary(self) -> str:
+        """One line for the operator, the same in the CLI and the web app: the version, the stretches, and what changed
+        in each region (some of its cells or all of it, and by how much their scores are divided)."""
+
+        def how(rid: str, f: float) -> str:
+            if some := self.some_cells(rid):
+                return f"{rid} ({some} score /{f:g} while they move as the stretch did)"
+            return f"{rid} (scores /{f:g} while it moves as the stretch did)"
+
+        changed = ", ".join(how(rid, f) for rid, f in self.changed.items()) or "none (the stretches raise no alarm already)"
+        return f"models version {self.version} absorbs {len(self.records)} stretch(es) in {self.seconds:.1f} s; regions changed: {changed}"
+
 
 def _checks(dets: list[RegionDetector], normal: dict[str, list[RegionTube]], threshold: float) -> dict[str, float]:
     """The models' own checks on their regions' held-out normal frames: the share flagged, and, played three times

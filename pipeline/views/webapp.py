@@ -131,7 +131,7 @@ class Jobs:
             with feedback_lock(self.work):
                 result = update_models(self.work, device=self.device)
             job.state, job.error = "done", None
-            job.name = f"models version {result.version}: {len(result.records)} stretch(es) absorbed, regions changed: {', '.join(f'{rid} ({some})' if (some := result.some_cells(rid)) else rid for rid in result.changed) or 'none'}"
+            job.name = result.summary()
         except Exception as exc:  # a failed update leaves the previous version in use
             if not isinstance(exc, UserError):
                 log.exception("update %s failed", job.id)

@@ -212,6 +212,32 @@ def test_a_second_upload_waits_in_the_queue_then_runs(site, tiny_data):
     assert wait_job(client, first["url"])["state"] == "done" and wait_job(client, second["url"])["state"] == "done"
 
 
+def test_an_event_marked_normal_on_the_web_is_listed_absorbed_and_undone(trained_work, tiny_data, tmp_path):
+    """A report's "Not an anomaly" button and the home page's feedback list, through the API: the event's stretch is
+    recorded, the update job absorbs it and says what changed in the CLI's words, and undo forgets it."""
+    work = tmp_path / "work"
+    shutil.copytree(trained_work, work)  # the update trains on the work folder's normal cuboids
+    client = TestClient(make_app(work))
+    state = wait_job(client, upload(client, tiny_data / "test" / "01.mkv").json()["url"])
+    assert state["state"] == "done", state
+    assert len((work / "web" / state["id"] / "events.csv").read_text().splitlines()) > 1, "the injected mover raises an event"
+    assert client.post(f"/api/feedback?job={state['id']}", json={"evnt": 1}).status_code == 400
+    assert client.post("/api/feedback?job=no-such-job", json={"event": 1}).status_code == 404
+    assert client.post(f"/api/feedback?job={state['id']}", json={"event": 99}).status_code == 400
+    marked = client.post(f"/api/feedback?job={state['id']}", json={"event": 1})
+    assert marked.status_code == 201, marked.text
+    rid = marked.json()["id"]
+    rows = client.get("/api/feedback").json()
+    assert [(r["id"], r["source"], r["absorbed"]) for r in rows] == [(rid, "01.mkv", False)]
+    update = wait_job(client, client.post("/api/feedback/apply").json()["url"])
+    assert update["state"] == "done", update
+    assert update["name"].startswith("models version 1 absorbs 1 stretch(es) in ") and "; regions changed: " in update["name"], update["name"]
+    assert client.get("/api/feedback").json()[0]["absorbed"]
+    assert client.post(f"/api/feedback/{rid}/undo").json() == {"undone": rid}
+    assert client.get("/api/feedback").json() == []
+    assert client.post(f"/api/feedback/{rid}/undo").status_code == 404
+
+
 def test_a_crash_inside_a_job_fails_it_as_an_internal_error_and_the_server_goes_on(site, tiny_data, monkeypatch):
     from cuboid_ad.pipeline.views import webapp
 
