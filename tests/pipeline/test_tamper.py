@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 from conftest import HEIGHT, WIDTH
 
-from bench.nuisance import Nuisance, apply, write
-from cuboid_ad.core.config import ExtractConfig
+from bench.nuisance import Nuisance, apply
 from cuboid_ad.core.workdir import WorkDir
 from cuboid_ad.cuboids import camera
 from cuboid_ad.cuboids.camera import (
@@ -29,7 +28,6 @@ from cuboid_ad.cuboids.camera import (
     shrink_flow,
 )
 from cuboid_ad.cuboids.slicing import TubeCutter
-from cuboid_ad.pipeline.media.decode import open_clip, read_frames
 from cuboid_ad.pipeline.media.synthetic import render_clip, write_video
 from cuboid_ad.pipeline.stages.score import score_video
 
@@ -306,58 +304,6 @@ def disc_flow_against(flow: np.ndarray, truth: np.ndarray) -> tuple[float, float
     moving, still = length > 1.0, length < 0.2
     got = np.linalg.norm(flow, axis=-1)
     return got[moving].mean() / length[moving].mean(), np.linalg.norm(flow - truth, axis=-1)[moving].mean(), got[still].mean()
-
-
-def streamed(frames: np.ndarray, kbps: int, folder) -> np.ndarray:
-    """Gray frames ``(n, 96, 128)`` sent through H.264 at ``kbps`` (a congested stream) and read back ``(n, 96, 128, 1)``."""
-    clip = write(Nuisance("lossy", "bitrate", {"kbps": kbps}), frames, folder / "stream")
-    cfg = ExtractConfig(frame_height=96)
-    return np.concatenate(list(read_frames(open_clip(clip, cfg), cfg)))
-
-
-def test_a_lossy_night_stream_s_remnant_does_not_get_through_the_filter(tmp_path):
-    """Textured ground in late night (σ 16, 55% of the light) through H.264 at 20 kb/s (0.16 bit a pixel a frame):
-    single pixels read 3.3, so the filter is on, but what the encoder leaves of the noise is blocky, heavy-tailed and
-    lasts a few frames, and with a gate of 3 σ of single pixels it got through and moved still ground 0.078 px a frame
-    over the last 3 s. The codec's blocks read 6.5, and the gate 2.5 times that keeps it at 0.0024 (1.5 times: 0.0066;
-    once that reading: 0.022)."""
-    still = np.repeat(110 + textured_ground(3)[None], 60, axis=0)
-    night = np.clip(still * 0.55 + np.random.default_rng(8).normal(0, 16, still.shape), 0, 255).astype(np.uint8)
-    flow, cutter, active = night_flow(streamed(night, 20, tmp_path))
-    assert cutter.denoiser.sigma > camera.QUIET and active[-30:].all(), f"the filter is off ({cutter.denoiser.sigma:.2f})"
-    assert cutter.denoiser.coarse > cutter.denoiser.sigma, "the codec's blocks read more than single pixels"
-    moved = np.linalg.norm(flow, axis=-1)[-30:, 8:-8, 8:-8].mean()
-    assert moved < 0.01, f"still ground moves {moved:.4f} px a frame"
-
-
-def test_a_lossy_night_stream_s_mover_keeps_its_flow(tmp_path):
-    """The night disc at σ 13 (60% of the light) through H.264 at 25 kb/s: the remnant's wide gate (a spread of 14
-    grey levels) smears the disc more, and where it moves the flow is the raw frames' over 3 frames: it keeps 65% of
-    its flow's length, 0.59 px wrong (with the gate of single pixels, 69% and 0.54 px, but still ground moved 0.048 px
-    a frame; at σ 16, 41%: a lossy stream's faint mover in deep night loses some of its flow)."""
-    dark, noisy = night_disc(light=0.6, noise=13.0)
-    flow, cutter, active = night_flow(streamed(noisy[..., 0], 25, tmp_path))
-    assert active[1:].all() and cutter.denoiser.spread() > camera.RAW_FLOW_NOISE, "the filter is on, its gate wider than the grain's"
-    kept, error, moved = disc_flow_against(flow[active], night_flow(dark)[0][active])
-    assert kept > 0.6, f"the mover's flow kept {kept:.0%}"
-    assert error < 0.65, f"the mover's flow is {error:.2f} px wrong"
-    assert moved < 0.005, f"still ground moves {moved:.4f} px a frame"
-
-
-def test_a_lossy_stream_s_filter_stays_on_while_its_codec_s_blocks_read_noisy():
-    """Night grain (σ 6) with a codec's blocky remnant (each 8 x 8 block a new value each frame), then for 5 s the
-    remnant alone (single pixels read below QUIET, as a lossy stream's rate control keeps less of the grain), then
-    nothing: the filter stays on while the blocks read noisy and turns off within 2.5 s after. Turned off by single
-    pixels alone, it was off from frame 41 and the remnant moved still ground 0.06 px a frame."""
-    rng = np.random.default_rng(9)
-    ground = 110 + textured_ground(5)
-    white, blocks = [6.0] * 30 + [0.0] * 90, [1.5] * 80 + [0.0] * 40
-    frames = np.stack([ground * 0.6 + rng.normal(0, w, ground.shape) + np.kron(rng.normal(0, a, (12, 16)), np.ones((8, 8))) for w, a in zip(white, blocks)])
-    flow, _, active = night_flow(np.clip(np.rint(frames), 0, 255).astype(np.uint8)[..., None])
-    assert active[1:80].all(), f"the filter is off in frames {np.flatnonzero(~active[1:80]) + 1}"
-    assert not active[105:].any(), f"the filter is still on in frames {np.flatnonzero(active[105:]) + 105}"
-    moved = np.linalg.norm(flow[30:80], axis=-1).mean()
-    assert moved < 0.005, f"still ground moves {moved:.4f} px a frame while the remnant lasts"
 
 
 def test_in_deep_night_a_faint_mover_is_found_over_3_frames():
