@@ -168,8 +168,10 @@ class TubeCutter:
         previous = gray[0] if self.last is None else self.last
         # the optical flows, each frame pair's its own, run up to three at a time: OpenCV lets go of Python's lock
         # while it computes one (at night the raw frames' flows start before the denoised frames' flow)
+        earlier = raw[:0] if self.raw_last is None else self.raw_last
+        shown = gray[:0] if self.shown_last is None else self.shown_last
         with ThreadPoolExecutor(max_workers=3, thread_name_prefix="flow") as pool:
-            night = self._start_night_flows(pool, raw, gray) if self.denoiser is not None else {}
+            night = self._start_night_flows(pool, (earlier, raw), (shown, gray)) if self.denoiser is not None else {}
             flow = gray_flow(previous, gray, self.flow_preset, exposure=self.stabilizer is not None, pool=pool)
             self.last = gray[-1].copy()
             if self.stabilizer is not None:
@@ -179,45 +181,42 @@ class TubeCutter:
                 if self.denoiser.active.any():
                     flow = self._night_flow(flow, night)
                 # only the chunk's tail is kept: copying the whole chunk would cost every clean frame too
-                earlier = raw[:0] if self.raw_last is None else self.raw_last
-                shown = gray[:0] if self.shown_last is None else self.shown_last
                 self.raw_last = np.concatenate([earlier, raw[-NIGHT_BASELINE:]])[-NIGHT_BASELINE:]
                 self.shown_last = np.concatenate([shown, gray[-NIGHT_BASELINE:]])[-NIGHT_BASELINE:]
         return flow
 
-    def _start_night_flows(self, pool: ThreadPoolExecutor, raw: np.ndarray, gray: np.ndarray) -> dict[str, Future]:
-        """The :func:`cuboids.camera.baseline_flow` s that :meth:`_night_flow` will use, started in ``pool``: of the
-        raw frames (``raw``) from :data:`cuboids.camera.RAW_FLOW_NOISE` up, and of the denoised ones (``gray``) from
-        :data:`cuboids.camera.DEEP_NIGHT_NOISE` up, each after the frames before them; none by day."""
+    def _start_night_flows(self, pool: ThreadPoolExecutor, raw: tuple[np.ndarray, np.ndarray], shown: tuple[np.ndarray, np.ndarray]) -> dict[str, Future]:
+        """The :func:`cuboids.camera.baseline_flow` s that :meth:`_night_flow` will use, started in ``pool`` (the one
+        place that decides which): ``"raw"``, of the raw frames, from :data:`cuboids.camera.RAW_FLOW_NOISE` up, and
+        ``"shown"``, of the denoised ones, from :data:`cuboids.camera.DEEP_NIGHT_NOISE` up; none by day. ``raw``,
+        ``shown``: the frames before the chunk's and the chunk's, each."""
         d = self.denoiser
         if not d.active.any() or d.sigma < RAW_FLOW_NOISE:
             return {}
-        earlier = raw[:0] if self.raw_last is None else self.raw_last
-        started = {"raw": pool.submit(baseline_flow, earlier, raw, NIGHT_BASELINE, self.flow_preset)}
+        started = {"raw": pool.submit(baseline_flow, *raw, NIGHT_BASELINE, self.flow_preset)}
         if d.sigma >= DEEP_NIGHT_NOISE:
-            shown = gray[:0] if self.shown_last is None else self.shown_last
-            started["shown"] = pool.submit(baseline_flow, shown, gray, NIGHT_BASELINE, self.flow_preset)
+            started["shown"] = pool.submit(baseline_flow, *shown, NIGHT_BASELINE, self.flow_preset)
         return started
 
     def _night_flow(self, flow: np.ndarray, started: dict[str, Future]) -> np.ndarray:
-        """The flow of frames the denoiser filtered (``flow``, of the denoised frames): still pixels keep it, shortened
-        by what noise leaves; where something moves it is the raw frames' flow over
-        :data:`cuboids.camera.NIGHT_BASELINE` frames (:func:`cuboids.camera.baseline_flow`; the camera's motion that
-        the denoised frames showed taken off), and shortened alike, once the noise reaches
-        :data:`cuboids.camera.RAW_FLOW_NOISE`. ``started``: those flows over 3 frames, of the raw and the denoised
-        frames, as :meth:`_start_night_flows` started them. The filter smears a mover and shortens its flow; the raw frames' flow follows it but
-        carries the noise, which the models read as unusual in normal walkers too: on Ped2 at night a frame pair's raw
-        flow raised 1.9 false events a minute; measured over 3 frames and shortened, none, and it ranks the night's
-        anomalies better than the mean of 7 pairs' flows or any mix of raw and filtered flows tried (a mover half of
-        each looks unusual; docs/experiments.md). Where something moves is read from the denoised frames only
+        """The flow of frames the denoiser filtered (``flow``, of the denoised frames): still pixels keep it, shortened by
+        what noise leaves; where something moves it is the raw frames' flow over :data:`cuboids.camera.NIGHT_BASELINE`
+        frames (:func:`cuboids.camera.baseline_flow`; the camera's motion that the denoised frames showed taken off),
+        and shortened alike, once the noise reaches :data:`cuboids.camera.RAW_FLOW_NOISE`. ``started``: those flows over
+        3 frames, of the raw and the denoised frames, as :meth:`_start_night_flows` started them (what it started says
+        which are used). The filter smears a mover and shortens its flow; the raw frames' flow follows it but carries
+        the noise, which the models read as unusual in normal walkers too: on Ped2 at night a frame pair's raw flow
+        raised 1.9 false events a minute; measured over 3 frames and shortened, none, and it ranks the night's anomalies
+        better than the mean of 7 pairs' flows or any mix of raw and filtered flows tried (a mover half of each looks
+        unusual; docs/experiments.md). Where something moves is read from the denoised frames only
         (:func:`cuboids.camera.movers`: the raw frames' flow moves still ground too): from their flow, and from
         :data:`cuboids.camera.DEEP_NIGHT_NOISE` up also from their flow over the same 3 frames, which shows more of a
         faint mover the filter smeared (in less noise it only added raw flow at movers' edges)."""
         active = self.denoiser.active
-        if self.denoiser.sigma >= RAW_FLOW_NOISE:  # below, just above the filter's threshold: the filtered flow everywhere
+        if "raw" in started:  # below RAW_FLOW_NOISE, just above the filter's threshold: the filtered flow everywhere
             raw_flow, spans = started["raw"].result()
             moving = movers(flow)
-            if self.denoiser.sigma >= DEEP_NIGHT_NOISE:
+            if "shown" in started:
                 moving |= movers(self.stabilizer.take_off(started["shown"].result()[0], spans))
             moving &= (active & ~self.stabilizer.moved_early(spans))[:, None, None]
             np.copyto(flow, self.stabilizer.take_off(raw_flow, spans), where=moving[..., None])
