@@ -21,7 +21,13 @@ every pixel at once without anything in the scene moving:
   motion-adaptive temporal filter (:class:`Denoiser`, the "3D noise reduction" of
   camera processors) averages each pixel with its past while it stays within
   3 noise sigmas of it, and takes a new value at once when it changes more (a
-  moving object). Below :data:`QUIET` it turns off again. When the camera moves
+  moving object); while it is on the noise is also read at the scale of a
+  video codec's blocks (:func:`coarse_noise`): what a lossy stream leaves of
+  the noise is blocky, heavy-tailed and lasts a few frames, and where it reads
+  well above single pixels (:data:`REMNANT_FROM`) the gate widens with it, up
+  to :data:`REMNANT_GATE` times that reading (:meth:`Denoiser.spread`). Below
+  :data:`QUIET` it turns off again, unless the codec's blocks read as such a
+  remnant and above :data:`COARSE_QUIET`. When the camera moves
   (a pole in the wind at night) the running mean is moved along with the
   picture first (:data:`FOLLOW_CAMERA_PX`), else it blends the picture at
   several positions and the filtered frames smear; a shift of
@@ -37,8 +43,9 @@ every pixel at once without anything in the scene moving:
   :data:`NIGHT_BASELINE` frames before and divided by as many
   (:func:`baseline_flow`; the noise errs a flow by about as much whatever
   the distance moved), then shortened like the still pixels', from
-  :data:`RAW_FLOW_NOISE` grey levels of noise up (below, what measures as noise
-  is as often compression artefacts, which the raw flow would bring back).
+  :data:`RAW_FLOW_NOISE` grey levels up of the noise the filter's gate is made
+  of (below, what measures as noise is as often compression artefacts, which
+  the raw flow would bring back; a wider gate smears movers more).
   From :data:`DEEP_NIGHT_NOISE` up the filter smears a faint mover so much
   that its flow hardly shows it: where something moves is then also read
   from the denoised frames' flow over the same frames.
@@ -71,6 +78,11 @@ CAMERA_JUMP_PX = 3.0  # while the night filter is on: a camera shift (px) betwee
 SHAKING_FRAMES = 10  # ... and for this many frames after one, the stabilizer whatever the shift, the mean from FOLLOW_CAMERA_PX
 _GRID = 8  # flow sampled every this many pixels for the camera's motion
 AWAY_FROM_MOVERS_PX, KEPT_AT_LEAST = 48, 200  # at night a moving camera's motion is fitted this far from movers, if this many samples are left
+COARSE_BLOCK = 8  # the block (px) over which coarse_noise averages: H.264's transform blocks
+COARSE_STILL_PX = 0.5  # a camera shift (px) between two frames from which coarse_noise reads nothing (see there)
+REMNANT_GATE = 2.5  # how much wider than white grain's the night filter's gate is for a lossy stream's remnant (see Denoiser.spread)
+REMNANT_FROM, REMNANT_FULL = 1.35, 1.65  # coarse_noise over single pixels' from which the gate widens, and up to which (see Denoiser.spread)
+COARSE_QUIET = 1.2  # the coarse noise reading below which the night filter turns off (with single pixels' below QUIET; see Denoiser)
 
 
 def dis_flow(preset: str):
@@ -154,6 +166,38 @@ def shrink_flow(flow: np.ndarray, tau: float) -> np.ndarray:
     return flow
 
 
+def coarse_noise(previous: np.ndarray, current: np.ndarray, dis) -> float | None:
+    """The temporal noise of two uint8 frames at the scale of a video codec's blocks, in grey levels of the white
+    noise that would read alike; None when the camera moved :data:`COARSE_STILL_PX` or more between them. What an
+    H.264 stream leaves of a night's noise is coarse blocks that change from frame to frame, which single pixels'
+    measures (:func:`noise_sigma`, a frame difference's spread) read as 1 to 2 where the noise was 10. ``previous`` is
+    matched to ``current``'s brightness and contrast and moved by the camera's shift (the median of ``dis``'s flow at
+    half resolution); their difference goes through a 5 x 5 median (thin rain streaks and single pixels' grain), is
+    averaged over :data:`COARSE_BLOCK` blocks, and the robust spread of the steps between neighbouring blocks (a
+    change of light the matching left is smooth, the codec's remnant is not) is scaled as white noise's would be (a
+    block mean of 64 pixels keeps an eighth of their noise; a step between two blocks of a difference of two frames,
+    twice it)."""
+    import cv2
+
+    k = COARSE_BLOCK
+    H, W = current.shape[0] // k * k, current.shape[1] // k * k
+    half = [cv2.resize(f, (f.shape[1] // 2, f.shape[0] // 2), interpolation=cv2.INTER_AREA) for f in (previous, current)]
+    shift = 2.0 * np.median(dis.calc(half[0], half[1], None)[::4, ::4].reshape(-1, 2), axis=0)
+    if np.hypot(*shift) >= COARSE_STILL_PX:
+        return None
+    (mp,), (sp,) = (x.ravel() for x in cv2.meanStdDev(previous))
+    (mc,), (sc,) = (x.ravel() for x in cv2.meanStdDev(current))
+    a = sc / max(sp, 1e-3) if abs(np.log((mc + 1.0) / (mp + 1.0))) > EXPOSURE_STEP else 1.0
+    # previous moved by the shift and matched in one pass (a gain and offset after the warp), the difference offset to 128
+    moved = cv2.warpAffine(previous, np.float32([[1, 0, shift[0]], [0, 1, shift[1]]]), previous.shape[::-1], flags=cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
+    diff = cv2.addWeighted(current, 1.0, moved, -a, 128.0 - mc + a * mp, dtype=cv2.CV_8U)
+    diff = cv2.medianBlur(diff[:H, :W], 5).astype(np.float32)
+    blocks = cv2.resize(diff, (W // k, H // k), interpolation=cv2.INTER_AREA)
+    steps = np.concatenate([np.diff(blocks, axis=0).ravel(), np.diff(blocks, axis=1).ravel()])
+    return float(1.4826 * np.median(np.abs(steps)) * k / 2.0)
+
+
 class Denoiser:
     """Motion-adaptive temporal noise reduction of gray frames, on only while they are noisy; state carried across chunks."""
 
@@ -168,6 +212,8 @@ class Denoiser:
         self.jumps: list[np.ndarray | None] = []  # the last call's frames' camera shifts read as they came (see _camera_jump; None: none)
         self.shaking = 0  # frames left in which the camera's shift is read from the frames as they came (see _camera_jump)
         self.jump_samples: list[np.ndarray | None] = []  # the flow each of those readings was fitted on, as sampled (flow_grid)
+        self.coarse: float | None = None  # the noise at a codec's blocks (coarse_noise) while the filter is on, a running mean
+        self.coarse_dis = dis_flow("ultrafast")  # reads the camera's shift for coarse_noise (its own: DIS keeps state from call to call)
 
     def __call__(self, gray: np.ndarray) -> np.ndarray:
         """uint8 frames ``(n, H, W)`` -> the same, denoised while noisy (``active``: which of them)."""
@@ -189,20 +235,44 @@ class Denoiser:
                 # the filter starts from the frame shown last (while off, the frame as it came), which the optical flow
                 # compares this one with: started from this frame's own noisy values it would show them in full, and
                 # the flow of that frame pair would be all the noise (a false event at the start of every noisy clip)
-                self.on, self.smoothed, self.shift, self.shaking = True, last.copy(), None, 0
-            elif self.on and self.sigma < QUIET:
+                self.on, self.smoothed, self.shift, self.shaking, self.coarse = True, last.copy(), None, 0, None
+            elif self.on and self.sigma < QUIET and not (self.remnant() > 0.0 and self.coarse >= COARSE_QUIET):
+                # a lossy stream's single pixels read below QUIET as the encoder's rate control keeps less of the grain,
+                # while its remnant still moves still ground: the codec's blocks must read quiet too
                 self.on = False
             self.active[i] = self.on
             if not self.on:
                 out[i] = frame
                 continue
+            c = coarse_noise(last.astype(np.uint8), frame, self.coarse_dis)
+            if c is not None:
+                self.coarse = c if self.coarse is None else 0.9 * self.coarse + 0.1 * c
             self.jumps[i], self.jump_samples[i] = self._camera_jump(last, frame)
             self._follow_camera(frame, self.jumps[i])
             step = self.previous - self.smoothed
             # a pixel that changed by more than 3 noise sigmas moved: it takes its new value at once
-            self.smoothed += np.where(np.abs(step) > 3.0 * self.sigma, 1.0, self.strength) * step
+            self.smoothed += np.where(np.abs(step) > 3.0 * self.spread(), 1.0, self.strength) * step
             out[i] = np.clip(np.rint(self.smoothed), 0, 255)
         return out
+
+    def remnant(self) -> float:
+        """How much the codec's blocks read as a lossy stream's remnant, 0 to 1: by how far :func:`coarse_noise` reads
+        more than single pixels' noise, from :data:`REMNANT_FROM` times as much (0) to :data:`REMNANT_FULL` times (1).
+        White grain reads 0.85 to 1.0 times as much, a Motion JPEG stream's own blocks (each frame coded alone, so
+        nothing lasts) 1.03 to 1.25, what H.264 at 100 to 300 kb/s leaves of a night's grain 1.7 to 2.6 (medians per
+        clip)."""
+        if self.coarse is None or not self.sigma:
+            return 0.0
+        return float(np.clip((self.coarse / self.sigma - REMNANT_FROM) / (REMNANT_FULL - REMNANT_FROM), 0.0, 1.0))
+
+    def spread(self) -> float:
+        """The noise level (grey levels) whose 3 sigmas are the filter's gate: single pixels' (a camera's grain) or, as
+        far as the codec's blocks read as a lossy stream's remnant (:meth:`remnant`; heavy-tailed and lasting a few
+        frames, its refreshes got through a gate of 3 sigmas and moved still ground), up to :data:`REMNANT_GATE` times
+        the blocks' reading: it grows with that share rather than jumping where the two readings cross. The wider the
+        gate, the more the filter smears what moves with little contrast."""
+        w = self.remnant()
+        return self.sigma if w == 0.0 else self.sigma + w * (REMNANT_GATE * self.coarse - self.sigma)
 
     def _camera_jump(self, last: np.ndarray, frame: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
         """The camera's shift ``(2,)`` from the frame before (``last``, float) to ``frame``, both as they came, when it

@@ -5,13 +5,15 @@ wrong is a tamper event of its kind, within two seconds, with no anomaly event w
 from __future__ import annotations
 
 import csv
+import subprocess
 
 import cv2
 import numpy as np
 import pytest
-from conftest import HEIGHT, WIDTH
+from conftest import HEIGHT, WIDTH, injected_mover
 
-from bench.nuisance import Nuisance, apply
+from bench.nuisance import Nuisance, apply, write
+from cuboid_ad.core.config import ExtractConfig
 from cuboid_ad.core.workdir import WorkDir
 from cuboid_ad.cuboids import camera
 from cuboid_ad.cuboids.camera import (
@@ -28,6 +30,7 @@ from cuboid_ad.cuboids.camera import (
     shrink_flow,
 )
 from cuboid_ad.cuboids.slicing import TubeCutter
+from cuboid_ad.pipeline.media.decode import ffmpeg_exe, open_clip, read_frames
 from cuboid_ad.pipeline.media.synthetic import render_clip, write_video
 from cuboid_ad.pipeline.stages.score import score_video
 
@@ -304,6 +307,86 @@ def disc_flow_against(flow: np.ndarray, truth: np.ndarray) -> tuple[float, float
     moving, still = length > 1.0, length < 0.2
     got = np.linalg.norm(flow, axis=-1)
     return got[moving].mean() / length[moving].mean(), np.linalg.norm(flow - truth, axis=-1)[moving].mean(), got[still].mean()
+
+
+def streamed(frames: np.ndarray, kbps: int, folder) -> np.ndarray:
+    """Gray frames ``(n, 96, 128)`` sent through H.264 at ``kbps`` (a congested stream) and read back ``(n, 96, 128, 1)``."""
+    clip = write(Nuisance("lossy", "bitrate", {"kbps": kbps}), frames, folder / "stream")
+    cfg = ExtractConfig(frame_height=96)
+    return np.concatenate(list(read_frames(open_clip(clip, cfg), cfg)))
+
+
+def test_a_lossy_night_stream_s_remnant_does_not_get_through_the_filter(tmp_path):
+    """Textured ground in late night (σ 16, 55% of the light) through H.264 at 20 kb/s (0.16 bit a pixel a frame):
+    single pixels read 3.3, so the filter is on, but what the encoder leaves of the noise is blocky, heavy-tailed and
+    lasts a few frames, and with a gate of 3 σ of single pixels it got through and moved still ground 0.078 px a frame
+    over the last 3 s. The codec's blocks read 6.5, and the gate 2.5 times that keeps it at 0.0024 (1.5 times: 0.0066;
+    once that reading: 0.022)."""
+    still = np.repeat(110 + textured_ground(3)[None], 60, axis=0)
+    night = np.clip(still * 0.55 + np.random.default_rng(8).normal(0, 16, still.shape), 0, 255).astype(np.uint8)
+    flow, cutter, active = night_flow(streamed(night, 20, tmp_path))
+    assert cutter.denoiser.sigma > camera.QUIET and active[-30:].all(), f"the filter is off ({cutter.denoiser.sigma:.2f})"
+    assert cutter.denoiser.coarse > cutter.denoiser.sigma, "the codec's blocks read more than single pixels"
+    moved = np.linalg.norm(flow, axis=-1)[-30:, 8:-8, 8:-8].mean()
+    assert moved < 0.01, f"still ground moves {moved:.4f} px a frame"
+
+
+def test_a_lossy_night_stream_s_mover_keeps_its_flow(tmp_path):
+    """The night disc at σ 13 (60% of the light) through H.264 at 25 kb/s: the remnant's wide gate (a spread of 14
+    grey levels) smears the disc more, and where it moves the flow is the raw frames' over 3 frames: it keeps 65% of
+    its flow's length, 0.59 px wrong (with the gate of single pixels, 69% and 0.54 px, but still ground moved 0.048 px
+    a frame; at σ 16, 41%: a lossy stream's faint mover in deep night loses some of its flow)."""
+    dark, noisy = night_disc(light=0.6, noise=13.0)
+    flow, cutter, active = night_flow(streamed(noisy[..., 0], 25, tmp_path))
+    assert active[1:].all() and cutter.denoiser.spread() > camera.RAW_FLOW_NOISE, "the filter is on, its gate wider than the grain's"
+    truth, flow = night_flow(dark)[0][active], flow[active]
+    length = np.linalg.norm(truth, axis=-1)
+    moving, still = length > 1.0, length < 0.2
+    got = np.linalg.norm(flow, axis=-1)
+    error = np.linalg.norm(flow - truth, axis=-1)[moving].mean()
+    assert got[moving].mean() > 0.6 * length[moving].mean(), f"the mover's flow kept {got[moving].mean() / length[moving].mean():.0%}"
+    assert error < 0.65, f"the mover's flow is {error:.2f} px wrong"
+    assert got[still].mean() < 0.005, f"still ground moves {got[still].mean():.4f} px a frame"
+
+
+@pytest.mark.parametrize("seed", [777, 3])
+def test_a_motion_jpeg_stream_by_day_keeps_the_gate_of_single_pixels(tmp_path, seed):
+    """The tiny synthetic scene (its mover among it) streamed as Motion JPEG, as the RTSP camera test streams it
+    (seed 777): its block artefacts read σ 3 on single pixels, so the filter is on, and its blocks 1.03 to 1.25 times
+    as much (each frame is coded alone, so nothing of them lasts, unlike a lossy night's remnant at 1.7 to 2.6): the
+    gate stays single pixels'. With a gate that jumped to 2.5 times the blocks' reading where it passed single
+    pixels', the mover's region lost its event in that test."""
+    frames, _ = render_clip(80, HEIGHT, WIDTH, seed=seed, extra=[injected_mover()])
+    write_video(frames, tmp_path / "scene.mkv")
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(tmp_path / "scene.mkv"), "-pix_fmt", "yuvj420p", "-c:v", "mjpeg", "-huffman", "default",
+                    "-q:v", "2", "-f", "avi", str(tmp_path / "mjpeg.avi")], check=True, timeout=60)  # fmt: skip
+    cfg = ExtractConfig(frame_height=HEIGHT)
+    clip = np.concatenate(list(read_frames(open_clip(tmp_path / "mjpeg.avi", cfg), cfg)))[..., :1]
+    cutter, read = TubeCutter([], 16, 0.0, "flow", "medium", corrections=True), []
+    for i in range(0, len(clip), 10):
+        cutter.flow(clip[i : i + 10])
+        d = cutter.denoiser
+        read.append((d.active.all(), d.coarse or 0.0, d.sigma, d.spread()))
+    on, coarse, sigma, spread = np.array(read[2:]).T
+    assert on.all() and (sigma > camera.QUIET).all(), f"the filter is on by the blocks' σ {sigma.round(2)}"
+    assert (coarse > 0.9 * sigma).all() and (coarse < camera.REMNANT_FROM * sigma).all(), f"blocks read {(coarse / sigma).round(2)} times single pixels'"
+    assert np.array_equal(spread, sigma), f"the gate's noise {spread.round(2)} against single pixels' {sigma.round(2)}"
+
+
+def test_a_lossy_stream_s_filter_stays_on_while_its_codec_s_blocks_read_noisy():
+    """Night grain (σ 6) with a codec's blocky remnant (each 8 x 8 block a new value each frame), then for 5 s the
+    remnant alone (single pixels read below QUIET, as a lossy stream's rate control keeps less of the grain), then
+    nothing: the filter stays on while the blocks read noisy and turns off within 2.5 s after. Turned off by single
+    pixels alone, it was off from frame 41 and the remnant moved still ground 0.06 px a frame."""
+    rng = np.random.default_rng(9)
+    ground = 110 + textured_ground(5)
+    white, blocks = [6.0] * 30 + [0.0] * 90, [1.5] * 80 + [0.0] * 40
+    frames = np.stack([ground * 0.6 + rng.normal(0, w, ground.shape) + np.kron(rng.normal(0, a, (12, 16)), np.ones((8, 8))) for w, a in zip(white, blocks)])
+    flow, _, active = night_flow(np.clip(np.rint(frames), 0, 255).astype(np.uint8)[..., None])
+    assert active[1:80].all(), f"the filter is off in frames {np.flatnonzero(~active[1:80]) + 1}"
+    assert not active[105:].any(), f"the filter is still on in frames {np.flatnonzero(active[105:]) + 105}"
+    moved = np.linalg.norm(flow[30:80], axis=-1).mean()
+    assert moved < 0.005, f"still ground moves {moved:.4f} px a frame while the remnant lasts"
 
 
 def test_in_deep_night_a_faint_mover_is_found_over_3_frames():
