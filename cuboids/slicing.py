@@ -187,10 +187,10 @@ class TubeCutter:
 
     def _start_night_flows(self, pool: ThreadPoolExecutor, raw: tuple[np.ndarray, np.ndarray], shown: tuple[np.ndarray, np.ndarray]) -> dict[str, Future]:
         """The :func:`cuboids.camera.baseline_flow` s that :meth:`_night_flow` will use, started in ``pool`` (the one
-        place that decides which): ``"raw"``, of the raw frames, from :data:`cuboids.camera.RAW_FLOW_NOISE` up (of the noise the filter's gate is
-        made of, :meth:`cuboids.camera.Denoiser.spread`), and
-        ``"shown"``, of the denoised ones, from :data:`cuboids.camera.DEEP_NIGHT_NOISE` up; none by day. ``raw``,
-        ``shown``: the frames before the chunk's and the chunk's, each."""
+        place that decides which): ``"raw"``, of the raw frames, from :data:`cuboids.camera.RAW_FLOW_NOISE` up (of
+        the noise the filter's gate is made of, :meth:`cuboids.camera.Denoiser.spread`), and ``"shown"``, of the
+        denoised ones, from :data:`cuboids.camera.DEEP_NIGHT_NOISE` up; none by day. ``raw``, ``shown``: the frames
+        before the chunk's and the chunk's, each."""
         d = self.denoiser
         if not d.active.any() or d.spread() < RAW_FLOW_NOISE:
             return {}
