@@ -203,13 +203,14 @@ class TubeCutter:
         """The flow of frames the denoiser filtered (``flow``, of the denoised frames): still pixels keep it, shortened by
         what noise leaves; where something moves it is the raw frames' flow over :data:`cuboids.camera.NIGHT_BASELINE`
         frames (:func:`cuboids.camera.baseline_flow`; the camera's motion that the denoised frames showed taken off),
-        and shortened alike, once the noise reaches :data:`cuboids.camera.RAW_FLOW_NOISE`. ``started``: those flows over
-        3 frames, of the raw and the denoised frames, as :meth:`_start_night_flows` started them (what it started says
-        which are used). The filter smears a mover and shortens its flow; the raw frames' flow follows it but carries
-        the noise, which the models read as unusual in normal walkers too: on Ped2 at night a frame pair's raw flow
-        raised 1.9 false events a minute; measured over 3 frames and shortened, none, and it ranks the night's anomalies
-        better than the mean of 7 pairs' flows or any mix of raw and filtered flows tried (a mover half of each looks
-        unusual; docs/experiments.md). Where something moves is read from the denoised frames only
+        and shortened alike, once the noise the filter's gate is made of (:meth:`cuboids.camera.Denoiser.spread`)
+        reaches :data:`cuboids.camera.RAW_FLOW_NOISE`. ``started``: those flows over 3 frames, of the raw and the
+        denoised frames, as :meth:`_start_night_flows` started them (what it started says which are used). The filter
+        smears a mover and shortens its flow; the raw frames' flow follows it but carries the noise, which the models
+        read as unusual in normal walkers too: on Ped2 at night a frame pair's raw flow raised 1.9 false events a minute;
+        measured over 3 frames and shortened, none, and it ranks the night's anomalies better than the mean of 7 pairs'
+        flows or any mix of raw and filtered flows tried (a mover half of each looks unusual; docs/experiments.md).
+        Where something moves is read from the denoised frames only
         (:func:`cuboids.camera.movers`: the raw frames' flow moves still ground too): from their flow, and from
         :data:`cuboids.camera.DEEP_NIGHT_NOISE` up also from their flow over the same 3 frames, which shows more of a
         faint mover the filter smeared (in less noise it only added raw flow at movers' edges)."""
