@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ import torch
 
 from cuboid_ad.core.config import Config
 from cuboid_ad.core.progress import set_progress
+from cuboid_ad.pipeline.media.decode import ffmpeg_exe
 from cuboid_ad.pipeline.media.synthetic import Mover, make_dataset, render_clip, write_video
 
 set_progress(False)
@@ -70,6 +72,14 @@ WIDTH, HEIGHT = 96, 64
 @pytest.fixture(scope="session")
 def tiny_cfg() -> Config:
     return Config.from_dict(TINY)
+
+
+def as_motion_jpeg(src: Path, dst: Path) -> Path:
+    """``src`` re-encoded as Motion JPEG in AVI at ``-q:v 2``, with the standard Huffman tables RTP/JPEG (RFC 2435)
+    assumes: the stream a network camera serves over RTSP."""
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(src), "-pix_fmt", "yuvj420p", "-c:v", "mjpeg", "-huffman", "default",
+                    "-q:v", "2", "-f", "avi", str(dst)], check=True, timeout=60)  # fmt: skip
+    return dst
 
 
 def injected_mover(first: int = 30) -> Mover:

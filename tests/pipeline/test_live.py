@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import as_motion_jpeg
 
 from bench.watch import free_port, serve
 from cuboid_ad.core.config import ExtractConfig, to_toml
@@ -574,9 +575,7 @@ class _RtspServer:
 def test_an_rtsp_camera_over_tcp_is_scored_and_survives_its_server_restarting(trained_work, tiny_data, tiny_cfg, tmp_path):
     """The protocol most cameras speak: a real RTSP server that only offers TCP, so `watch` gets frames
     only if it asks for `-rtsp_transport tcp`; the server is killed and started again on the same port."""
-    clip = tmp_path / "gate.avi"  # Motion JPEG with the standard Huffman tables RTP/JPEG (RFC 2435) assumes
-    subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(tiny_data / "test" / "01.mkv"), "-pix_fmt", "yuvj420p", "-c:v", "mjpeg",
-                    "-huffman", "default", "-q:v", "2", "-f", "avi", str(clip)], check=True, timeout=60)  # fmt: skip
+    clip = as_motion_jpeg(tiny_data / "test" / "01.mkv", tmp_path / "gate.avi")
     cfg = tmp_path / "cfg.toml"
     cfg.write_text(to_toml(tiny_cfg.with_overrides(live={"stall_seconds": 3.0, "reconnect_max_seconds": 1.0})))
     server = _RtspServer(clip)

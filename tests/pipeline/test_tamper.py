@@ -5,12 +5,11 @@ wrong is a tamper event of its kind, within two seconds, with no anomaly event w
 from __future__ import annotations
 
 import csv
-import subprocess
 
 import cv2
 import numpy as np
 import pytest
-from conftest import HEIGHT, WIDTH, injected_mover
+from conftest import HEIGHT, WIDTH, as_motion_jpeg, injected_mover
 
 from bench.nuisance import Nuisance, apply, write
 from cuboid_ad.core.config import ExtractConfig
@@ -30,7 +29,7 @@ from cuboid_ad.cuboids.camera import (
     shrink_flow,
 )
 from cuboid_ad.cuboids.slicing import TubeCutter
-from cuboid_ad.pipeline.media.decode import ffmpeg_exe, open_clip, read_frames
+from cuboid_ad.pipeline.media.decode import open_clip, read_frames
 from cuboid_ad.pipeline.media.synthetic import render_clip, write_video
 from cuboid_ad.pipeline.stages.score import score_video
 
@@ -309,11 +308,15 @@ def disc_flow_against(flow: np.ndarray, truth: np.ndarray) -> tuple[float, float
     return got[moving].mean() / length[moving].mean(), np.linalg.norm(flow - truth, axis=-1)[moving].mean(), got[still].mean()
 
 
+def decoded(clip, height: int) -> np.ndarray:
+    """A clip's frames as read at their own ``height``, ``(n, height, W, channels)``."""
+    cfg = ExtractConfig(frame_height=height)
+    return np.concatenate(list(read_frames(open_clip(clip, cfg), cfg)))
+
+
 def streamed(frames: np.ndarray, kbps: int, folder) -> np.ndarray:
     """Gray frames ``(n, 96, 128)`` sent through H.264 at ``kbps`` (a congested stream) and read back ``(n, 96, 128, 1)``."""
-    clip = write(Nuisance("lossy", "bitrate", {"kbps": kbps}), frames, folder / "stream")
-    cfg = ExtractConfig(frame_height=96)
-    return np.concatenate(list(read_frames(open_clip(clip, cfg), cfg)))
+    return decoded(write(Nuisance("lossy", "bitrate", {"kbps": kbps}), frames, folder / "stream"), 96)
 
 
 def test_a_lossy_night_stream_s_remnant_does_not_get_through_the_filter(tmp_path):
@@ -354,10 +357,7 @@ def test_a_motion_jpeg_stream_by_day_keeps_the_gate_of_single_pixels(tmp_path, s
     pixels', the mover's region lost its event in that test."""
     frames, _ = render_clip(80, HEIGHT, WIDTH, seed=seed, extra=[injected_mover()])
     write_video(frames, tmp_path / "scene.mkv")
-    subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(tmp_path / "scene.mkv"), "-pix_fmt", "yuvj420p", "-c:v", "mjpeg", "-huffman", "default",
-                    "-q:v", "2", "-f", "avi", str(tmp_path / "mjpeg.avi")], check=True, timeout=60)  # fmt: skip
-    cfg = ExtractConfig(frame_height=HEIGHT)
-    clip = np.concatenate(list(read_frames(open_clip(tmp_path / "mjpeg.avi", cfg), cfg)))[..., :1]
+    clip = decoded(as_motion_jpeg(tmp_path / "scene.mkv", tmp_path / "mjpeg.avi"), HEIGHT)[..., :1]
     cutter, read = TubeCutter([], 16, 0.0, "flow", "medium", corrections=True), []
     for i in range(0, len(clip), 10):
         cutter.flow(clip[i : i + 10])
