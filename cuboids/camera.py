@@ -92,12 +92,17 @@ def dis_flow(preset: str):
     return cv2.DISOpticalFlow_create(getattr(cv2, f"DISOPTICAL_FLOW_PRESET_{preset.upper()}"))
 
 
+def exposure_stepped(mean_previous: float, mean_current: float) -> bool:
+    """Whether the picture's mean brightness changed by more than :data:`EXPOSURE_STEP` between two frames."""
+    return abs(np.log((mean_current + 1.0) / (mean_previous + 1.0))) > EXPOSURE_STEP
+
+
 def match_exposure(previous: np.ndarray, current: np.ndarray) -> np.ndarray:
     """``previous`` as it would look with ``current``'s exposure, when the picture's brightness changed by more than
     :data:`EXPOSURE_STEP` between them (a camera's exposure or day/night switch, a light turned on or flickering);
     else ``previous`` itself. The optical flow of a brightness step is spurious motion everywhere."""
     mp, mc = float(previous.mean()), float(current.mean())
-    if abs(np.log((mc + 1.0) / (mp + 1.0))) <= EXPOSURE_STEP:
+    if not exposure_stepped(mp, mc):
         return previous
     sp, sc = float(previous.std()), float(current.std())
     matched = (previous.astype(np.float32) - mp) * (sc / max(sp, 1e-3)) + mc
@@ -187,7 +192,7 @@ def coarse_noise(previous: np.ndarray, current: np.ndarray, dis) -> float | None
         return None
     (mp,), (sp,) = (x.ravel() for x in cv2.meanStdDev(previous))
     (mc,), (sc,) = (x.ravel() for x in cv2.meanStdDev(current))
-    a = sc / max(sp, 1e-3) if abs(np.log((mc + 1.0) / (mp + 1.0))) > EXPOSURE_STEP else 1.0
+    a = sc / max(sp, 1e-3) if exposure_stepped(mp, mc) else 1.0
     # previous moved by the shift and matched in one pass (a gain and offset after the warp), the difference offset to 128
     moved = cv2.warpAffine(previous, np.float32([[1, 0, shift[0]], [0, 1, shift[1]]]), previous.shape[::-1], flags=cv2.INTER_LINEAR,
                            borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
