@@ -68,7 +68,7 @@ NUISANCES = [
     Nuisance("shake-fast-night", "shake+noise", {"amplitude_px": 4.0, "hz": 3.0, "gain": 0.7, "sigma": 10.0}, "shake ±4 px at 3 Hz at night (σ = 10)"),
     Nuisance("bitrate-100k", "bitrate", {"kbps": 100}, "H.264 at 100 kb/s (0.12 bit a pixel a frame)"),
     Nuisance("bitrate-60k", "bitrate", {"kbps": 60}, "H.264 at 60 kb/s (0.07 bit a pixel a frame: a congested stream)"),
-    Nuisance("noise-lossy", "noise+bitrate", {"gain": 0.7, "sigma": 10.0, "kbps": 100}, "night noise (σ = 10), then H.264 at 100 kb/s: a known gap"),
+    Nuisance("noise-lossy", "noise+bitrate", {"gain": 0.7, "sigma": 10.0, "kbps": 100}, "night noise (σ = 10), then H.264 at 100 kb/s: a lossy night stream"),
     Nuisance("exposure", "exposure", {"gain": 0.6}, "an exposure step: 40% darker from the clip's middle on"),
     Nuisance("infrared", "infrared", {"gamma": 0.6, "contrast": 0.7}, "a day/infrared switch at the clip's middle: another tone curve, less contrast"),
     Nuisance("flicker", "flicker", {"depth": 0.12, "hz": 1.3}, "flickering light: brightness ±12% at 1.3 Hz"),

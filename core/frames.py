@@ -5,7 +5,9 @@ File layout (``frames/<clip_id>.h5``)::
     frames   uint8 (n_frames, height, width, channels), chunked along time
     time_s   float64 (n_frames,): each frame's time, seconds since the first frame (its timestamp)
     attrs    format, format_version, config, source_path, source_size, source_mtime,
-             stream, fps (nominal), original_width, original_height (as displayed), n_frames
+             stream, fps (nominal), original_width, original_height (as displayed), n_frames,
+             codec (the source's video codec as ffmpeg names it, "" for image folders; files extracted before
+             it was recorded have none: read as "")
 """
 
 from __future__ import annotations
@@ -23,6 +25,19 @@ from cuboid_ad.core.config import Config
 from cuboid_ad.core.errors import ArtifactError
 
 FRAME_CHUNK = 16  # frames per HDF5 chunk: small enough for streaming reads, large enough to compress
+
+# video codecs (ffmpeg's names) that code a frame from earlier ones, so that what a lossy encoder leaves of a night's
+# grain can last from frame to frame (cuboids.camera.Denoiser.inter_coded). Not here: codecs that code each frame
+# alone (Motion JPEG, JPEG 2000, PNG, TIFF, FFV1, ProRes, DNxHD, raw video, image folders) and any codec not named
+INTER_FRAME_CODECS = frozenset(
+    {"h264", "hevc", "vvc", "av1", "vp8", "vp9", "mpeg4", "mpeg2video", "mpeg1video", "h263", "h263p", "msmpeg4v2", "msmpeg4v3",
+     "wmv1", "wmv2", "wmv3", "vc1", "theora", "flv1", "rv30", "rv40", "cavs", "dirac"}
+)  # fmt: skip
+
+
+def inter_frame(codec: str) -> bool:
+    """Whether a video codec (as ffmpeg names it: "h264", "mjpeg") codes frames from earlier ones."""
+    return codec in INTER_FRAME_CODECS
 
 
 def write_frames(
@@ -74,6 +89,11 @@ class FramesInfo:
     source_path: str
     cfg: Config
     attrs: dict[str, Any]
+
+    @property
+    def codec(self) -> str:
+        """The source's video codec as ffmpeg names it ("" for image folders, and for files extracted before it was recorded)."""
+        return str(self.attrs.get("codec", ""))
 
 
 def read_frames_info(path: str | Path, cfg: Config | None = None) -> FramesInfo:

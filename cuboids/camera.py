@@ -59,6 +59,8 @@ their input made the same way, whatever the footage.
 
 from __future__ import annotations
 
+from collections import deque
+
 import numpy as np
 
 STILL_CAMERA_PX = 0.1  # the camera's estimated motion a frame, anywhere in the picture, below which it counts as still
@@ -82,6 +84,14 @@ COARSE_BLOCK = 8  # the block (px) over which coarse_noise averages: H.264's tra
 COARSE_STILL_PX = 0.5  # a camera shift (px) between two frames from which coarse_noise reads nothing (see there)
 REMNANT_GATE = 2.5  # how much wider than white grain's the night filter's gate is for a lossy stream's remnant (see Denoiser.spread)
 REMNANT_FROM, REMNANT_FULL = 1.35, 1.65  # coarse_noise over single pixels' from which the gate widens, and up to which (see Denoiser.spread)
+# while the filter is off, in a stream whose codec codes frames from earlier ones (Denoiser.inter_coded), the blocks
+# are read on every frame pair of its first COARSE_OFF_FIRST, then on every second, and their median over the last
+# COARSE_OFF_READS readings turns it on from COARSE_NOISY as a remnant: a lossy stream's encoder keeps more of the
+# grain for its first second, then floods at once (a running mean 0.9 / 0.1 of every third frame took 3 s to follow;
+# read on every second pair from the start, the tests' stream turned it on 0.5 s later), and a median leaves a single
+# pair alone (an H.264 stream's first, a key frame). Ped2's daylight rows: at most 2.6; Motion JPEG by day reads as
+# much as a lossy night, which is why the codec decides whether the blocks are read at all (docs/experiments.md)
+COARSE_NOISY, COARSE_OFF_READS, COARSE_OFF_FIRST = 3.0, 5, 20
 COARSE_QUIET = 1.2  # the coarse noise reading below which the night filter turns off (with single pixels' below QUIET; see Denoiser)
 
 
@@ -206,8 +216,12 @@ def coarse_noise(previous: np.ndarray, current: np.ndarray, dis) -> float | None
 class Denoiser:
     """Motion-adaptive temporal noise reduction of gray frames, on only while they are noisy; state carried across chunks."""
 
-    def __init__(self, strength: float = 0.25):
+    def __init__(self, strength: float = 0.25, inter_coded: bool = False):
         self.strength = strength  # how much of a new, unchanged-looking pixel is taken in (lower: smoother)
+        # whether the stream's codec codes frames from earlier ones (H.264, HEVC, …; core.frames.inter_frame): only
+        # then can a lossy remnant of a night's grain last, and only then are the blocks read while the filter is off
+        self.inter_coded = inter_coded
+        self.off_pairs = 0  # frame pairs seen while the filter is off (see COARSE_OFF_FIRST)
         self.sigma: float | None = None  # the noise level, a running mean over about a second of frames
         self.on = False
         self.smoothed: np.ndarray | None = None
@@ -218,6 +232,7 @@ class Denoiser:
         self.shaking = 0  # frames left in which the camera's shift is read from the frames as they came (see _camera_jump)
         self.jump_samples: list[np.ndarray | None] = []  # the flow each of those readings was fitted on, as sampled (flow_grid)
         self.coarse: float | None = None  # the noise at a codec's blocks (coarse_noise) while the filter is on, a running mean
+        self.off_reads: deque[float] = deque(maxlen=COARSE_OFF_READS)  # the blocks' last readings while the filter is off
         self.coarse_dis = dis_flow("ultrafast")  # reads the camera's shift for coarse_noise (its own: DIS keeps state from call to call)
 
     def __call__(self, gray: np.ndarray) -> np.ndarray:
@@ -236,11 +251,15 @@ class Denoiser:
             if self.sigma is None:  # the first frame: nothing to tell noise from texture yet
                 out[i] = frame
                 continue
-            if not self.on and self.sigma > NOISY:
+            remnant_floods = not self.on and self._coarse_while_off(last, frame)
+            if not self.on and (self.sigma > NOISY or remnant_floods):
                 # the filter starts from the frame shown last (while off, the frame as it came), which the optical flow
                 # compares this one with: started from this frame's own noisy values it would show them in full, and
                 # the flow of that frame pair would be all the noise (a false event at the start of every noisy clip)
-                self.on, self.smoothed, self.shift, self.shaking, self.coarse = True, last.copy(), None, 0, None
+                self.on, self.smoothed, self.shift, self.shaking = True, last.copy(), None, 0
+                self.off_reads.clear()  # once it is off again, the blocks are read afresh
+                if not remnant_floods:  # turned on by the grain: the blocks are read afresh from here
+                    self.coarse = None
             elif self.on and self.sigma < QUIET and not (self.remnant() > 0.0 and self.coarse >= COARSE_QUIET):
                 # a lossy stream's single pixels read below QUIET as the encoder's rate control keeps less of the grain,
                 # while its remnant still moves still ground: the codec's blocks must read quiet too
@@ -259,6 +278,26 @@ class Denoiser:
             self.smoothed += np.where(np.abs(step) > 3.0 * self.spread(), 1.0, self.strength) * step
             out[i] = np.clip(np.rint(self.smoothed), 0, 255)
         return out
+
+    def _coarse_while_off(self, last: np.ndarray, frame: np.ndarray) -> bool:
+        """While the filter is off, in an inter-coded stream (``inter_coded``): the codec's blocks read on each of the
+        first :data:`COARSE_OFF_FIRST` frame pairs, then on every second (:func:`coarse_noise`), ``coarse`` the median of the last
+        :data:`COARSE_OFF_READS` readings; True when it is a lossy stream's remnant (:meth:`remnant`) of
+        :data:`COARSE_NOISY` or more: an encoder that smoothed a night's grain below the trigger of single pixels
+        still leaves it, and it floods. A stream of frames each coded alone (Motion JPEG, image folders) keeps no
+        remnant from frame to frame, while its blocks by day read as high as a lossy night's: nothing is read."""
+        if not self.inter_coded:
+            return False
+        self.off_pairs += 1
+        if self.off_pairs > COARSE_OFF_FIRST and self.off_pairs % 2:
+            return False
+        c = coarse_noise(last.astype(np.uint8), frame, self.coarse_dis)
+        if c is not None:
+            self.off_reads.append(c)
+        if len(self.off_reads) < COARSE_OFF_READS:
+            return False
+        self.coarse = float(np.median(self.off_reads))
+        return self.coarse >= COARSE_NOISY and self.remnant() > 0.0
 
     def remnant(self) -> float:
         """How much the codec's blocks read as a lossy stream's remnant, 0 to 1: by how far :func:`coarse_noise` reads

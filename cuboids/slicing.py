@@ -130,12 +130,14 @@ class TubeCutter:
     """
 
     @classmethod
-    def for_config(cls, regions: list[Region], cfg: Config) -> "TubeCutter":
-        """The cutter a config's cuboid stage uses: its patch size, blur, tube content and camera corrections."""
+    def for_config(cls, regions: list[Region], cfg: Config, inter_coded: bool = False) -> "TubeCutter":
+        """The cutter a config's cuboid stage uses: its patch size, blur, tube content and camera corrections.
+        ``inter_coded``: the frames' codec codes them from earlier ones (:func:`core.frames.inter_frame`)."""
         c = cfg.cuboids
-        return cls(regions, c.patch_size, c.blur_sigma, cfg.tube_content, c.flow_preset, c.camera_corrections)
+        return cls(regions, c.patch_size, c.blur_sigma, cfg.tube_content, c.flow_preset, c.camera_corrections, inter_coded)
 
-    def __init__(self, regions: list[Region], patch_size: int, blur_sigma: float, content: str, flow_preset: str, corrections: bool = False):
+    def __init__(self, regions: list[Region], patch_size: int, blur_sigma: float, content: str, flow_preset: str, corrections: bool = False,
+                 inter_coded: bool = False):  # fmt: skip
         if content not in ("pixels", "flow"):
             raise ValueError(f"tube content must be 'pixels' or 'flow', not {content!r}")
         self.regions = regions
@@ -145,7 +147,7 @@ class TubeCutter:
         self.flow_preset = flow_preset
         flow = content == "flow"  # the corrections act on the optical flow: pixel tubes are cut as they are
         self.stabilizer = Stabilizer(flow_preset) if corrections and flow else None
-        self.denoiser = Denoiser() if corrections and flow else None
+        self.denoiser = Denoiser(inter_coded=inter_coded) if corrections and flow else None
         self.derainer = Derainer() if corrections and flow else None
         self.last: np.ndarray | None = None  # the last gray frame (denoised) of the previous chunk
         self.raw_last: np.ndarray | None = None  # the last NIGHT_BASELINE gray frames as they came (see _night_flow)

@@ -64,6 +64,9 @@ class EventTracker:
     gap_seconds: float
     frame_seconds: float
     kind: str = "anomaly"  # what its events are
+    # spans of time (start, end) of a stream's first seconds, while its camera corrections still read it
+    # (pipeline.scoring.session.SETTLE_SECONDS): a stretch of flagged frames all inside one is no event
+    settling: list[tuple[float, float]] = field(default_factory=list)
     n_seen: int = 0
     current: _Open | None = None
     done: list[Event] = field(default_factory=list)
@@ -100,8 +103,10 @@ class EventTracker:
         return self.done[before:]
 
     def counts(self, c: _Open) -> bool:
-        """Whether a stretch of flagged frames has lasted ``min_seconds``: it is an event, whatever follows."""
-        return c.end_s - c.start_s + self.frame_seconds >= self.min_seconds - _EPS
+        """Whether a stretch of flagged frames has lasted ``min_seconds``, and not only inside a stream's settling
+        seconds (``settling``): it is an event, whatever follows."""
+        settling = any(a - _EPS <= c.start_s and c.end_s < b - _EPS for a, b in self.settling)
+        return c.end_s - c.start_s + self.frame_seconds >= self.min_seconds - _EPS and not settling
 
     def _close(self) -> None:
         c, self.current = self.current, None

@@ -82,6 +82,27 @@ def as_motion_jpeg(src: Path, dst: Path) -> Path:
     return dst
 
 
+def cut_as(monkeypatch) -> list[bool]:
+    """Spy on every tube cutter made from here on: whether it was made for an inter-coded stream (the blocks read while
+    the night filter is off: cuboids.camera.Denoiser.inter_coded), in the order they were made."""
+    from cuboid_ad.cuboids.slicing import TubeCutter
+
+    made, init = [], TubeCutter.__init__
+
+    def spy(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        made.append(self.denoiser.inter_coded)
+
+    monkeypatch.setattr(TubeCutter, "__init__", spy)
+    return made
+
+
+def as_h264(clip, out):
+    """``clip`` through H.264 (what most cameras stream), at a rate that keeps it close to the original."""
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(clip), "-c:v", "libx264", "-crf", "12", "-pix_fmt", "yuv420p", str(out)], check=True, timeout=60)
+    return out
+
+
 def injected_mover(first: int = 30) -> Mover:
     """A bright square crossing region r1c2 (rows 32-63, cols 64-95), where nothing normal goes.
 

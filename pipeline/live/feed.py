@@ -134,6 +134,7 @@ class Feed(threading.Thread):
         self.segment = 0
         self.reconnects = 0
         self.input_size: tuple[int, int] | None = None
+        self.input_codec = ""  # the connection's video codec as ffmpeg names it (the tube cutter asks: see ScoringSession.restart)
         self.lock = threading.Lock()
 
     def _on_ffmpeg(self, proc: subprocess.Popen) -> None:
@@ -142,9 +143,9 @@ class Feed(threading.Thread):
         if self.stop.is_set():
             self.kill()
 
-    def _check_size(self, size: tuple[int, int] | None) -> None:
-        """Warn when the source's shape differs from the models' frames: it is stretched to fit them."""
-        self.input_size = size
+    def _on_input(self, size: tuple[int, int] | None, codec: str) -> None:
+        """Keep the connection's size and codec; warn when the source's shape differs from the models' frames: it is stretched to fit them."""
+        self.input_size, self.input_codec = size, codec
         if size is None:
             return
         (w, h), (mw, mh) = size, (self.src.width, self.src.height)
@@ -172,14 +173,14 @@ class Feed(threading.Thread):
             anchor, reason = None, "the stream ended"  # anchor: set by this connection's first frame
             try:
                 chunks = read_frames(self.src, self.cfg.extract, chunk_frames=1, allow_damaged=True, with_times=True, on_start=self._on_ffmpeg,
-                                     on_input_size=self._check_size)  # fmt: skip
+                                     on_input=self._on_input)  # fmt: skip
                 for frames, times in chunks:
                     if anchor is None:
                         anchor = time.time() - float(times[0])
                         self.ever_connected, delay = True, 1.0
                         self.status("online", source_size=list(self.input_size) if self.input_size else None)
                     self.last_activity = time.monotonic()
-                    self.frames.put((frames[0], anchor + float(times[0]), self.segment))
+                    self.frames.put((frames[0], anchor + float(times[0]), self.segment, self.input_codec))
             except InputError as exc:
                 reason = str(exc)
             with self.lock:

@@ -92,7 +92,7 @@ class Watcher:
         return self.tamper.n_events
 
     def push(self, items: list) -> None:
-        """Queued ``(frame, time, segment)`` items, in order."""
+        """Queued ``(frame, time, segment, codec)`` items, in order."""
         run: list = []
         for item in items:
             if item[2] != self.segment:
@@ -100,16 +100,16 @@ class Watcher:
                 run = []
                 self._finish_segment()
                 self.segment = item[2]
-                self.session.restart()
+                self.session.restart(item[3])
             run.append(item)
         self._score_run(run)
 
     def _score_run(self, run: list) -> None:
         if not run:
             return
-        frames = np.stack([f for f, _, _ in run])
-        times = np.array([t for _, t, _ in run])
-        for f, t, _ in run:
+        frames = np.stack([item[0] for item in run])
+        times = np.array([item[1] for item in run])
+        for f, t, *_ in run:
             self.pending.append((self.n_in, f))
             self.times.append(t)
             self.n_in += 1

@@ -81,6 +81,7 @@ class ClipSource:
     stream: int = 0  # which video stream of the file (0 = the first)
     interlaced: bool = False  # the stream says its frames are interlaced
     rotation: float = 0.0  # degrees, from the file's display matrix
+    codec: str = ""  # the video codec as ffmpeg names it ("h264", "mjpeg"; "" for image folders and live sources)
 
     @property
     def clip_id(self) -> str:
@@ -210,6 +211,12 @@ def _video_streams(text: str) -> list[tuple[str, list[str]]]:
     return streams
 
 
+def _codec(rest: str) -> str:
+    """The codec's name in a video stream's description: its first word ("h264 (High) (avc1 / ...), yuv420p, ..." -> "h264")."""
+    words = rest.split(None, 1)
+    return words[0].rstrip(",") if words else ""
+
+
 def _nominal_fps(rest: str) -> float:
     """The stream's rate: ffmpeg's ``tbr`` (its guess of the frame rate) before ``fps`` (the container's
     average, which counts fields or empty frames in some files: "50 fps, 25 tbr")."""
@@ -262,7 +269,7 @@ def _open_video(path: Path, stream: int = 0) -> ClipSource:
         n_est = int(round(seconds * fps))
     return ClipSource(
         path=path, kind="video", width=width, height=height, fps=fps, n_frames_estimate=n_est, input_url=url,
-        stream=stream, interlaced=bool(_INTERLACED.search(rest)), rotation=rotation,
+        stream=stream, interlaced=bool(_INTERLACED.search(rest)), rotation=rotation, codec=_codec(rest),
     )  # fmt: skip
 
 
@@ -309,6 +316,7 @@ class _FfmpegLog:
         self.n_times = 0
         self.errors: collections.deque[tuple[int, str]] = collections.deque(maxlen=200)
         self.input_size: tuple[int, int] | None = None  # (width, height) of the input's first video stream, as stored
+        self.input_codec = ""  # its codec as ffmpeg names it
         self.cond = threading.Condition()
         self.done = False
         self.thread = threading.Thread(target=self._read, args=(pipe,), daemon=True)
@@ -323,6 +331,7 @@ class _FfmpegLog:
                 size = _SIZE.search(stream.group("rest")) if stream and stream.group("type") == "Video" else None
                 if size:
                     self.input_size = (int(size.group(1)), int(size.group(2)))
+                    self.input_codec = _codec(stream.group("rest"))
             with self.cond:
                 if m:
                     try:
@@ -350,7 +359,7 @@ class _FfmpegLog:
 def read_frames(
     src: ClipSource, cfg: ExtractConfig, chunk_frames: int = 64, allow_damaged: bool = False, with_times: bool = False,
     on_start: Callable[[subprocess.Popen], object] = lambda proc: None,
-    on_input_size: Callable[[tuple[int, int] | None], object] = lambda size: None,
+    on_input: Callable[[tuple[int, int] | None, str], object] = lambda size, codec: None,
 ) -> Iterator[np.ndarray] | Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield the clip's frames as uint8 arrays ``(n, height, width, channels)``, n <= chunk_frames, or
     with ``with_times`` pairs of those and their times ``(n,)``: seconds since the first frame.
@@ -360,8 +369,8 @@ def read_frames(
     then the frames that decode are kept. Errors in the middle of a file (a damaged
     stretch ffmpeg decodes past) keep the frames that decode, with a warning that names
     the stretch. ``on_start`` is handed the ffmpeg process once it runs (a live watcher
-    kills it when the stream stalls); ``on_input_size`` the (width, height) of the input's video stream as
-    ffmpeg's banner states it (None if it does not), before the first frame. A clip whose ``input_url`` is ``pipe:0`` is read
+    kills it when the stream stalls); ``on_input`` the (width, height) of the input's video stream as
+    ffmpeg's banner states it (None if it does not) and its codec ("" if it does not), before the first frame. A clip whose ``input_url`` is ``pipe:0`` is read
     from this process's standard input.
     """
     width, height = working_size(src, cfg)
@@ -393,7 +402,7 @@ def read_frames(
             if n:
                 frames = np.frombuffer(buf, dtype=np.uint8, count=n * frame_bytes).reshape(n, height, width, channels)
                 if n_total == 0:
-                    on_input_size(logged.input_size)
+                    on_input(logged.input_size, logged.input_codec)
                 if with_times:
                     times = np.array(logged.take(n), dtype=np.float64)
                     if len(times) < n or np.isnan(times).any():  # a frame without a timestamp: its neighbours' spacing

@@ -15,7 +15,8 @@ one window later), with their own times, the vote in their score, and their
 tamper condition; a frame whose view is tampered with, or whose windows still
 hold such frames, is never flagged as anomalous. *Tracking* turns flagged
 frames into anomaly events with the models' event rule (``score.min_event_seconds``,
-``score.event_gap_seconds``), and tampered stretches into tamper events.
+``score.event_gap_seconds``; none only inside a stream's first :data:`SETTLE_SECONDS`), and tampered stretches
+into tamper events.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import numpy as np
 
 from cuboid_ad.core.config import Config, config_differences
 from cuboid_ad.core.errors import ArtifactError
+from cuboid_ad.core.frames import inter_frame
 from cuboid_ad.core.workdir import WorkDir
 from cuboid_ad.cuboids.slicing import TubeCutter
 from cuboid_ad.ensemble.anomaly_map import AnomalyMapper
@@ -36,6 +38,13 @@ from cuboid_ad.ensemble.fusion import fuse_classifier
 from cuboid_ad.ensemble.supervised import ClassifierStream, load_classifier
 from cuboid_ad.pipeline.scoring.tamper import KINDS as TAMPER_KINDS
 from cuboid_ad.pipeline.scoring.tamper import TAMPER_SECONDS, TamperCheck, read_scene
+
+# a stream's first seconds, from its first frame (and again after a live source reconnects): flagged frames all
+# inside them raise no event, those that go on past them one event from its first frame. The camera corrections read
+# a stream's noise from its frames as they come (cuboids.camera.Denoiser): a lossy night stream's encoder keeps more
+# of the grain for about its first second, then floods the flow with it until the night filter turns on
+# (docs/experiments.md)
+SETTLE_SECONDS = 2.0
 
 
 def fusion_classifier(classifier_path: Path, cfg: Config, device: str) -> ClassifierStream:
@@ -80,7 +89,7 @@ class ScoringSession:
     ``classifier``: the supervised classifier whose vote joins the frame score (``score.classifier_weight``).
     """
 
-    def __init__(self, ens: Ensemble, fps: float, classifier: ClassifierStream | None = None, tamper: TamperCheck | None = None):
+    def __init__(self, ens: Ensemble, fps: float, classifier: ClassifierStream | None = None, tamper: TamperCheck | None = None, codec: str = ""):
         self.ens, self.cfg = ens, ens.cfg
         self.classifier, self.tamper_check = classifier, tamper
         s = self.cfg.score
@@ -90,16 +99,22 @@ class ScoringSession:
         self.grace = self.cfg.cuboids.clip_length_in_frames + s.smoothing_frames + s.persistence_frames - 1
         self.since_tamper = self.grace
         self.mapper = AnomalyMapper(ens.regions, ens.frame_size)
+        self.codec = codec  # the stream's video codec as ffmpeg names it (see restart)
         self.restart()
 
-    def restart(self) -> None:
+    def restart(self, codec: str | None = None) -> None:
         """Start a new stream of frames (a live source reconnected): tubes, windows and the classifier's window afresh.
-        The events go on: an event open before the break may go on after it."""
-        self.cut = TubeCutter.for_config(self.ens.regions, self.cfg)
+        The events go on: an event open before the break may go on after it. ``codec``: the new stream's video codec as
+        ffmpeg names it, which tells the tube cutter whether a lossy remnant can last (:func:`core.frames.inter_frame`);
+        None keeps the last one's."""
+        if codec is not None:
+            self.codec = codec
+        self.cut = TubeCutter.for_config(self.ens.regions, self.cfg, inter_frame(self.codec))
         self.scorer = self.ens.scorer()
         self.times, self.votes, self.conditions = _Trailing(), _Trailing(), _Trailing()
         if self.classifier is not None:
             self.classifier.reset()
+        self.settled = False  # whether the stream's settling seconds are known (from its first frame's time)
 
     def set_fps(self, fps: float) -> None:
         """How long a frame lasts for the event rules, as the frames' times measure it."""
@@ -116,6 +131,9 @@ class ScoringSession:
 
     def score(self, prepared: Prepared, times: np.ndarray) -> ScoredFrames:
         """Prepared frames and their times ``(n,)`` -> the frames now final (maybe none), with their times."""
+        if not self.settled and len(times):
+            self.events.settling.append((float(times[0]), float(times[0]) + SETTLE_SECONDS))
+            self.settled = True
         self.times.push(times)
         self.conditions.push(prepared.tamper)
         if prepared.p_odd is not None:
@@ -161,13 +179,13 @@ class ScoringSession:
         return out
 
 
-def open_session(ens: Ensemble, models_path: str | Path, fps: float, device: str) -> ScoringSession:
+def open_session(ens: Ensemble, models_path: str | Path, fps: float, device: str, codec: str = "") -> ScoringSession:
     """A scoring session of the models in ``models_path``: with the work folder's classifier when ``score.classifier_weight``
     fuses it, and the tamper check when the models know their camera's normal view (``scene.h5``: models trained before it
-    existed have none)."""
+    existed have none). ``codec``: the source's video codec as ffmpeg names it (see :meth:`ScoringSession.restart`)."""
     classifier = None
     if ens.cfg.score.classifier_weight > 0:
         classifier = fusion_classifier(WorkDir(Path(models_path).parent).classifier / "model.pt", ens.cfg, device)
     scene = Path(models_path) / "scene.h5"
     tamper = TamperCheck(read_scene(scene, ens.cfg), fps) if scene.exists() else None
-    return ScoringSession(ens, fps, classifier, tamper)
+    return ScoringSession(ens, fps, classifier, tamper, codec)

@@ -51,6 +51,7 @@ def extract_clip(
             original_width=src.width,
             original_height=src.height,
             stream=stream,
+            codec=src.codec,
             **source_signature(src_path),
         )
     finally:

@@ -46,7 +46,7 @@ from joblib import Parallel, delayed
 from cuboid_ad.core.artifacts import new_folder, read_json, write_json
 from cuboid_ad.core.config import Config, config_differences
 from cuboid_ad.core.errors import ArtifactError, InputError, UserError
-from cuboid_ad.core.frames import iter_frames_file, read_frames_info, write_frames
+from cuboid_ad.core.frames import inter_frame, iter_frames_file, read_frames_info, write_frames
 from cuboid_ad.core.runtime import plan_workers, resolve_device, torch_threads
 from cuboid_ad.core.tubes import FLOW_ZERO, RegionTube
 from cuboid_ad.core.windows import window_starts
@@ -133,7 +133,7 @@ def record_normal(work: str | Path, source: str | Path, from_s: float, to_s: flo
     folder = WorkDir(work).feedback / rid
     with new_folder(folder):
         write_frames(folder / "stretch.h5", kept, (height, width, cfg.extract.channels), cfg, fps=output_fps(src, cfg.extract),
-                     source_path=str(src.path.resolve()), stream=stream, from_s=from_s, to_s=to_s)  # fmt: skip
+                     source_path=str(src.path.resolve()), stream=stream, from_s=from_s, to_s=to_s, codec=src.codec)  # fmt: skip
         first = float(kept[0][1][0])
         meta = {"id": rid, "source": str(src.path.resolve()), "stream": stream, "from_s": max(from_s, first), "to_s": min(to_s, float(kept[-1][1][-1])),
                 "frames": n, "created": time.strftime("%Y-%m-%d %H:%M:%S"), "how": how or f"{src.path.name} {from_s:g}-{to_s:g} s",
@@ -185,7 +185,7 @@ def _stretch_tubes(record: Record, ens: Ensemble) -> tuple[np.ndarray, float]:
         diffs.append(f"frame size was {info.width}x{info.height}, now {ens.frame_size[1]}x{ens.frame_size[0]}")
     if diffs:
         raise ArtifactError(f"feedback {record.id} was recorded with other models ({'; '.join(diffs)}); `cli.py feedback undo {record.id}` or record it again")
-    cut = TubeCutter.for_config(ens.regions, ens.cfg)
+    cut = TubeCutter.for_config(ens.regions, ens.cfg, inter_frame(info.codec))
     return np.concatenate([cut(f) for _, f in iter_frames_file(record.stretch)], axis=1), info.fps
 
 

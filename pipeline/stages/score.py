@@ -90,7 +90,7 @@ def score_video(
             f"{ens.frame_size[1]}x{ens.frame_size[0]}; set extract.frame_width or use footage of the same camera"
         )
     fps = output_fps(src, cfg.extract)
-    session = open_session(ens, models_path, fps, device)
+    session = open_session(ens, models_path, fps, device, src.codec)
     parts: list[ScoredFrames] = []
     with ExitStack() as stack:
         files = None

@@ -71,3 +71,29 @@ def test_events_follow_the_rule_whatever_the_chunking(flags, min_frames, gap_fra
     assert [(e.first, e.last) for e in final] == reference_events(flags, min_frames, gap_frames)
     for e in final:
         assert e.peak_score == score[e.first : e.last + 1][flags[e.first : e.last + 1]].max()
+
+
+def test_flagged_frames_only_inside_a_stream_s_settling_seconds_raise_no_event():
+    """A stream's first seconds (``settling``: while the camera corrections still read it) hold an event back: a
+    stretch all inside them raises none, and is not announced while it lasts; one that goes on past them is one event
+    from its first frame. A second stream's span (a reconnect) holds its own start, not an event from before it."""
+    times = np.arange(80) / 10.0
+    score, region = np.ones(80), np.ones((80, 1))
+
+    def events(flagged: list[int], settling: list[tuple[float, float]]) -> list[tuple[int, int]]:
+        flags = np.isin(np.arange(80), flagged)
+        tracker = EventTracker(["r0c0"], 0.5, 0.5, 1.0, 0.1, settling=list(settling))
+        found = tracker.push(flags, score, region, times) + tracker.finish()
+        return [(e.first, e.last) for e in found]
+
+    start = [(0.0, 2.0)]
+    assert events(list(range(2, 14)), []) == [(2, 13)], "without a settling span the flood is an event"
+    assert events(list(range(2, 14)), start) == [], "a flood inside the first 2 s is no event"
+    assert events(list(range(2, 14)) + list(range(15, 25)), start) == [(2, 24)], "one going on past them is one event from its start"
+    assert events(list(range(30, 40)), start) == [(30, 39)], "later frames are not held"
+    assert events(list(range(30, 40)) + list(range(52, 58)), [(0.0, 2.0), (5.0, 7.0)]) == [(30, 39)], "a reconnect at 5 s holds its own start"
+    tracker = EventTracker(["r0c0"], 0.5, 0.5, 1.0, 0.1, settling=start)
+    tracker.push(np.ones(15, bool), score[:15], region[:15], times[:15])
+    assert not tracker.counts(tracker.current), "not announced while it may still end inside the span"
+    tracker.push(np.ones(10, bool), score[15:25], region[15:25], times[15:25])
+    assert tracker.counts(tracker.current), "announced once it goes on past the span"

@@ -23,6 +23,7 @@ def test_frames_file_round_trip_with_its_attributes(frames_video, tmp_path):
     with h5py.File(out) as fh:
         assert fh.attrs["source_size"] == video.stat().st_size
         assert fh.attrs["original_width"] == 64
+    assert info.codec == "ffv1", "the codec is recorded: the cuboid stage cuts the tubes scoring cuts (core.frames.inter_frame)"
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")], "temporary left behind"
 
 

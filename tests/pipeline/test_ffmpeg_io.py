@@ -7,6 +7,7 @@ from PIL import Image
 
 from cuboid_ad.core.config import ExtractConfig
 from cuboid_ad.core.errors import InputError
+from cuboid_ad.core.frames import inter_frame
 from cuboid_ad.pipeline.media.decode import _FfmpegLog, ffmpeg_exe, list_clips, open_clip, read_frames, working_size
 
 NATIVE = ExtractConfig(frame_height=48)  # the test clips are 64x48: no resize
@@ -111,3 +112,23 @@ def test_an_error_that_ffmpeg_writes_into_another_line_is_still_seen():
     logged = _FfmpegLog(io.BytesIO(text))
     logged.thread.join(timeout=10)
     assert logged.n_times == 2 and [at for at, _ in logged.errors] == [1, 2]
+
+
+@pytest.mark.parametrize(("codec", "args", "inter"), [("h264", ["-c:v", "libx264", "-pix_fmt", "yuv420p"], True),
+                                                      ("hevc", ["-c:v", "libx265", "-pix_fmt", "yuv420p", "-x265-params", "log-level=error"], True),
+                                                      ("mjpeg", ["-c:v", "mjpeg", "-pix_fmt", "yuvj420p"], False),
+                                                      ("ffv1", ["-c:v", "ffv1"], False)])  # fmt: skip
+def test_a_clip_s_codec_is_read_from_its_header_and_from_a_stream_s_banner(frames_video, tmp_path, codec, args, inter):
+    """Which codec coded a clip ("h264", "mjpeg": ffmpeg's names) tells the tube cutter whether a lossy remnant can
+    last from frame to frame (core.frames.inter_frame): from the file's header, and from the banner of the ffmpeg
+    that decodes a stream (what a live source gives); a frame folder has none."""
+    frames, video = frames_video
+    clip = tmp_path / f"coded.{'avi' if codec == 'mjpeg' else 'mkv'}"
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(video), *args, str(clip)], check=True, timeout=60)
+    src = open_clip(clip, NATIVE)
+    assert src.codec == codec and inter_frame(src.codec) == inter
+    seen = []
+    list(read_frames(src, NATIVE, 16, on_input=lambda size, name: seen.append((size, name))))
+    assert seen == [((64, 48), codec)]
+    folder = open_clip(_write_folder(frames[:3], tmp_path / "folder"), NATIVE)
+    assert folder.codec == "" and not inter_frame(folder.codec)

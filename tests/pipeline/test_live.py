@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import as_motion_jpeg
+from conftest import as_h264, as_motion_jpeg, cut_as
 
 from bench.watch import free_port, serve
 from cuboid_ad.core.config import ExtractConfig, to_toml
@@ -126,6 +126,19 @@ def test_a_source_of_another_shape_is_named_in_a_warning(trained_work, tmp_path,
     assert any("source is 160x64 but the models were trained on 96x64" in r.getMessage() for r in caplog.records)
     assert messages(tmp_path / "ev.jsonl")[0]["source_size"] == [160, 64]
 
+
+def test_a_stream_is_cut_as_its_codec_says_from_its_first_frame(trained_work, tiny_data, tmp_path, monkeypatch):
+    """`watch` learns a stream's codec from the banner of the ffmpeg that decodes it (a camera's RTSP stream has no
+    file header to read first), and scores its frames with a tube cutter made for it: reading the codec's blocks while
+    the night filter is off for H.264, not for Motion JPEG (each frame coded alone)."""
+    made = cut_as(monkeypatch)
+    clip = tiny_data / "test" / "01.mkv"
+    for clip, inter in ((as_h264(clip, tmp_path / "01.mp4"), True), (as_motion_jpeg(clip, tmp_path / "01.avi"), False)):
+        made.clear()
+        summary = watch(str(clip), WorkDir(trained_work).models, tmp_path / clip.suffix[1:], events_path=tmp_path / "ev.jsonl")
+        assert summary.frames == 80
+        # the session's first cutter is made before the stream is opened; its first frame makes the stream's own
+        assert made == [False, inter], f"{clip.name}: cutters made for an inter-coded stream: {made}"
 
 def test_the_frame_queue_drops_the_oldest_and_counts():
     q = FrameQueue(3)
@@ -642,10 +655,10 @@ def test_a_crash_in_the_feed_thread_ends_the_watch_with_it_and_its_ffmpeg(traine
     """A bug in the decoding thread must end the watch with that error, not leave it waiting for frames forever."""
     from cuboid_ad.pipeline.live import feed
 
-    def boom(self, size):
+    def boom(self, size, codec):
         raise RuntimeError("boom in the feed thread")
 
-    monkeypatch.setattr(feed.Feed, "_check_size", boom)
+    monkeypatch.setattr(feed.Feed, "_on_input", boom)
     outcome: list[BaseException] = []
 
     def run() -> None:

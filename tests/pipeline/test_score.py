@@ -3,6 +3,7 @@ import csv
 import h5py
 import numpy as np
 import pytest
+from conftest import as_h264, cut_as
 from sklearn.metrics import roc_auc_score
 
 from cuboid_ad.core.labels import frame_labels, load_labels
@@ -144,3 +145,47 @@ def test_a_region_detector_alone_scores_like_the_streaming_ensemble(trained_work
     for r, det in enumerate(ens.detectors):  # tolerance: see test_the_score_does_not_depend_on_the_chunk_size
         np.testing.assert_allclose(det.cell_scores(tubes[r]), streamed[:, r], rtol=1e-5, atol=1e-2)
         np.testing.assert_allclose(det.decision_function(tubes[r]), regions[:, r], rtol=1e-5, atol=1e-2)
+
+
+def test_a_stream_s_settling_seconds_start_at_its_first_frame_and_again_after_a_reconnect(trained_work, tiny_data):
+    """The scoring session holds back events inside a stream's first SETTLE_SECONDS from the time of its first
+    frame, and again from the first frame after a live source reconnects (``restart``), whatever the chunks."""
+    from cuboid_ad.ensemble.ensemble import Ensemble
+    from cuboid_ad.pipeline.media.decode import open_clip, read_frames
+    from cuboid_ad.pipeline.scoring.session import SETTLE_SECONDS, open_session
+
+    models = WorkDir(trained_work).models
+    ens = Ensemble.load(models)
+    frames = np.concatenate(list(read_frames(open_clip(tiny_data / "test" / "01.mkv", ens.cfg.extract), ens.cfg.extract)))
+    session = open_session(ens, models, 10.0, "cpu")
+    for first in (0, 12):
+        session.score(session.prepare(frames[first : first + 12]), 100.0 + np.arange(first, first + 12) / 10.0)
+    session.restart()
+    session.score(session.prepare(frames[24:36]), 200.0 + np.arange(12) / 10.0)
+    assert session.events.settling == [(100.0, 100.0 + SETTLE_SECONDS), (200.0, 200.0 + SETTLE_SECONDS)]
+
+
+def test_the_cuboid_stage_and_scoring_cut_a_clip_as_its_codec_says(trained_work, tiny_data, tiny_cfg, tmp_path, monkeypatch):
+    """A clip's codec (recorded with its frames by `extract`) decides whether the tube cutter reads the codec's blocks
+    while the night filter is off: for H.264 it does, in the cuboid stage and in scoring alike, so that the models are
+    trained on the tubes scoring cuts; for FFV1 (each frame coded alone) neither does. A scoring session's codec is
+    the one it was opened with, and a reconnecting stream's own."""
+    from cuboid_ad.cuboids.store import slice_clip
+    from cuboid_ad.ensemble.ensemble import Ensemble
+    from cuboid_ad.pipeline.scoring.session import open_session
+    from cuboid_ad.pipeline.stages.extract import extract_clip
+
+    made = cut_as(monkeypatch)
+    models = WorkDir(trained_work).models
+    for clip, inter in ((as_h264(tiny_data / "test" / "01.mkv", tmp_path / "01.mp4"), True), (tiny_data / "test" / "01.mkv", False)):
+        made.clear()
+        frames = extract_clip(clip, tmp_path / "frames" / f"{clip.suffix[1:]}.h5", tiny_cfg)
+        slice_clip(frames, tmp_path / "cuboids", tiny_cfg)
+        score_video(clip, models, None)
+        assert made == [inter, inter], f"{clip.name}: cutters made for an inter-coded stream: {made}"
+    session = open_session(Ensemble.load(models), models, 10.0, "cpu", "h264")
+    assert session.cut.denoiser.inter_coded
+    session.restart("mjpeg")
+    assert not session.cut.denoiser.inter_coded, "a reconnected stream's codec"
+    session.restart()
+    assert not session.cut.denoiser.inter_coded, "a restart without a codec keeps the last"

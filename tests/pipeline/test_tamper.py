@@ -5,6 +5,7 @@ wrong is a tamper event of its kind, within two seconds, with no anomaly event w
 from __future__ import annotations
 
 import csv
+import subprocess
 
 import cv2
 import numpy as np
@@ -13,6 +14,7 @@ from conftest import HEIGHT, WIDTH, as_motion_jpeg, injected_mover
 
 from bench.nuisance import Nuisance, apply, write
 from cuboid_ad.core.config import ExtractConfig
+from cuboid_ad.core.frames import inter_frame
 from cuboid_ad.core.workdir import WorkDir
 from cuboid_ad.cuboids import camera
 from cuboid_ad.cuboids.camera import (
@@ -29,7 +31,7 @@ from cuboid_ad.cuboids.camera import (
     shrink_flow,
 )
 from cuboid_ad.cuboids.slicing import TubeCutter
-from cuboid_ad.pipeline.media.decode import open_clip, read_frames
+from cuboid_ad.pipeline.media.decode import ffmpeg_exe, open_clip, read_frames
 from cuboid_ad.pipeline.media.synthetic import render_clip, write_video
 from cuboid_ad.pipeline.stages.score import score_video
 
@@ -259,10 +261,11 @@ def disc_motion(night: np.ndarray) -> np.ndarray:
     return np.array(motion)
 
 
-def night_flow(clip: np.ndarray) -> tuple[np.ndarray, TubeCutter, np.ndarray]:
-    """The flow the flow tubes of ``clip`` are cut from, in chunks of 10 frames, with the camera corrections; the
-    cutter; and which frames the night filter was on in (the denoiser's ``active`` holds the last chunk's only)."""
-    cutter = TubeCutter([], 16, 0.0, "flow", "medium", corrections=True)
+def night_flow(clip: np.ndarray, inter_coded: bool = False) -> tuple[np.ndarray, TubeCutter, np.ndarray]:
+    """The flow the flow tubes of ``clip`` are cut from, in chunks of 10 frames, with the camera corrections (for a
+    stream whose codec codes frames from earlier ones: ``inter_coded``); the cutter; and which frames the night filter
+    was on in (the denoiser's ``active`` holds the last chunk's only)."""
+    cutter = TubeCutter([], 16, 0.0, "flow", "medium", corrections=True, inter_coded=inter_coded)
     flow, active = [], []
     for i in range(0, len(clip), 10):
         flow.append(cutter.flow(clip[i : i + 10]))
@@ -367,6 +370,47 @@ def test_a_motion_jpeg_stream_by_day_keeps_the_gate_of_single_pixels(tmp_path, s
     assert on.all() and (sigma > camera.QUIET).all(), f"the filter is on by the blocks' σ {sigma.round(2)}"
     assert (coarse > 0.9 * sigma).all() and (coarse < camera.REMNANT_FROM * sigma).all(), f"blocks read {(coarse / sigma).round(2)} times single pixels'"
     assert np.array_equal(spread, sigma), f"the gate's noise {spread.round(2)} against single pixels' {sigma.round(2)}"
+
+
+@pytest.mark.parametrize("seed", [8, 9])
+def test_a_lossy_night_stream_whose_grain_reads_faint_turns_the_filter_on_by_its_blocks(tmp_path, seed):
+    """Still ground in late night (σ 14, half the light) through H.264 at 14 kb/s (0.11 bit a pixel a frame): the
+    encoder smooths the grain so that single pixels read σ 1.8 to 2.1, below the filter's trigger, while its blocky
+    remnant moved still ground 0.13 px a frame with the filter off. The codec's blocks, read while the filter is off,
+    read 3.8 to 4.1 and turn it on within 1.7 s; still ground then stays still. The tests' scene by day through H.264
+    at 12 kb/s reads 3.4 on its first frame pair and 5.7 on one later, 0.5 to 2 otherwise: the median of the last
+    readings leaves those alone, and the filter stays off."""
+    still = np.repeat(110 + textured_ground(3)[None], 60, axis=0)
+    night = np.clip(still * 0.5 + np.random.default_rng(seed).normal(0, 14, still.shape), 0, 255).astype(np.uint8)
+    stream = streamed(night, 14, tmp_path)
+    flow, cutter, active = night_flow(stream, inter_coded=True)
+    assert cutter.denoiser.sigma < camera.NOISY, f"single pixels read {cutter.denoiser.sigma:.2f}: the grain's trigger would turn it on"
+    assert active[20:].all(), f"the filter is off in frames {np.flatnonzero(~active[20:]) + 20}"
+    moved = np.linalg.norm(flow, axis=-1)[-30:, 8:-8, 8:-8].mean()
+    assert moved < 0.01, f"still ground moves {moved:.4f} px a frame"
+    assert not night_flow(stream)[2].any(), "the blocks were read in a stream whose frames are each coded alone"
+    frames, _ = render_clip(60, HEIGHT, WIDTH, seed=777, extra=[injected_mover()])
+    day = decoded(write(Nuisance("lossy", "bitrate", {"kbps": 12}), frames, tmp_path / "day"), HEIGHT)
+    assert not night_flow(day[..., :1], inter_coded=True)[2].any(), "by day a single frame pair's reading turned the filter on"
+
+
+@pytest.mark.parametrize("quality", [5, 10])
+def test_a_motion_jpeg_stream_by_day_is_not_taken_for_a_lossy_night(tmp_path, quality):
+    """The tests' scene by day through Motion JPEG at ``-q:v`` 5 and 10: single pixels read σ 1.3 and 0.7, the
+    codec's blocks 3.8 and 5.0, as a lossy night's remnant reads (σ 1.0 to 1.3, blocks 3.1 to 3.7). Read while the
+    filter is off, the blocks turned it on in 195 of 200 frames; but each frame of Motion JPEG is coded alone, so
+    nothing of its blocks lasts, and a cutter made for its codec (as the cuboid stage and scoring make it) does not
+    read them while the filter is off."""
+    frames, _ = render_clip(100, HEIGHT, WIDTH, seed=777, extra=[injected_mover()])
+    write_video(frames, tmp_path / "scene.mkv")
+    mjpeg = tmp_path / "mjpeg.avi"
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(tmp_path / "scene.mkv"), "-pix_fmt", "yuvj420p", "-c:v", "mjpeg",
+                    "-q:v", str(quality), str(mjpeg)], check=True, timeout=60)  # fmt: skip
+    codec = open_clip(mjpeg, ExtractConfig(frame_height=HEIGHT)).codec
+    assert codec == "mjpeg" and not inter_frame(codec)
+    clip = decoded(mjpeg, HEIGHT)[..., :1]
+    assert night_flow(clip, inter_coded=True)[2][20:].all(), "read as an inter-coded stream's, its blocks turn the filter on"
+    assert not night_flow(clip, inter_coded=inter_frame(codec))[2].any(), "the filter is on by day"
 
 
 def test_a_lossy_stream_s_filter_stays_on_while_its_codec_s_blocks_read_noisy():
