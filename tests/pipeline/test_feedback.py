@@ -18,7 +18,7 @@ import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import serving
+from conftest import as_h264, cut_as, serving
 
 from cuboid_ad.cli import cli
 from cuboid_ad.core.tubes import FLOW_ZERO, RegionTube
@@ -273,3 +273,15 @@ def test_not_an_anomaly_in_the_browser_update_rescore_the_event_is_gone(work, ti
             browser.close()
         assert errors == []
         assert feedback.list_feedback(work) == []
+
+
+def test_a_stretch_marked_normal_is_cut_as_its_codec_says(work, tiny_data, tmp_path, monkeypatch):
+    """A stretch of an H.264 clip marked normal keeps its codec with its frames, and the update cuts its tubes as
+    scoring cut them: reading the codec's blocks while the night filter is off (cuboids.camera.Denoiser.inter_coded)."""
+    made = cut_as(monkeypatch)
+    record = feedback.record_normal(work, as_h264(tiny_data / "test" / "01.mkv", tmp_path / "01.mp4"), 2.0, 5.0)
+    with h5py.File(record.stretch) as fh:
+        assert fh.attrs["codec"] == "h264"
+    made.clear()
+    feedback._stretch_tubes(record, Ensemble.load(WorkDir(work).models))
+    assert made == [True], f"cutters made for an inter-coded stream: {made}"
