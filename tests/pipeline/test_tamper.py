@@ -398,7 +398,7 @@ def test_a_lossy_night_stream_whose_grain_reads_faint_turns_the_filter_on_by_its
 def test_a_motion_jpeg_stream_by_day_is_not_taken_for_a_lossy_night(tmp_path, quality):
     """The tests' scene by day through Motion JPEG at ``-q:v`` 5 and 10: single pixels read σ 1.3 and 0.7, the
     codec's blocks 3.8 and 5.0, as a lossy night's remnant reads (σ 1.0 to 1.3, blocks 3.1 to 3.7). Read while the
-    filter is off, the blocks turned it on in 195 of 200 frames; but each frame of Motion JPEG is coded alone, so
+    filter is off, the blocks turned it on (in 195 of 200 frames of a 20 s clip); but each frame of Motion JPEG is coded alone, so
     nothing of its blocks lasts, and a cutter made for its codec (as the cuboid stage and scoring make it) does not
     read them while the filter is off."""
     frames, _ = render_clip(100, HEIGHT, WIDTH, seed=777, extra=[injected_mover()])
