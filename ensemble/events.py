@@ -75,6 +75,12 @@ class EventTracker:
         """The next frames' flags ``(n,)``, scores ``(n,)``, region scores ``(n, R)`` and times ``(n,)``;
         returns the events now final."""
         before = len(self.done)
+        if len(times):
+            # a settling span can only hold back a stretch that starts before it ends: those that ended before the
+            # open stretch's start and these frames are done with (a watch that reconnects for weeks adds one each time,
+            # and counts() runs every frame)
+            horizon = float(times[0]) if self.current is None else min(self.current.start_s, float(times[0]))
+            self.settling = [(a, b) for a, b in self.settling if b - _EPS > horizon]
         for i in range(len(flags)):
             t, now = self.n_seen + i, float(times[i])
             # quiet time since the last flagged frame: the quiet frames so far (this one too, if quiet),

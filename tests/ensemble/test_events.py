@@ -97,3 +97,7 @@ def test_flagged_frames_only_inside_a_stream_s_settling_seconds_raise_no_event()
     assert not tracker.counts(tracker.current), "not announced while it may still end inside the span"
     tracker.push(np.ones(10, bool), score[15:25], region[15:25], times[15:25])
     assert tracker.counts(tracker.current), "announced once it goes on past the span"
+    tracker.push(np.zeros(55, bool), score[25:], region[25:], times[25:])
+    assert tracker.settling == [(0.0, 2.0)], "kept while the stretch that started inside it is open"
+    tracker.push(np.zeros(1, bool), score[:1], region[:1], np.array([8.0]))
+    assert tracker.settling == [], "a span is let go once no stretch can start inside it (a long watch reconnects often)"
