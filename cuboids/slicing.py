@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from cuboid_ad.core.arrays import gaussian_blur, runs
 from cuboid_ad.core.config import Config
+from cuboid_ad.core.frames import inter_frame
 from cuboid_ad.core.grid import Region
 from cuboid_ad.core.tubes import FLOW_GAIN, FLOW_ZERO
 from cuboid_ad.cuboids.camera import (
@@ -130,11 +131,11 @@ class TubeCutter:
     """
 
     @classmethod
-    def for_config(cls, regions: list[Region], cfg: Config, inter_coded: bool = False) -> "TubeCutter":
-        """The cutter a config's cuboid stage uses: its patch size, blur, tube content and camera corrections.
-        ``inter_coded``: the frames' codec codes them from earlier ones (:func:`core.frames.inter_frame`)."""
+    def for_config(cls, regions: list[Region], cfg: Config, codec: str = "") -> "TubeCutter":
+        """The cutter a config's cuboid stage uses: its patch size, blur, tube content and camera corrections, for
+        frames of ``codec`` (ffmpeg's name; whether it codes frames from earlier ones: :func:`core.frames.inter_frame`)."""
         c = cfg.cuboids
-        return cls(regions, c.patch_size, c.blur_sigma, cfg.tube_content, c.flow_preset, c.camera_corrections, inter_coded)
+        return cls(regions, c.patch_size, c.blur_sigma, cfg.tube_content, c.flow_preset, c.camera_corrections, inter_frame(codec))
 
     def __init__(self, regions: list[Region], patch_size: int, blur_sigma: float, content: str, flow_preset: str, corrections: bool = False,
                  inter_coded: bool = False):  # fmt: skip

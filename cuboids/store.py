@@ -24,7 +24,7 @@ import numpy as np
 from cuboid_ad.core.artifacts import atomic_path, is_current, open_h5, recorded_config, remove_stale_temporaries, require_config, stamp
 from cuboid_ad.core.config import Config
 from cuboid_ad.core.errors import ArtifactError, InputError
-from cuboid_ad.core.frames import inter_frame, iter_frames_file, read_frames_info
+from cuboid_ad.core.frames import iter_frames_file, read_frames_info
 from cuboid_ad.core.grid import Region, make_grid
 from cuboid_ad.core.tubes import RegionTube
 from cuboid_ad.core.windows import window_starts
@@ -94,7 +94,7 @@ def slice_clip(
                 **signature,
             )
             tubes.append(ds)
-        cut = TubeCutter.for_config(regions, cfg, inter_frame(info.codec))
+        cut = TubeCutter.for_config(regions, cfg, info.codec)
         for start, frames in iter_frames_file(frames_path, chunk_frames):
             crops = cut(frames)  # (R, n, C, P, P)
             for ds, crop in zip(tubes, crops):

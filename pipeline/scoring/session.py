@@ -28,7 +28,6 @@ import numpy as np
 
 from cuboid_ad.core.config import Config, config_differences
 from cuboid_ad.core.errors import ArtifactError
-from cuboid_ad.core.frames import inter_frame
 from cuboid_ad.core.workdir import WorkDir
 from cuboid_ad.cuboids.slicing import TubeCutter
 from cuboid_ad.ensemble.anomaly_map import AnomalyMapper
@@ -109,7 +108,7 @@ class ScoringSession:
         None keeps the last one's."""
         if codec is not None:
             self.codec = codec
-        self.cut = TubeCutter.for_config(self.ens.regions, self.cfg, inter_frame(self.codec))
+        self.cut = TubeCutter.for_config(self.ens.regions, self.cfg, self.codec)
         self.scorer = self.ens.scorer()
         self.times, self.votes, self.conditions = _Trailing(), _Trailing(), _Trailing()
         if self.classifier is not None:

@@ -46,7 +46,7 @@ from joblib import Parallel, delayed
 from cuboid_ad.core.artifacts import new_folder, read_json, write_json
 from cuboid_ad.core.config import Config, config_differences
 from cuboid_ad.core.errors import ArtifactError, InputError, UserError
-from cuboid_ad.core.frames import inter_frame, iter_frames_file, read_frames_info, write_frames
+from cuboid_ad.core.frames import iter_frames_file, read_frames_info, write_frames
 from cuboid_ad.core.runtime import plan_workers, resolve_device, torch_threads
 from cuboid_ad.core.tubes import FLOW_ZERO, RegionTube
 from cuboid_ad.core.windows import window_starts
@@ -185,7 +185,7 @@ def _stretch_tubes(record: Record, ens: Ensemble) -> tuple[np.ndarray, float]:
         diffs.append(f"frame size was {info.width}x{info.height}, now {ens.frame_size[1]}x{ens.frame_size[0]}")
     if diffs:
         raise ArtifactError(f"feedback {record.id} was recorded with other models ({'; '.join(diffs)}); `cli.py feedback undo {record.id}` or record it again")
-    cut = TubeCutter.for_config(ens.regions, ens.cfg, inter_frame(info.codec))
+    cut = TubeCutter.for_config(ens.regions, ens.cfg, info.codec)
     return np.concatenate([cut(f) for _, f in iter_frames_file(record.stretch)], axis=1), info.fps
 
 
