@@ -5,6 +5,7 @@ wrong is a tamper event of its kind, within two seconds, with no anomaly event w
 from __future__ import annotations
 
 import csv
+import itertools
 import subprocess
 
 import cv2
@@ -392,6 +393,33 @@ def test_a_lossy_night_stream_whose_grain_reads_faint_turns_the_filter_on_by_its
     frames, _ = render_clip(60, HEIGHT, WIDTH, seed=777, extra=[injected_mover()])
     day = decoded(write(Nuisance("lossy", "bitrate", {"kbps": 12}), frames, tmp_path / "day"), HEIGHT)
     assert not night_flow(day[..., :1], inter_coded=True)[2].any(), "by day a single frame pair's reading turned the filter on"
+
+
+@pytest.mark.parametrize(
+    "readings, first_on",
+    [
+        ([1.0, 1.0, 20.0, 1.0, 1.0], None),  # one pair far above the rest (an H.264 stream's key frame): their mean 4.8
+        ([1.0, 20.0, 1.0, 20.0, 1.0], None),  # two of five: their mean 8.6
+        ([1.0, 1.0, 1.0, 4.0, 4.0, 4.0], 6),  # lasting: on once three of the last five read it
+    ],
+)
+def test_the_codec_s_blocks_turn_the_filter_on_by_the_median_of_their_last_readings(monkeypatch, readings, first_on):
+    """While the filter is off in an inter-coded stream, the codec's blocks turn it on by the median of their last
+    COARSE_OFF_READS readings (each frame pair's :func:`cuboids.camera.coarse_noise`, scripted here; the last listed one
+    after them): one or two pairs that read far above the rest leave it off, which their mean would not; the same
+    reading lasting turns it on at the frame whose pair makes it the median. Single pixels read σ 1 throughout."""
+    still = np.repeat(110 + textured_ground(3)[None], 30, axis=0)
+    gray = np.clip(still + np.random.default_rng(0).normal(0, 1.0, still.shape), 0, 255).astype(np.uint8)
+    scripted = itertools.chain(readings, itertools.repeat(readings[-1]))
+    monkeypatch.setattr(camera, "coarse_noise", lambda *args: next(scripted))
+    denoiser = Denoiser(inter_coded=True)
+    denoiser(gray)
+    assert denoiser.sigma < camera.QUIET, f"single pixels read {denoiser.sigma:.2f}"
+    on = np.flatnonzero(denoiser.active)
+    if first_on is None:
+        assert len(on) == 0, f"the filter is on from frame {on[0]}: a reading or two far above the rest turned it on"
+    else:
+        assert len(on) and on[0] == first_on and denoiser.active[first_on:].all(), f"the filter is on in frames {on}, from frame {first_on} asked"
 
 
 @pytest.mark.parametrize("quality", [5, 10])
