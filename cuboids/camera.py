@@ -392,6 +392,14 @@ def _blocks(x: np.ndarray, k: int = 4) -> np.ndarray:
     return x[: H // k * k, : W // k * k].reshape(k, H // k, k, W // k).mean(axis=(1, 3))
 
 
+def _thin(x: np.ndarray) -> np.ndarray:
+    """bool ``(H, W)``: where ``x`` (int16) stands half of :data:`SPIKE_LEVEL` above its neighbours two pixels to each
+    side, as a thin streak does (a shaken edge or a moving object does not); never in the two columns at each edge."""
+    thin = np.zeros(x.shape, bool)
+    thin[:, 2:-2] = x[:, 2:-2] - np.maximum(x[:, :-4], x[:, 4:]) > SPIKE_LEVEL / 2
+    return thin
+
+
 class Derainer:
     """Rain streaks taken out of gray frames while it rains; state carried across chunks.
 
@@ -429,22 +437,17 @@ class Derainer:
                 continue
             if len(self.history) == 2:
                 before, middle = self.history
-                spike = (middle - np.maximum(before, x) > SPIKE_LEVEL) & (np.abs(before - x) < SPIKE_LEVEL / 3)
-                spike[:, 2:-2] &= middle[:, 2:-2] - np.maximum(middle[:, :-4], middle[:, 4:]) > SPIKE_LEVEL / 2
-                spike[:, :2] = spike[:, -2:] = False
+                spike = (middle - np.maximum(before, x) > SPIKE_LEVEL) & (np.abs(before - x) < SPIKE_LEVEL / 3) & _thin(middle)
                 share, first = float(spike.mean()), self.rate is None
                 self.rate = share if first else 0.9 * self.rate + 0.1 * share
                 self.on = self.rate > RAINY or (self.on and self.rate > DRY)
                 if self.on:
                     self.active[i] = True
-                    median = np.maximum(np.minimum(before, middle), np.minimum(np.maximum(before, middle), x))
+                    low = np.minimum(before, middle)
+                    median, lowest = np.maximum(low, np.minimum(np.maximum(before, middle), x)), np.minimum(low, x)
                     # a streak in two of the three frames at a pixel stays in their median: where it still stands out
                     # above the darkest of the three and above its neighbours, as a streak does, the darkest is shown
-                    lowest = np.minimum(np.minimum(before, middle), x)
-                    left = median - lowest > SPIKE_LEVEL
-                    left[:, 2:-2] &= median[:, 2:-2] - np.maximum(median[:, :-4], median[:, 4:]) > SPIKE_LEVEL / 2
-                    left[:, :2] = left[:, -2:] = False
-                    out[i] = np.where(left, lowest, median)
+                    out[i] = np.where((median - lowest > SPIKE_LEVEL) & _thin(median), lowest, median)
                     if first and i == 2:  # raining from a clip's start: its first two frames show this one, not their streaks
                         out[:2], self.active[:2] = out[2], True
             self.history = [*self.history[-1:], x]

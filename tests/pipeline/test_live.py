@@ -140,6 +140,7 @@ def test_a_stream_is_cut_as_its_codec_says_from_its_first_frame(trained_work, ti
         # the session's first cutter is made before the stream is opened; its first frame makes the stream's own
         assert made == [False, inter], f"{clip.name}: cutters made for an inter-coded stream: {made}"
 
+
 def test_the_frame_queue_drops_the_oldest_and_counts():
     q = FrameQueue(3)
     for i in range(5):
