@@ -413,10 +413,10 @@ class Derainer:
     object is shown a frame late. In heavy rain two of the three often hold a streak at the same pixel, which their
     median keeps (at 300 streaks of 20 px a frame, 7% of a frame's pixels are bright, 1.5% still were): where the
     median still stands :data:`SPIKE_LEVEL` above the darkest of the three and half as much above its neighbours
-    two pixels to each side, as a streak does, the darkest is shown. Three frames of a camera shaking fast are three views of the picture: their edges
-    read as streaks (at night, shaken ±3 px at 2.5 Hz: on for the first 3 to 4 s of most Ped2 clips) and their median
-    blends the views, so frames the camera jumped to (the night filter's jump readings) pass as they came and the
-    spikes are read again from the frames after them.
+    two pixels to each side, as a streak does, the darkest is shown. Three frames of a camera shaking fast are three
+    views of the picture: their edges read as streaks (at night, shaken ±3 px at 2.5 Hz: on for the first 3 to 4 s
+    of most Ped2 clips) and their median blends the views, so frames the camera jumped to (the night filter's jump
+    readings) pass as they came and the spikes are read again from the frames after them.
     """
 
     def __init__(self) -> None:
