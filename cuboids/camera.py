@@ -27,7 +27,11 @@ every pixel at once without anything in the scene moving:
   well above single pixels (:data:`REMNANT_FROM`) the gate widens with it, up
   to :data:`REMNANT_GATE` times that reading (:meth:`Denoiser.spread`). Below
   :data:`QUIET` it turns off again, unless the codec's blocks read as such a
-  remnant and above :data:`COARSE_QUIET`. When the camera moves
+  remnant and above :data:`COARSE_QUIET`. In a stream whose codec codes frames
+  from earlier ones, an encoder that smooths the grain below :data:`NOISY`
+  still leaves such blocks: there the filter also turns on while it is off
+  where the blocks read :data:`COARSE_NOISY` or where still ground's own flow
+  reads :data:`STILL_FLOW_NOISY` (:meth:`Denoiser.read_still`). When the camera moves
   (a pole in the wind at night) the running mean is moved along with the
   picture first (:data:`FOLLOW_CAMERA_PX`), else it blends the picture at
   several positions and the filtered frames smear; a shift of
@@ -92,6 +96,16 @@ REMNANT_FROM, REMNANT_FULL = 1.35, 1.65  # coarse_noise over single pixels' from
 # pair alone (an H.264 stream's first, a key frame). Ped2's daylight rows: at most 2.6; Motion JPEG by day reads as
 # much as a lossy night, which is why the codec decides whether the blocks are read at all (docs/experiments.md)
 COARSE_NOISY, COARSE_OFF_READS, COARSE_OFF_FIRST = 3.0, 5, 20
+# ... and, in such a stream, still ground's own flow (the tube cutter's, after the camera corrections: its median
+# length over the frame) is read on every frame while the filter is off, the median of the last STILL_READS readings
+# turning it on from STILL_FLOW_NOISY px a frame: an encoder that smooths a dusk's grain below both single pixels'
+# and the blocks' triggers still leaves blocks that move still ground (Ped2's daylight through H.264 reads at most
+# 0.12, dusk through 100 kb/s 0.17 to 0.26; a camera shaking by day through H.264 reads as high, docs/experiments.md).
+# Once on so, it stays on for STILL_HOLD frames, then while the blocks read STILL_COARSE_QUIET or more (a 60 kb/s
+# night's read near 1). Frames the camera moved FOLLOW_CAMERA_PX or more to are not read: a camera shaking by day
+# through H.264 reads as high, and turning the filter on there cost real incidents. The tube cutter cuts such a
+# stream in pieces of STILL_EVERY frames to read it within a chunk.
+STILL_FLOW_NOISY, STILL_READS, STILL_HOLD, STILL_COARSE_QUIET, STILL_EVERY = 0.14, 5, 20, 0.8, 5
 COARSE_QUIET = 1.2  # the coarse noise reading below which the night filter turns off (with single pixels' below QUIET; see Denoiser)
 
 
@@ -234,11 +248,16 @@ class Denoiser:
         self.coarse: float | None = None  # the noise at a codec's blocks (coarse_noise) while the filter is on, a running mean
         self.off_reads: deque[float] = deque(maxlen=COARSE_OFF_READS)  # the blocks' last readings while the filter is off
         self.coarse_dis = dis_flow("ultrafast")  # reads the camera's shift for coarse_noise (its own: DIS keeps state from call to call)
+        self.still_reads: deque[float] = deque(maxlen=STILL_READS)  # still ground's flow, the last readings while the filter is off
+        self.still_moves = False  # they read STILL_FLOW_NOISY: the filter turns on at the next frame (see read_still)
+        self.by_still_flow = False  # the filter was turned on by still ground's flow (see _keeps_on)
+        self.hold = 0  # frames for which it stays on whatever single pixels and blocks read
 
     def __call__(self, gray: np.ndarray) -> np.ndarray:
         """uint8 frames ``(n, H, W)`` -> the same, denoised while noisy (``active``: which of them)."""
         out = np.empty_like(gray)
         self.active = np.zeros(len(gray), bool)
+        self.calmed = np.zeros(len(gray), bool)  # where still ground's flow turned the filter on (see read_still)
         self.jumps = [None] * len(gray)
         self.jump_samples = [None] * len(gray)
         for i, frame in enumerate(gray):
@@ -251,16 +270,22 @@ class Denoiser:
             if self.sigma is None:  # the first frame: nothing to tell noise from texture yet
                 out[i] = frame
                 continue
-            remnant_floods = not self.on and self._coarse_while_off(last, frame)
+            remnant_floods = not self.on and (self._coarse_while_off(last, frame) or self.still_moves)
             if not self.on and (self.sigma > NOISY or remnant_floods):
                 # the filter starts from the frame shown last (while off, the frame as it came), which the optical flow
                 # compares this one with: started from this frame's own noisy values it would show them in full, and
                 # the flow of that frame pair would be all the noise (a false event at the start of every noisy clip)
                 self.on, self.smoothed, self.shift, self.shaking = True, last.copy(), None, 0
                 self.off_reads.clear()  # once it is off again, the blocks are read afresh
+                self.by_still_flow, self.hold = self.still_moves, STILL_HOLD if self.still_moves else 0
+                self.calmed[i] = self.still_moves
+                self.still_reads.clear()  # likewise still ground's flow
+                self.still_moves = False
                 if not remnant_floods:  # turned on by the grain: the blocks are read afresh from here
                     self.coarse = None
-            elif self.on and self.sigma < QUIET and not (self.remnant() > 0.0 and self.coarse >= COARSE_QUIET):
+            elif self.on and self.hold > 0:  # turned on by still ground's flow, while an encoder's first blocks may read quiet
+                self.hold -= 1
+            elif self.on and self.sigma < QUIET and not self._keeps_on():
                 # a lossy stream's single pixels read below QUIET as the encoder's rate control keeps less of the grain,
                 # while its remnant still moves still ground: the codec's blocks must read quiet too
                 self.on = False
@@ -298,6 +323,32 @@ class Denoiser:
             return False
         self.coarse = float(np.median(self.off_reads))
         return self.coarse >= COARSE_NOISY and self.remnant() > 0.0
+
+    def _keeps_on(self) -> bool:
+        """Whether the filter stays on while single pixels read below :data:`QUIET`: turned on by still ground's flow
+        (:meth:`read_still`), while the codec's blocks read :data:`STILL_COARSE_QUIET` or more; else while they read a
+        lossy stream's remnant (:meth:`remnant`) of :data:`COARSE_QUIET` or more."""
+        if self.coarse is None:
+            return False
+        if self.by_still_flow:
+            return self.coarse >= STILL_COARSE_QUIET
+        return self.remnant() > 0.0 and self.coarse >= COARSE_QUIET
+
+    def read_still(self, flow: np.ndarray, active: np.ndarray, camera: np.ndarray | None = None) -> None:
+        """The flow the tube cutter cut from the frames of the last call (``flow`` ``(n, H, W, 2)``, ``active`` whether
+        the filter was on in each, ``camera`` the stabilizer's estimate of the camera's motion to each, px): in an
+        inter-coded stream, each frame's flow while the filter was off and the camera moved less than
+        :data:`FOLLOW_CAMERA_PX` to it reads still ground (its median length over the frame, every 4th pixel each
+        way: most of a fixed camera's picture stands still); the median of the last :data:`STILL_READS` readings at
+        :data:`STILL_FLOW_NOISY` or more turns the filter on at the next frame, as a lossy stream's remnant."""
+        if not self.inter_coded:
+            return
+        moved = np.zeros(len(flow), bool) if camera is None else camera >= FOLLOW_CAMERA_PX
+        for f, on, m in zip(flow, active, moved):
+            if not on and not m:
+                self.still_reads.append(float(np.median(flow_length(f[::4, ::4]))))
+        if len(self.still_reads) == STILL_READS and np.median(self.still_reads) >= STILL_FLOW_NOISY:
+            self.still_moves = True
 
     def remnant(self) -> float:
         """How much the codec's blocks read as a lossy stream's remnant, 0 to 1: by how far :func:`coarse_noise` reads

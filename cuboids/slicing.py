@@ -27,6 +27,7 @@ from cuboid_ad.cuboids.camera import (
     NIGHT_BASELINE,
     NOISE_FLOW_PX,
     RAW_FLOW_NOISE,
+    STILL_EVERY,
     Denoiser,
     Derainer,
     Stabilizer,
@@ -153,6 +154,7 @@ class TubeCutter:
         self.last: np.ndarray | None = None  # the last gray frame (denoised) of the previous chunk
         self.raw_last: np.ndarray | None = None  # the last NIGHT_BASELINE gray frames as they came (see _night_flow)
         self.shown_last: np.ndarray | None = None  # the same as the flow saw them (denoised)
+        self.calmed = np.zeros(0, bool)  # the last chunk's frames at which still ground's flow turned the night filter on
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
         if self.content == "pixels":
@@ -163,7 +165,30 @@ class TubeCutter:
 
     def flow(self, frames: np.ndarray) -> np.ndarray:
         """The optical flow the flow tubes are cut from: frames ``(n, H, W, C)`` -> ``(n, H, W, 2)``, with the
-        camera corrections; the next call continues from the last of these frames."""
+        camera corrections; the next call continues from the last of these frames. In a stream whose codec codes
+        frames from earlier ones the frames are cut in pieces of :data:`cuboids.camera.STILL_EVERY`, after each of
+        which the night filter reads still ground's flow (:meth:`cuboids.camera.Denoiser.read_still`), so that it can
+        turn on within a chunk; each frame pair's flow is its own, so the pieces' flows are the chunk's."""
+        d = self.denoiser
+        if d is None or not d.inter_coded or len(frames) <= STILL_EVERY:
+            flow = self._flow(frames)
+            if d is not None:
+                d.read_still(flow, d.active, self.stabilizer.motions)
+            self.calmed = np.zeros(len(frames), bool) if d is None else d.calmed
+            return flow
+        parts, active, calmed, motions = [], [], [], []
+        for s in range(0, len(frames), STILL_EVERY):
+            parts.append(self._flow(frames[s : s + STILL_EVERY]))
+            d.read_still(parts[-1], d.active, self.stabilizer.motions)
+            active.append(d.active)
+            calmed.append(d.calmed)
+            motions.append(self.stabilizer.motions)
+        # the chunk's, as its callers read them
+        d.active, self.calmed, self.stabilizer.motions = np.concatenate(active), np.concatenate(calmed), np.concatenate(motions)
+        return np.concatenate(parts)
+
+    def _flow(self, frames: np.ndarray) -> np.ndarray:
+        """:meth:`flow` of one piece of frames."""
         raw = gray = to_gray(frames)
         if self.denoiser is not None:
             denoised = self.denoiser(raw)

@@ -44,6 +44,7 @@ from cuboid_ad.pipeline.scoring.tamper import TAMPER_SECONDS, TamperCheck, read_
 # of the grain for about its first second, then floods the flow with it until the night filter turns on
 # (docs/experiments.md)
 SETTLE_SECONDS = 2.0
+CALM_SECONDS = 1.0
 
 
 def fusion_classifier(classifier_path: Path, cfg: Config, device: str) -> ClassifierStream:
@@ -62,6 +63,7 @@ class Prepared:
     tubes: np.ndarray  # (R, n, C, P, P) uint8: each region's tube
     p_odd: np.ndarray | None  # (n,) the classifier's p(not normal), when its vote is fused
     tamper: np.ndarray  # (n,) object: each frame's tamper condition (pipeline.scoring.tamper.KINDS) or ""
+    calmed: np.ndarray | None = None  # (n,) bool: where still ground's flow turned the night filter on (TubeCutter.calmed)
 
 
 class _Trailing:
@@ -126,13 +128,16 @@ class ScoringSession:
         tamper = np.full(len(frames), "", dtype=object)
         if self.tamper_check is not None:
             tamper = self.tamper_check(frames, None if self.cut.stabilizer is None else self.cut.stabilizer.motions)
-        return Prepared(tubes, p_odd, tamper)
+        return Prepared(tubes, p_odd, tamper, self.cut.calmed if self.cut.content == "flow" else None)
 
     def score(self, prepared: Prepared, times: np.ndarray) -> ScoredFrames:
         """Prepared frames and their times ``(n,)`` -> the frames now final (maybe none), with their times."""
         if not self.settled and len(times):
             self.events.settling.append((float(times[0]), float(times[0]) + SETTLE_SECONDS))
             self.settled = True
+        if prepared.calmed is not None:
+            for t in times[prepared.calmed]:
+                self.events.settling.append((float(t) - SETTLE_SECONDS, float(t) + CALM_SECONDS))
         self.times.push(times)
         self.conditions.push(prepared.tamper)
         if prepared.p_odd is not None:

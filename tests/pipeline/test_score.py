@@ -165,6 +165,26 @@ def test_a_stream_s_settling_seconds_start_at_its_first_frame_and_again_after_a_
     assert session.events.settling == [(100.0, 100.0 + SETTLE_SECONDS), (200.0, 200.0 + SETTLE_SECONDS)]
 
 
+def test_where_still_ground_s_flow_turns_the_night_filter_on_the_stretch_just_before_settles(trained_work, tiny_data):
+    """A lossy stream's remnant floods the flow until still ground's flow turns the night filter on
+    (``TubeCutter.calmed``): the scoring session holds back a flagged stretch that starts within SETTLE_SECONDS before
+    that frame and ends within CALM_SECONDS after it, as it holds back a stream's first seconds."""
+    from dataclasses import replace
+
+    from cuboid_ad.ensemble.ensemble import Ensemble
+    from cuboid_ad.pipeline.media.decode import open_clip, read_frames
+    from cuboid_ad.pipeline.scoring.session import CALM_SECONDS, SETTLE_SECONDS, open_session
+
+    models = WorkDir(trained_work).models
+    ens = Ensemble.load(models)
+    frames = np.concatenate(list(read_frames(open_clip(tiny_data / "test" / "01.mkv", ens.cfg.extract), ens.cfg.extract)))
+    session = open_session(ens, models, 10.0, "cpu")
+    prepared = session.prepare(frames[:12])
+    assert not prepared.calmed.any(), "a clean clip's filter stays off"
+    session.score(replace(prepared, calmed=np.arange(12) == 7), 100.0 + np.arange(12) / 10.0)
+    assert session.events.settling == [(100.0, 100.0 + SETTLE_SECONDS), (100.7 - SETTLE_SECONDS, 100.7 + CALM_SECONDS)]
+
+
 def test_the_cuboid_stage_and_scoring_cut_a_clip_as_its_codec_says(trained_work, tiny_data, tiny_cfg, tmp_path, monkeypatch):
     """A clip's codec (recorded with its frames by `extract`) decides whether the tube cutter reads the codec's blocks
     while the night filter is off: for H.264 it does, in the cuboid stage and in scoring alike, so that the models are
