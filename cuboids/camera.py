@@ -31,8 +31,9 @@ every pixel at once without anything in the scene moving:
   from earlier ones, an encoder that smooths the grain below :data:`NOISY`
   still leaves such blocks: there the filter also turns on while it is off
   where the blocks read :data:`COARSE_NOISY` or where still ground's own flow
-  reads :data:`STILL_FLOW_NOISY` (:meth:`Denoiser.read_still`). When the camera moves
-  (a pole in the wind at night) the running mean is moved along with the
+  reads :data:`STILL_FLOW_NOISY` while the camera holds still
+  (:meth:`Denoiser.read_still`). When the camera moves (a pole in the wind at
+  night) the running mean is moved along with the
   picture first (:data:`FOLLOW_CAMERA_PX`), else it blends the picture at
   several positions and the filtered frames smear; a shift of
   :data:`CAMERA_JUMP_PX` or more between two frames (a fast shake) is read on
@@ -102,10 +103,14 @@ COARSE_NOISY, COARSE_OFF_READS, COARSE_OFF_FIRST = 3.0, 5, 20
 # and the blocks' triggers still leaves blocks that move still ground (Ped2's daylight through H.264 reads at most
 # 0.12, dusk through 100 kb/s 0.17 to 0.26; a camera shaking by day through H.264 reads as high, docs/experiments.md).
 # Once on so, it stays on for STILL_HOLD frames, then while the blocks read STILL_COARSE_QUIET or more (a 60 kb/s
-# night's read near 1). Frames the camera moved FOLLOW_CAMERA_PX or more to are not read: a camera shaking by day
-# through H.264 reads as high, and turning the filter on there cost real incidents. The tube cutter cuts such a
-# stream in pieces of STILL_EVERY frames to read it within a chunk.
+# night's read near 1). A camera shaking by day through H.264 reads as high, and turning the filter on there cost
+# real incidents: while the median of the camera's shift over its last SHAKE_FRAMES frames (the translation of the
+# stabilizer's estimate: a lossy dusk's grain moves its affine part, not that) reads SHAKING_PX or more, nothing is
+# read and the readings so far are dropped (a slow shake's ±1 px at 0.5 Hz reads 0.26 or more, Ped2's dusk and
+# night through 100 and 60 kb/s at most 0.19, docs/experiments.md). The tube cutter cuts such a stream in pieces of
+# STILL_EVERY frames to read it within a chunk.
 STILL_FLOW_NOISY, STILL_READS, STILL_HOLD, STILL_COARSE_QUIET, STILL_EVERY = 0.14, 5, 20, 0.8, 5
+SHAKE_FRAMES, SHAKING_PX = 10, 0.25
 COARSE_QUIET = 1.2  # the coarse noise reading below which the night filter turns off (with single pixels' below QUIET; see Denoiser)
 
 
@@ -252,6 +257,7 @@ class Denoiser:
         self.still_moves = False  # they read STILL_FLOW_NOISY: the filter turns on at the next frame (see read_still)
         self.by_still_flow = False  # the filter was turned on by still ground's flow (see _keeps_on)
         self.hold = 0  # frames for which it stays on whatever single pixels and blocks read
+        self.shifts: deque[float] = deque(maxlen=SHAKE_FRAMES)  # the camera's last shifts, px (see read_still)
 
     def __call__(self, gray: np.ndarray) -> np.ndarray:
         """uint8 frames ``(n, H, W)`` -> the same, denoised while noisy (``active``: which of them)."""
@@ -334,18 +340,22 @@ class Denoiser:
             return self.coarse >= STILL_COARSE_QUIET
         return self.remnant() > 0.0 and self.coarse >= COARSE_QUIET
 
-    def read_still(self, flow: np.ndarray, active: np.ndarray, camera: np.ndarray | None = None) -> None:
+    def read_still(self, flow: np.ndarray, active: np.ndarray, camera: list[np.ndarray] | None = None) -> None:
         """The flow the tube cutter cut from the frames of the last call (``flow`` ``(n, H, W, 2)``, ``active`` whether
-        the filter was on in each, ``camera`` the stabilizer's estimate of the camera's motion to each, px): in an
-        inter-coded stream, each frame's flow while the filter was off and the camera moved less than
-        :data:`FOLLOW_CAMERA_PX` to it reads still ground (its median length over the frame, every 4th pixel each
-        way: most of a fixed camera's picture stands still); the median of the last :data:`STILL_READS` readings at
-        :data:`STILL_FLOW_NOISY` or more turns the filter on at the next frame, as a lossy stream's remnant."""
+        the filter was on in each, ``camera`` the stabilizer's estimate of the camera's motion to each): in an
+        inter-coded stream, each frame's flow while the filter was off reads still ground (its median length over
+        the frame, every 4th pixel each way: most of a fixed camera's picture stands still); the median of the last
+        :data:`STILL_READS` readings at :data:`STILL_FLOW_NOISY` or more turns the filter on at the next frame, as a
+        lossy stream's remnant. While the camera shakes (the median of its shift over the last :data:`SHAKE_FRAMES`
+        frames at :data:`SHAKING_PX` or more) nothing is read and the readings so far are dropped."""
         if not self.inter_coded:
             return
-        moved = np.zeros(len(flow), bool) if camera is None else camera >= FOLLOW_CAMERA_PX
-        for f, on, m in zip(flow, active, moved):
-            if not on and not m:
+        shifts = np.zeros(len(flow)) if camera is None else [float(np.hypot(*p[0])) for p in camera]
+        for f, on, shift in zip(flow, active, shifts):
+            self.shifts.append(shift)
+            if np.median(self.shifts) >= SHAKING_PX:
+                self.still_reads.clear()
+            elif not on:
                 self.still_reads.append(float(np.median(flow_length(f[::4, ::4]))))
         if len(self.still_reads) == STILL_READS and np.median(self.still_reads) >= STILL_FLOW_NOISY:
             self.still_moves = True

@@ -173,13 +173,13 @@ class TubeCutter:
         if d is None or not d.inter_coded or len(frames) <= STILL_EVERY:
             flow = self._flow(frames)
             if d is not None:
-                d.read_still(flow, d.active, self.stabilizer.motions)
+                d.read_still(flow, d.active, self.stabilizer.params)
             self.calmed = np.zeros(len(frames), bool) if d is None else d.calmed
             return flow
         parts, active, calmed, motions = [], [], [], []
         for s in range(0, len(frames), STILL_EVERY):
             parts.append(self._flow(frames[s : s + STILL_EVERY]))
-            d.read_still(parts[-1], d.active, self.stabilizer.motions)
+            d.read_still(parts[-1], d.active, self.stabilizer.params)
             active.append(d.active)
             calmed.append(d.calmed)
             motions.append(self.stabilizer.motions)
