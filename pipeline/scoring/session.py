@@ -43,8 +43,10 @@ from cuboid_ad.pipeline.scoring.tamper import TAMPER_SECONDS, TamperCheck, read_
 # a stream's noise from its frames as they come (cuboids.camera.Denoiser): a lossy night stream's encoder keeps more
 # of the grain for about its first second, then floods the flow with it until the night filter turns on
 # (docs/experiments.md)
+# The same seconds before and after a frame at which still ground's flow turned the night filter on
+# (TubeCutter.calmed): a lossy dusk or night stream's remnant floods the flow until then, and for the filter's first
+# second or two after (docs/experiments.md)
 SETTLE_SECONDS = 2.0
-CALM_SECONDS = 1.0
 
 
 def fusion_classifier(classifier_path: Path, cfg: Config, device: str) -> ClassifierStream:
@@ -137,7 +139,7 @@ class ScoringSession:
             self.settled = True
         if prepared.calmed is not None:
             for t in times[prepared.calmed]:
-                self.events.settling.append((float(t) - SETTLE_SECONDS, float(t) + CALM_SECONDS))
+                self.events.settling.append((float(t) - SETTLE_SECONDS, float(t) + SETTLE_SECONDS))
         self.times.push(times)
         self.conditions.push(prepared.tamper)
         if prepared.p_odd is not None:

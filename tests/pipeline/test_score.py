@@ -168,12 +168,12 @@ def test_a_stream_s_settling_seconds_start_at_its_first_frame_and_again_after_a_
 def test_where_still_ground_s_flow_turns_the_night_filter_on_the_stretch_just_before_settles(trained_work, tiny_data):
     """A lossy stream's remnant floods the flow until still ground's flow turns the night filter on
     (``TubeCutter.calmed``): the scoring session holds back a flagged stretch that starts within SETTLE_SECONDS before
-    that frame and ends within CALM_SECONDS after it, as it holds back a stream's first seconds."""
+    that frame and ends within as many after it (the filter's first seconds), as it holds back a stream's first."""
     from dataclasses import replace
 
     from cuboid_ad.ensemble.ensemble import Ensemble
     from cuboid_ad.pipeline.media.decode import open_clip, read_frames
-    from cuboid_ad.pipeline.scoring.session import CALM_SECONDS, SETTLE_SECONDS, open_session
+    from cuboid_ad.pipeline.scoring.session import SETTLE_SECONDS, open_session
 
     models = WorkDir(trained_work).models
     ens = Ensemble.load(models)
@@ -182,7 +182,7 @@ def test_where_still_ground_s_flow_turns_the_night_filter_on_the_stretch_just_be
     prepared = session.prepare(frames[:12])
     assert not prepared.calmed.any(), "a clean clip's filter stays off"
     session.score(replace(prepared, calmed=np.arange(12) == 7), 100.0 + np.arange(12) / 10.0)
-    assert session.events.settling == [(100.0, 100.0 + SETTLE_SECONDS), (100.7 - SETTLE_SECONDS, 100.7 + CALM_SECONDS)]
+    assert session.events.settling == [(100.0, 100.0 + SETTLE_SECONDS), (100.7 - SETTLE_SECONDS, 100.7 + SETTLE_SECONDS)]
 
 
 def test_the_cuboid_stage_and_scoring_cut_a_clip_as_its_codec_says(trained_work, tiny_data, tiny_cfg, tmp_path, monkeypatch):
