@@ -104,12 +104,12 @@ COARSE_NOISY, COARSE_OFF_READS, COARSE_OFF_FIRST = 3.0, 5, 20
 # 0.12, dusk through 100 kb/s 0.17 to 0.26; a camera shaking by day through H.264 reads as high, docs/experiments.md).
 # Once on so, it stays on for STILL_HOLD frames, then while the blocks read STILL_COARSE_QUIET or more (a 60 kb/s
 # night's read near 1). A camera shaking by day through H.264 reads as high, and turning the filter on there cost
-# real incidents: while the median of the camera's shift over its last SHAKE_FRAMES frames (the translation of the
-# stabilizer's estimate: a lossy dusk's grain moves its affine part, not that) reads SHAKING_PX or more, nothing is
-# read and the readings so far are dropped (a slow shake's ±1 px at 0.5 Hz reads 0.26 or more, Ped2's dusk and
-# night through 100 and 60 kb/s at most 0.19, docs/experiments.md). The tube cutter cuts such a stream in pieces of
-# STILL_EVERY frames to read it within a chunk.
-STILL_FLOW_NOISY, STILL_READS, STILL_HOLD, STILL_COARSE_QUIET, STILL_EVERY = 0.14, 5, 20, 0.8, 5
+# real incidents: where the median of the camera's shift over the SHAKE_FRAMES frames around a frame (the translation
+# of the stabilizer's estimate: a lossy dusk's grain moves its affine part, not that) reads SHAKING_PX or more, it is
+# not read and the readings so far are dropped (a slow shake's ±1 px at 0.5 Hz reads 0.26 or more, Ped2's dusk and
+# night through 100 and 60 kb/s at most 0.19, docs/experiments.md). The tube cutter reads it after each chunk and,
+# where it turns the filter on within the chunk, cuts the chunk's rest again (TubeCutter.flow).
+STILL_FLOW_NOISY, STILL_READS, STILL_HOLD, STILL_COARSE_QUIET = 0.14, 5, 20, 0.8
 SHAKE_FRAMES, SHAKING_PX = 10, 0.25
 COARSE_QUIET = 1.2  # the coarse noise reading below which the night filter turns off (with single pixels' below QUIET; see Denoiser)
 
@@ -258,6 +258,7 @@ class Denoiser:
         self.by_still_flow = False  # the filter was turned on by still ground's flow (see _keeps_on)
         self.hold = 0  # frames for which it stays on whatever single pixels and blocks read
         self.shifts: deque[float] = deque(maxlen=SHAKE_FRAMES)  # the camera's last shifts, px (see read_still)
+        self.unread: deque[float | None] = deque()  # still ground's last readings, until the frames after them are known
 
     def __call__(self, gray: np.ndarray) -> np.ndarray:
         """uint8 frames ``(n, H, W)`` -> the same, denoised while noisy (``active``: which of them)."""
@@ -286,6 +287,7 @@ class Denoiser:
                 self.by_still_flow, self.hold = self.still_moves, STILL_HOLD if self.still_moves else 0
                 self.calmed[i] = self.still_moves
                 self.still_reads.clear()  # likewise still ground's flow
+                self.unread.clear()
                 self.still_moves = False
                 if not remnant_floods:  # turned on by the grain: the blocks are read afresh from here
                     self.coarse = None
@@ -340,25 +342,37 @@ class Denoiser:
             return self.coarse >= STILL_COARSE_QUIET
         return self.remnant() > 0.0 and self.coarse >= COARSE_QUIET
 
-    def read_still(self, flow: np.ndarray, active: np.ndarray, camera: list[np.ndarray] | None = None) -> None:
+    def read_still(self, flow: np.ndarray, active: np.ndarray, camera: list[np.ndarray] | None = None) -> int | None:
         """The flow the tube cutter cut from the frames of the last call (``flow`` ``(n, H, W, 2)``, ``active`` whether
         the filter was on in each, ``camera`` the stabilizer's estimate of the camera's motion to each): in an
         inter-coded stream, each frame's flow while the filter was off reads still ground (its median length over
-        the frame, every 4th pixel each way: most of a fixed camera's picture stands still); the median of the last
-        :data:`STILL_READS` readings at :data:`STILL_FLOW_NOISY` or more turns the filter on at the next frame, as a
-        lossy stream's remnant. While the camera shakes (the median of its shift over the last :data:`SHAKE_FRAMES`
-        frames at :data:`SHAKING_PX` or more) nothing is read and the readings so far are dropped."""
+        the frame, every 4th pixel each way: most of a fixed camera's picture stands still); once the median of the
+        last :data:`STILL_READS` readings reaches :data:`STILL_FLOW_NOISY`, the filter turns on at the next frame, as
+        a lossy stream's remnant, and the index of the frame it turns on after is returned; the frames after it are
+        not read (the tube cutter cuts them again with the filter on). A frame is read only where the camera held
+        still around it: where the median of its shift over :data:`SHAKE_FRAMES` frames, from half of them before
+        it to half after, reads :data:`SHAKING_PX` or more, nothing is read and the readings so far are dropped. A
+        reading so counts :data:`SHAKE_FRAMES` // 2 frames later: over the frames up to it, the median read a
+        shake's first frames as still, and their readings turned the filter on as a shake began."""
         if not self.inter_coded:
-            return
+            return None
         shifts = np.zeros(len(flow)) if camera is None else [float(np.hypot(*p[0])) for p in camera]
-        for f, on, shift in zip(flow, active, shifts):
+        off = flow[~active, ::4, ::4]
+        lengths = iter(np.median(flow_length(off), axis=(1, 2)) if len(off) else ())
+        for i, (on, shift) in enumerate(zip(active, shifts)):
             self.shifts.append(shift)
+            self.unread.append(None if on else float(next(lengths)))
+            if len(self.unread) <= SHAKE_FRAMES // 2:
+                continue
+            reading = self.unread.popleft()
             if np.median(self.shifts) >= SHAKING_PX:
                 self.still_reads.clear()
-            elif not on:
-                self.still_reads.append(float(np.median(flow_length(f[::4, ::4]))))
-        if len(self.still_reads) == STILL_READS and np.median(self.still_reads) >= STILL_FLOW_NOISY:
-            self.still_moves = True
+            elif reading is not None:
+                self.still_reads.append(reading)
+                if len(self.still_reads) == STILL_READS and np.median(self.still_reads) >= STILL_FLOW_NOISY:
+                    self.still_moves = True
+                    return i
+        return None
 
     def remnant(self) -> float:
         """How much the codec's blocks read as a lossy stream's remnant, 0 to 1: by how far :func:`coarse_noise` reads

@@ -11,6 +11,7 @@ models see exactly the values they were trained on.
 
 from __future__ import annotations
 
+import copy
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
@@ -27,7 +28,6 @@ from cuboid_ad.cuboids.camera import (
     NIGHT_BASELINE,
     NOISE_FLOW_PX,
     RAW_FLOW_NOISE,
-    STILL_EVERY,
     Denoiser,
     Derainer,
     Stabilizer,
@@ -166,29 +166,41 @@ class TubeCutter:
     def flow(self, frames: np.ndarray) -> np.ndarray:
         """The optical flow the flow tubes are cut from: frames ``(n, H, W, C)`` -> ``(n, H, W, 2)``, with the
         camera corrections; the next call continues from the last of these frames. In a stream whose codec codes
-        frames from earlier ones the frames are cut in pieces of :data:`cuboids.camera.STILL_EVERY`, after each of
-        which the night filter reads still ground's flow (:meth:`cuboids.camera.Denoiser.read_still`), so that it can
-        turn on within a chunk; each frame pair's flow is its own, so the pieces' flows are the chunk's."""
+        frames from earlier ones the night filter then reads still ground's flow
+        (:meth:`cuboids.camera.Denoiser.read_still`); where that turns the filter on within the chunk, the chunk is
+        cut again from where it started, up to that frame and from it on, so that the frames after it are cut with
+        the filter on, as in any other chunking: each frame pair's flow is its own. That happens at most once per
+        turn-on (at dusk, once a stream), so a stream that never turns it on costs one reading a frame."""
         d = self.denoiser
-        if d is None or not d.inter_coded or len(frames) <= STILL_EVERY:
-            flow = self._flow(frames)
-            if d is not None:
-                d.read_still(flow, d.active, self.stabilizer.params)
+        before = self._state() if d is not None and d.inter_coded else None
+        flow = self._flow(frames)
+        turn = None if before is None else d.read_still(flow, d.active, self.stabilizer.params)
+        if turn is None or turn == len(frames) - 1:
             self.calmed = np.zeros(len(frames), bool) if d is None else d.calmed
             return flow
-        parts, active, calmed, motions = [], [], [], []
-        for s in range(0, len(frames), STILL_EVERY):
-            parts.append(self._flow(frames[s : s + STILL_EVERY]))
-            d.read_still(parts[-1], d.active, self.stabilizer.params)
-            active.append(d.active)
-            calmed.append(d.calmed)
-            motions.append(self.stabilizer.motions)
+        self._restore(before)
+        d = self.denoiser
+        head = self._flow(frames[: turn + 1])
+        d.read_still(head, d.active, self.stabilizer.params)  # as before: the filter turns on at the next frame
+        active, motions = d.active, self.stabilizer.motions
+        tail = self.flow(frames[turn + 1 :])
         # the chunk's, as its callers read them
-        d.active, self.calmed, self.stabilizer.motions = np.concatenate(active), np.concatenate(calmed), np.concatenate(motions)
-        return np.concatenate(parts)
+        d.active, self.stabilizer.motions = np.concatenate([active, d.active]), np.concatenate([motions, self.stabilizer.motions])
+        self.calmed = np.concatenate([np.zeros(turn + 1, bool), self.calmed])
+        return np.concatenate([head, tail])
+
+    def _state(self) -> tuple:
+        """What :meth:`_flow` changes, copied for :meth:`_restore` (OpenCV's optical flow objects are shared: none
+        keeps anything from call to call that a result depends on)."""
+        shared = {id(dis): dis for dis in (self.denoiser.dis, self.denoiser.coarse_dis, self.stabilizer.dis)}
+        return copy.deepcopy((self.denoiser, self.derainer, self.stabilizer, self.last, self.raw_last, self.shown_last), shared)
+
+    def _restore(self, state: tuple) -> None:
+        """Where :meth:`_state` copied it: the camera corrections are new objects."""
+        self.denoiser, self.derainer, self.stabilizer, self.last, self.raw_last, self.shown_last = state
 
     def _flow(self, frames: np.ndarray) -> np.ndarray:
-        """:meth:`flow` of one piece of frames."""
+        """:meth:`flow` of frames, the night filter's reading of still ground aside."""
         raw = gray = to_gray(frames)
         if self.denoiser is not None:
             denoised = self.denoiser(raw)

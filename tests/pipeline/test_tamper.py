@@ -431,9 +431,10 @@ def test_a_lossy_dusk_stream_whose_grain_and_blocks_read_quiet_turns_the_filter_
     single pixels read σ 1.0 and the codec's blocks stay below their trigger, so neither turns the filter on, while
     what the encoder leaves of the grain moved still ground 0.21 to 0.23 px a frame. Still ground's own flow, read
     while the filter is off, turns it on within 1.5 s, and still ground then stands still. The same ground by day
-    through the same stream reads nothing and leaves it off. Cut in pieces (the tube cutter's, and chunks of 10
-    frames here), the flow, where the filter was on and the camera's motion are the whole clip's, and the cutter
-    says at which frame still ground's flow turned the filter on (the scoring session settles the stretch before it)."""
+    through the same stream reads nothing and leaves it off. Cut in one call, the filter turns on at the same frame
+    as in chunks of 10 frames, the call's frames after it are cut again with the filter on (the same flow as two
+    calls split there), the camera's motion is the whole call's, and the cutter says at which frame still ground's
+    flow turned the filter on (the scoring session settles the stretch around it)."""
     ground = np.repeat(110 + 0.2 * textured_ground(3)[None], 60, axis=0)
     dusk = np.clip(ground * 0.85 + np.random.default_rng(seed).normal(0, 5, ground.shape), 0, 255).astype(np.uint8)
     stream = streamed(dusk, 20, tmp_path)
@@ -444,9 +445,13 @@ def test_a_lossy_dusk_stream_whose_grain_and_blocks_read_quiet_turns_the_filter_
     moved = np.linalg.norm(flow, axis=-1)[-30:, 8:-8, 8:-8].mean()
     assert moved < 0.01, f"still ground moves {moved:.4f} px a frame"
     whole = TubeCutter([], 16, 0.0, "flow", "medium", corrections=True, inter_coded=True)
-    assert np.array_equal(whole.flow(stream), flow) and np.array_equal(whole.denoiser.active, active), "cut in one call of 60 frames"
+    whole_flow = whole.flow(stream)
+    assert np.array_equal(whole.denoiser.active, active), "cut in one call of 60 frames, the filter is on where in chunks of 10"
     assert len(whole.stabilizer.motions) == len(stream), "the camera's motion of every frame of the call"
-    assert np.array_equal(np.flatnonzero(whole.calmed), np.flatnonzero(active)[:1]), "the frame still ground's flow turned it on at"
+    turn = np.flatnonzero(active)[0]
+    assert np.array_equal(np.flatnonzero(whole.calmed), [turn]), "the frame still ground's flow turned it on at"
+    split = TubeCutter([], 16, 0.0, "flow", "medium", corrections=True, inter_coded=True)
+    assert np.array_equal(whole_flow, np.concatenate([split.flow(stream[:turn]), split.flow(stream[turn:])])), "cut again from the turn-on"
     day = streamed(ground.astype(np.uint8), 20, tmp_path / "day")
     assert not night_flow(day, inter_coded=True)[2].any(), "by day still ground's flow turned the filter on"
 
@@ -455,19 +460,19 @@ def test_a_lossy_dusk_stream_whose_grain_and_blocks_read_quiet_turns_the_filter_
     "readings, inter_coded, on",
     [
         ([0.0, 0.0, 0.0, 0.6, 0.6, 0.0], True, []),  # two of five far above the rest: their mean 0.24
-        ([0.2] * 5 + [0.0], True, range(5, 26)),  # on once they read it, for 2 s though the blocks read quiet, then off
-        ([0.0, 0.0, 0.2], True, [*range(5, 26), *range(31, 40)]),  # lasting: on again once five more read it
+        ([0.2] * 5 + [0.0], True, range(10, 31)),  # on once they read it, for 2 s though the blocks read quiet, then off
+        ([0.0, 0.0, 0.2], True, [*range(10, 31), *range(41, 50)]),  # lasting: on again once five more read it
         ([0.2], False, []),  # frames each coded alone: not read
     ],
 )
 def test_still_ground_s_flow_turns_the_filter_on_by_the_median_of_its_last_readings(monkeypatch, readings, inter_coded, on):
     """While the filter is off in an inter-coded stream, still ground's flow (each frame's median flow length, the
     tube cutter's, scripted here: the last listed reading repeats) turns it on at the next frame once the median of
-    its last STILL_READS readings reaches STILL_FLOW_NOISY; one or two readings far above the rest leave it off,
-    which their mean would not. Turned on so while the codec's blocks read quiet (0.3, scripted) and single pixels
-    σ 1, it stays on for STILL_HOLD frames (an encoder's first blocks read quiet), then turns off, and still ground is
-    read afresh."""
-    still = np.repeat(110 + textured_ground(3)[None], 40, axis=0)
+    its last STILL_READS readings reaches STILL_FLOW_NOISY, each read SHAKE_FRAMES // 2 frames after its own (once the
+    camera's shift around it is known); one or two readings far above the rest leave it off, which their mean would
+    not. Turned on so while the codec's blocks read quiet (0.3, scripted) and single pixels σ 1, it stays on for
+    STILL_HOLD frames (an encoder's first blocks read quiet), then turns off, and still ground is read afresh."""
+    still = np.repeat(110 + textured_ground(3)[None], 50, axis=0)
     gray = np.clip(still + np.random.default_rng(0).normal(0, 1.0, still.shape), 0, 255).astype(np.uint8)
     monkeypatch.setattr(camera, "coarse_noise", lambda *args: 0.3)
     scripted = itertools.chain(readings, itertools.repeat(readings[-1]))
@@ -481,24 +486,31 @@ def test_still_ground_s_flow_turns_the_filter_on_by_the_median_of_its_last_readi
     assert np.array_equal(np.flatnonzero(active), list(on)), f"the filter is on in frames {np.flatnonzero(active)}, {list(on)} asked"
 
 
-def test_still_ground_is_not_read_while_the_camera_shakes():
+@pytest.mark.parametrize(
+    "shaken, first",
+    [
+        ([], 9),  # read 5 frames after its own: the first five readings, from frame 4 on
+        (range(3, 13), 22),  # shaking: nor are the frames just before and after it read
+        (range(5, 15), 24),  # the four readings before it, taken while the frames around them held still, are dropped
+        ([6], 9),  # a single jolt: the median of the shifts around a frame leaves it read, as their mean would not
+    ],
+)
+def test_still_ground_is_not_read_while_the_camera_shakes(shaken, first):
     """A camera shaking by day through H.264 leaves still ground's flow at 0.11 to 0.21 px a frame once the
     stabilizer has taken its motion off, as much as a lossy dusk; read there, the trigger turned the filter on again
-    and again and the stretches held back before each turn-on cost real incidents. While the median of the camera's
-    shift (the translation of the stabilizer's estimate) over the last SHAKE_FRAMES reads SHAKING_PX or more, still
-    ground is not read and the readings so far are dropped, across the cutter's calls; a lossy dusk's grain moves the
-    estimate's affine part (0.6 px at the corners here), which leaves it read."""
-    flow, off = np.full((10, 8, 8, 2), [0.2, 0.0], np.float32), np.zeros(10, bool)
-    grain = [np.array([[0.1, 0.0], [0.6, 0.0], [0.0, 0.6]])] * 10
-    shaken = [np.array([[s, 0.0], [0.0, 0.0], [0.0, 0.0]]) for s in np.resize([-1.0, 1.0], 10)]
-    denoiser = Denoiser(inter_coded=True)
-    half = camera.SHAKE_FRAMES // 2
-    # read while still; dropped once it shakes; for the first half of the window after it, still unread; then read
-    for estimates, n, reads in [(grain, 3, 3), (shaken, half, 0), (shaken, half, 0), (grain, half, 0), (grain, 4, 4)]:
-        denoiser.read_still(flow[:n], off[:n], estimates[:n])
-        assert len(denoiser.still_reads) == reads and not denoiser.still_moves, f"{len(denoiser.still_reads)} read, {reads} asked"
-    denoiser.read_still(flow[:1], off[:1], grain[:1])
-    assert denoiser.still_moves, "five frames read once the camera stood still turn the filter on"
+    and again and the stretches held back around each turn-on cost real incidents. Where the median of the camera's
+    shift (the translation of the stabilizer's estimate, 1 px here while it shakes and 2 px at a jolt) over the
+    SHAKE_FRAMES around a frame reads SHAKING_PX or more, still ground is not read and the readings so far are
+    dropped: a window that ended at the frame read the first frames of a shake as still, and they turned the filter
+    on (after frame 7 of the first shake here). A lossy dusk's grain moves the estimate's affine part (0.6 px at the corners here), which
+    leaves the frames read. Frames come one call each; ``first``: the frame whose call turns the filter on."""
+    denoiser, calls = Denoiser(inter_coded=True), []
+    for i in range(30):
+        shift = 2.0 if list(shaken) == [i] else 1.0 if i in shaken else 0.1
+        estimate = np.array([[shift * (-1) ** i, 0.0], [0.6, 0.0], [0.0, 0.6]])  # the grain's 0.6 px at the corners
+        calls.append(denoiser.read_still(np.full((1, 8, 8, 2), [0.2, 0.0], np.float32), np.zeros(1, bool), [estimate]))
+    on = [i for i, turn in enumerate(calls) if turn is not None]
+    assert on[:1] == [first] and calls[first] == 0, f"the filter turns on after frames {on}, after {first} asked"
 
 
 @pytest.mark.parametrize("quality", [5, 10])
