@@ -169,8 +169,8 @@ class TubeCutter:
         frames from earlier ones the night filter then reads still ground's flow
         (:meth:`cuboids.camera.Denoiser.read_still`); where that turns the filter on within the chunk, the chunk is
         cut again from where it started, up to that frame and from it on, so that the frames after it are cut with
-        the filter on, as in any other chunking: each frame pair's flow is its own. That happens at most once per
-        turn-on (at dusk, once a stream), so a stream that never turns it on costs one reading a frame."""
+        the filter on, as in any other chunking: each frame pair's flow is its own. Each such turn-on costs one
+        chunk cut twice; a stream that never turns it on costs one reading a frame."""
         d = self.denoiser
         before = self._state() if d is not None and d.inter_coded else None
         flow = self._flow(frames)
@@ -179,14 +179,14 @@ class TubeCutter:
             self.calmed = np.zeros(len(frames), bool) if d is None else d.calmed
             return flow
         self._restore(before)
-        d = self.denoiser
         head = self._flow(frames[: turn + 1])
-        d.read_still(head, d.active, self.stabilizer.params)  # as before: the filter turns on at the next frame
-        active, motions = d.active, self.stabilizer.motions
-        tail = self.flow(frames[turn + 1 :])
+        self.denoiser.read_still(head, self.denoiser.active, self.stabilizer.params)  # as before: on from the next frame
+        active, calmed, motions = self.denoiser.active, self.denoiser.calmed, self.stabilizer.motions
+        tail = self.flow(frames[turn + 1 :])  # which may put back the corrections again: read them anew after
         # the chunk's, as its callers read them
-        d.active, self.stabilizer.motions = np.concatenate([active, d.active]), np.concatenate([motions, self.stabilizer.motions])
-        self.calmed = np.concatenate([np.zeros(turn + 1, bool), self.calmed])
+        self.denoiser.active = np.concatenate([active, self.denoiser.active])
+        self.stabilizer.motions = np.concatenate([motions, self.stabilizer.motions])
+        self.calmed = np.concatenate([calmed, self.calmed])
         return np.concatenate([head, tail])
 
     def _state(self) -> tuple:

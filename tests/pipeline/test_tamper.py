@@ -456,6 +456,29 @@ def test_a_lossy_dusk_stream_whose_grain_and_blocks_read_quiet_turns_the_filter_
     assert not night_flow(day, inter_coded=True)[2].any(), "by day still ground's flow turned the filter on"
 
 
+def test_turn_ons_by_still_ground_s_flow_within_one_call_are_those_of_any_chunking(tmp_path, monkeypatch):
+    """The lossy dusk stream of the test above, 80 frames, its codec's blocks scripted to read quiet (0.3): still
+    ground's flow turns the filter on, it stays on for STILL_HOLD frames, turns off, and still ground's flow turns it
+    on again, three times within one call of 80 frames. Each turn-on cuts the rest of the call again, each from where
+    the one before left the camera corrections: the frames the filter is on in and those it turned on at are those of
+    chunks of 10, and the flow is that of calls split at each."""
+    monkeypatch.setattr(camera, "coarse_noise", lambda *args: 0.3)
+    ground = np.repeat(110 + 0.2 * textured_ground(3)[None], 80, axis=0)
+    dusk = np.clip(ground * 0.85 + np.random.default_rng(9).normal(0, 5, ground.shape), 0, 255).astype(np.uint8)
+    stream = streamed(dusk, 20, tmp_path)
+    _, chunked, active = night_flow(stream, inter_coded=True)
+    whole = TubeCutter([], 16, 0.0, "flow", "medium", corrections=True, inter_coded=True)
+    flow = whole.flow(stream)
+    turns = np.flatnonzero(whole.calmed)
+    assert len(turns) == 3, f"still ground's flow turned the filter on at frames {turns}"
+    assert np.array_equal(whole.denoiser.active, active), "the frames the filter is on in, in one call and in chunks of 10"
+    assert np.array_equal(turns, np.flatnonzero(np.diff(active.astype(int)) == 1) + 1), "where it turned on"
+    assert len(whole.stabilizer.motions) == len(stream), "the camera's motion of every frame of the call"
+    split = TubeCutter([], 16, 0.0, "flow", "medium", corrections=True, inter_coded=True)
+    parts = [split.flow(part) for part in np.split(stream, turns)]
+    assert np.array_equal(flow, np.concatenate(parts)), "cut again from each turn-on"
+
+
 @pytest.mark.parametrize(
     "readings, inter_coded, on",
     [
