@@ -480,24 +480,26 @@ def test_turn_ons_by_still_ground_s_flow_within_one_call_are_those_of_any_chunki
 
 
 @pytest.mark.parametrize(
-    "readings, inter_coded, on",
+    "readings, inter_coded, blocks, on",
     [
-        ([0.0, 0.0, 0.0, 0.6, 0.6, 0.0], True, []),  # two of five far above the rest: their mean 0.24
-        ([0.2] * 5 + [0.0], True, range(10, 31)),  # on once they read it, for 2 s though the blocks read quiet, then off
-        ([0.0, 0.0, 0.2], True, [*range(10, 31), *range(41, 50)]),  # lasting: on again once five more read it
-        ([0.2], False, []),  # frames each coded alone: not read
+        ([0.0, 0.0, 0.0, 0.6, 0.6, 0.0], True, 0.3, []),  # two of five far above the rest: their mean 0.24
+        ([0.2] * 5 + [0.0], True, 0.3, range(10, 31)),  # on once they read it, for 2 s though the blocks read quiet, then off
+        ([0.2] * 5 + [0.0], True, 0.6, range(10, 50)),  # the blocks read a 60 kb/s night's dip: it stays on
+        ([0.0, 0.0, 0.2], True, 0.3, [*range(10, 31), *range(41, 50)]),  # lasting: on again once five more read it
+        ([0.2], False, 0.3, []),  # frames each coded alone: not read
     ],
 )
-def test_still_ground_s_flow_turns_the_filter_on_by_the_median_of_its_last_readings(monkeypatch, readings, inter_coded, on):
+def test_still_ground_s_flow_turns_the_filter_on_by_the_median_of_its_last_readings(monkeypatch, readings, inter_coded, blocks, on):
     """While the filter is off in an inter-coded stream, still ground's flow (each frame's median flow length, the
     tube cutter's, scripted here: the last listed reading repeats) turns it on at the next frame once the median of
     its last STILL_READS readings reaches STILL_FLOW_NOISY, each read SHAKE_FRAMES // 2 frames after its own (once the
     camera's shift around it is known); one or two readings far above the rest leave it off, which their mean would
-    not. Turned on so while the codec's blocks read quiet (0.3, scripted) and single pixels σ 1, it stays on for
-    STILL_HOLD frames (an encoder's first blocks read quiet), then turns off, and still ground is read afresh."""
+    not. Turned on so while the codec's blocks read quiet (``blocks``, scripted: 0.3) and single pixels σ 1, it stays
+    on for STILL_HOLD frames (an encoder's first blocks read quiet), then turns off, and still ground is read afresh;
+    while the blocks read STILL_COARSE_QUIET or more (0.6, as a 60 kb/s night's dip below 0.8), it stays on."""
     still = np.repeat(110 + textured_ground(3)[None], 50, axis=0)
     gray = np.clip(still + np.random.default_rng(0).normal(0, 1.0, still.shape), 0, 255).astype(np.uint8)
-    monkeypatch.setattr(camera, "coarse_noise", lambda *args: 0.3)
+    monkeypatch.setattr(camera, "coarse_noise", lambda *args: blocks)
     scripted = itertools.chain(readings, itertools.repeat(readings[-1]))
     denoiser, active = Denoiser(inter_coded=inter_coded), []
     for frame in gray[:, None]:
