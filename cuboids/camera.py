@@ -101,15 +101,14 @@ COARSE_NOISY, COARSE_OFF_READS, COARSE_OFF_FIRST = 3.0, 5, 20
 # over the frame) is read on every frame while the filter is off, the median of the last STILL_READS readings turning it
 # on from STILL_FLOW_NOISY px a frame: an encoder that smooths a dusk's grain below both single pixels' and the blocks'
 # triggers still leaves blocks that move still ground (Ped2's daylight through H.264 reads at most 0.12, dusk through
-# 100 kb/s 0.17 to 0.26; a camera shaking by day through H.264 reads as high, docs/experiments.md). Once on so, it stays
-# on for STILL_HOLD frames, then while the blocks read STILL_COARSE_QUIET or more (a 60 kb/s night's read near 1 and dip
-# below 0.8, where the filter turned off and on again, docs/experiments.md). A camera shaking by day through H.264 reads
-# as high, and turning the filter on there cost real incidents: where the median of the camera's shift over the
-# SHAKE_FRAMES frames around a frame (the translation of the stabilizer's estimate: a lossy dusk's grain moves its
-# affine part, not that) reads SHAKING_PX or more, it is not read and the readings so far are dropped (a slow shake's ±1
-# px at 0.5 Hz reads 0.26 or more, Ped2's dusk and night through 100 and 60 kb/s at most 0.19, docs/experiments.md). The
-# tube cutter reads it after each chunk and, where it turns the filter on within the chunk, cuts the chunk's rest again
-# (TubeCutter.flow).
+# 100 kb/s 0.17 to 0.26, docs/experiments.md). Once on so, it stays on for STILL_HOLD frames, then while the blocks read
+# STILL_COARSE_QUIET or more (a 60 kb/s night's read near 1 and dip below 0.8, where the filter turned off and on again,
+# docs/experiments.md). A camera shaking by day through H.264 reads as high, and turning the filter on there cost real
+# incidents: where the median of the camera's shift over the SHAKE_FRAMES frames around a frame (the translation of the
+# stabilizer's estimate: a lossy dusk's grain moves its affine part, not that) reads SHAKING_PX or more, it is not read
+# and the readings so far are dropped (a slow shake's ±1 px at 0.5 Hz reads 0.26 or more, Ped2's dusk and night through
+# 100 and 60 kb/s at most 0.19, docs/experiments.md). The tube cutter reads it after each chunk and, where it turns the
+# filter on within the chunk, cuts the chunk's rest again (TubeCutter.flow).
 STILL_FLOW_NOISY, STILL_READS, STILL_HOLD, STILL_COARSE_QUIET = 0.14, 5, 20, 0.5
 SHAKE_FRAMES, SHAKING_PX = 10, 0.25
 COARSE_QUIET = 1.2  # the coarse noise reading below which the night filter turns off (with single pixels' below QUIET; see Denoiser)

@@ -425,6 +425,14 @@ def test_the_codec_s_blocks_turn_the_filter_on_by_the_median_of_their_last_readi
         assert len(on) and on[0] == first_on and denoiser.active[first_on:].all(), f"the filter is on in frames {on}, from frame {first_on} asked"
 
 
+def lossy_dusk(n: int, seed: int, folder) -> tuple[np.ndarray, np.ndarray]:
+    """Faint ground (its texture's spread 5 grey levels) by day, ``n`` frames, and the same at dusk (σ 5, 85% of the
+    light) through H.264 at 20 kb/s, decoded."""
+    ground = np.repeat(110 + 0.2 * textured_ground(3)[None], n, axis=0)
+    dusk = np.clip(ground * 0.85 + np.random.default_rng(seed).normal(0, 5, ground.shape), 0, 255).astype(np.uint8)
+    return ground, streamed(dusk, 20, folder)
+
+
 @pytest.mark.parametrize("seed", [8, 9])
 def test_a_lossy_dusk_stream_whose_grain_and_blocks_read_quiet_turns_the_filter_on_by_still_ground_s_flow(tmp_path, seed):
     """Faint ground (its texture's spread 5 grey levels) at dusk (σ 5, 85% of the light) through H.264 at 20 kb/s:
@@ -435,9 +443,7 @@ def test_a_lossy_dusk_stream_whose_grain_and_blocks_read_quiet_turns_the_filter_
     as in chunks of 10 frames, the call's frames after it are cut again with the filter on (the same flow as two
     calls split there), the camera's motion is the whole call's, and the cutter says at which frame still ground's
     flow turned the filter on (the scoring session settles the stretch around it)."""
-    ground = np.repeat(110 + 0.2 * textured_ground(3)[None], 60, axis=0)
-    dusk = np.clip(ground * 0.85 + np.random.default_rng(seed).normal(0, 5, ground.shape), 0, 255).astype(np.uint8)
-    stream = streamed(dusk, 20, tmp_path)
+    ground, stream = lossy_dusk(60, seed, tmp_path)
     flow, cutter, active = night_flow(stream, inter_coded=True)
     assert cutter.denoiser.sigma < camera.QUIET, f"single pixels read {cutter.denoiser.sigma:.2f}"
     assert cutter.denoiser.by_still_flow, "still ground's flow turned the filter on"
@@ -463,10 +469,8 @@ def test_turn_ons_by_still_ground_s_flow_within_one_call_are_those_of_any_chunki
     the one before left the camera corrections: the frames the filter is on in and those it turned on at are those of
     chunks of 10, and the flow is that of calls split at each."""
     monkeypatch.setattr(camera, "coarse_noise", lambda *args: 0.3)
-    ground = np.repeat(110 + 0.2 * textured_ground(3)[None], 80, axis=0)
-    dusk = np.clip(ground * 0.85 + np.random.default_rng(9).normal(0, 5, ground.shape), 0, 255).astype(np.uint8)
-    stream = streamed(dusk, 20, tmp_path)
-    _, chunked, active = night_flow(stream, inter_coded=True)
+    _, stream = lossy_dusk(80, 9, tmp_path)
+    active = night_flow(stream, inter_coded=True)[2]
     whole = TubeCutter([], 16, 0.0, "flow", "medium", corrections=True, inter_coded=True)
     flow = whole.flow(stream)
     turns = np.flatnonzero(whole.calmed)
